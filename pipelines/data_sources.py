@@ -1,0 +1,392 @@
+"""Where image-caption rows come from: a source string -> ``RawSource`` (rows as given, unchecked).
+
+Source strings, tried in this order:
+
+``"shapes"`` / ``"shapes:key=value,..."``
+    the built-in synthetic dataset (``pipelines.shapes.shapes_dataset``). Keys: ``num_samples``
+    (default ``DEFAULT_SHAPES_SAMPLES``), ``seed`` (default 0; independent of the loader's flip
+    seed, so the source string alone fixes the data), ``split`` (overrides the ``split`` argument),
+    ``caption_style``, ``resolution`` (default: the requested resolution). Use ``"./shapes"`` for a
+    local folder of that name.
+a glob (``*``, ``?``, ``[``)
+    parquet files matching it (``**`` recurses).
+a folder
+    a ``save_to_disk`` folder (``Dataset`` or ``DatasetDict``); else an imagefolder: a
+    ``metadata.jsonl`` or ``metadata.csv`` in the folder or in a ``<split>/`` subfolder; else
+    parquet files below it (split names inferred from file names as ``datasets`` does).
+a file
+    ``*.parquet``, or a ``metadata.jsonl`` / ``metadata.csv`` (the imagefolder is its folder).
+anything else shaped like ``name`` or ``owner/name``
+    a Hugging Face Hub dataset (``datasets.load_dataset``).
+
+Sources without splits (a single saved ``Dataset``, a flat imagefolder, parquet files named by
+hand) are the "train" split in full; asking them for another split is an error, so evaluation
+never silently runs on training data.
+
+Imagefolders are read here rather than by ``datasets``' imagefolder loader, which drops metadata
+rows naming missing files and decodes lazily: every metadata row becomes a row (bad ones are
+reported later, not lost), and image files that no row names are counted as "no_metadata".
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+from PIL import Image
+
+__all__ = [
+    "CAPTION_COLUMN_CANDIDATES", "DEFAULT_SHAPES_SAMPLES", "IMAGE_COLUMN_CANDIDATES", "DataSourceError",
+    "RawSource", "RowLayout", "caption_text", "open_source",
+]
+
+IMAGE_COLUMN_CANDIDATES = ("image", "img", "jpg", "jpeg", "png", "webp")
+CAPTION_COLUMN_CANDIDATES = ("text", "caption", "prompt", "txt")
+METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+FILE_NAME_KEY = "file_name"  # the imagefolder metadata key naming each image, as in ``datasets``
+DEFAULT_SHAPES_SAMPLES = 10_000
+ID_COLUMN = "__source_id__"  # added to tables whose rows have no id of their own
+_SHAPES_OPTIONS: dict[str, type] = {"num_samples": int, "seed": int, "split": str, "caption_style": str,
+                                     "resolution": int}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_FILE_SUFFIXES = (".parquet", ".arrow", ".jsonl", ".json", ".csv", ".txt", ".png", ".jpg", ".jpeg")
+
+logger = logging.getLogger(__name__)
+
+
+class DataSourceError(ValueError):
+    """A data source cannot be found, read or understood; the message says what to do instead."""
+
+
+@dataclass
+class RowLayout:
+    """Where a source's rows keep their parts (picklable: it travels inside dataset transforms).
+
+    ``image_column`` holds a PIL image, bytes, a path or a ``{"bytes", "path"}`` dict;
+    ``caption_column`` the caption; ``id_column`` each row's ``source_id``, or ``None`` (native
+    streams) for the row's position in the stream. ``transform`` is the source's own batch
+    transform, which must run first (the shapes dataset draws its images in one).
+    """
+
+    image_column: str
+    caption_column: str
+    id_column: str | None
+    transform: Callable[[dict], dict] | None = None
+
+    def row(self, row: dict, position: int) -> tuple[Any, Any, str]:
+        """``(image value, caption value, source_id)`` of one row (already through ``transform``)."""
+        source_id = row[self.id_column] if self.id_column is not None else position
+        return row[self.image_column], row[self.caption_column], str(source_id)
+
+    def batch(self, batch: dict, first_position: int = 0) -> list[tuple[Any, Any, str]]:
+        """``row`` for each row of a batch (a dict of columns), after ``transform``."""
+        if self.transform is not None:
+            batch = self.transform(batch)
+        rows = (dict(zip(batch, values)) for values in zip(*batch.values()))
+        return [self.row(row, first_position + offset) for offset, row in enumerate(rows)]
+
+
+@dataclass
+class RawSource:
+    """A source's rows before any checking, and ``(reason, row id)`` for rows already lost while
+    reading the source itself (unparseable metadata, image files no metadata row names)."""
+
+    dataset: datasets.Dataset | datasets.IterableDataset
+    layout: RowLayout
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def caption_text(value: Any) -> str | None:
+    """The text of a caption value: strings as they are, the first non-blank string of a list
+    (multi-caption datasets), other scalars via ``str``, ``None`` for no caption."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        texts = [text for text in value if isinstance(text, str)]
+        return next((text for text in texts if text.strip()), texts[0] if texts else None)
+    return str(value)
+
+
+def open_source(source: str, *, split: str, image_column: str | None, caption_column: str | None,
+                streaming: bool, resolution: int, max_rows: int | None) -> RawSource:
+    """Resolve ``source`` (see the module docstring) into its unchecked rows, at most ``max_rows``."""
+    columns = {"image_column": image_column, "caption_column": caption_column, "max_rows": max_rows}
+    if source == "shapes" or source.startswith("shapes:"):
+        return _shapes_source(source, split=split, resolution=resolution, **columns)
+    if any(char in source for char in "*?["):
+        return _parquet_source(_glob_parquet(source), split=split, streaming=streaming, **columns)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _folder_source(path, split=split, streaming=streaming, **columns)
+    if path.is_file():
+        if path.name in METADATA_FILES:
+            _require_train(split, path.parent)
+            return _imagefolder_source(path, **columns)
+        if path.suffix == ".parquet":
+            return _parquet_source([str(path)], split=split, streaming=streaming, **columns)
+        raise DataSourceError(f"{source}: not a data file; expected a .parquet file or {' / '.join(METADATA_FILES)}")
+    if not _HUB_ID.match(source) or source.lower().endswith(_FILE_SUFFIXES):
+        raise DataSourceError(f"{source}: no such file or directory")
+    return _hub_source(source, split=split, streaming=streaming, **columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables (saved datasets, parquet, hub, shapes): pick and prepare the columns
+
+
+def pick_column(kind: str, requested: str | None, available: list[str], candidates: Iterable[str],
+                where: str, fallback: Iterable[str] = ()) -> str:
+    """``requested`` if ``available`` has it, else the first candidate present (any case), else
+    the first ``fallback``; a clear ``DataSourceError`` when none fits."""
+    if requested is not None:
+        if requested not in available:
+            raise DataSourceError(f"{kind} column {requested!r} not found in {where}; available columns: {available}")
+        return requested
+    by_lower = {name.lower(): name for name in reversed(available)}
+    found = next((by_lower[name] for name in candidates if name in by_lower), None) or next(iter(fallback), None)
+    if found is None:
+        raise DataSourceError(f"no {kind} column found in {where} (looked for {list(candidates)}); "
+                              f"available columns: {available}; pass {kind}_column=...")
+    return found
+
+
+def _is_image_storage(feature: Any) -> bool:
+    """Whether a column can hold images: an Image feature, bytes, paths or {bytes, path} structs."""
+    if isinstance(feature, datasets.Image):
+        return True
+    if isinstance(feature, datasets.Value):
+        return feature.dtype in ("binary", "large_binary", "string", "large_string")
+    return isinstance(feature, dict) and ("bytes" in feature or "path" in feature)
+
+
+def _first_row_columns(dataset: datasets.Dataset | datasets.IterableDataset, transform: Callable | None,
+                       where: str) -> list[str]:
+    """Column names as the rows will show them (after the source's own transform, if any)."""
+    if transform is None and dataset.column_names is not None:
+        return list(dataset.column_names)
+    first = dataset[:1] if isinstance(dataset, datasets.Dataset) else next(iter(dataset.take(1)), None)
+    if not first:
+        raise DataSourceError(f"{where} is empty")
+    first = first if isinstance(dataset, datasets.Dataset) else {name: [value] for name, value in first.items()}
+    return list((transform(first) if transform else first).keys())
+
+
+def _table_source(dataset: datasets.Dataset | datasets.IterableDataset, where: str, *, image_column: str | None,
+                  caption_column: str | None, max_rows: int | None, id_column: str | None = None,
+                  transform: Callable | None = None) -> RawSource:
+    """A ``RawSource`` from a table: columns picked and checked, images left undecoded, ids added."""
+    available = _first_row_columns(dataset, transform, where)
+    features = dataset.features or {}
+    image_like = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
+    image = pick_column("image", image_column, available, IMAGE_COLUMN_CANDIDATES, where, image_like)
+    caption = pick_column("caption", caption_column, available, CAPTION_COLUMN_CANDIDATES, where)
+    if image == caption:
+        raise DataSourceError(f"image and caption columns must differ (both are {image!r}) in {where}")
+    if image in features and not _is_image_storage(features[image]):
+        raise DataSourceError(f"column {image!r} of {where} holds {features[image]}, not images; pass image_column=...")
+    if isinstance(dataset, datasets.Dataset):
+        dataset = dataset.with_format(None)  # a saved dataset may carry a format; rows must come raw
+    if transform is None:  # a source transform may need every column; otherwise read only ours
+        dataset = dataset.select_columns([image, caption])
+    if isinstance(features.get(image), datasets.Image):
+        dataset = dataset.cast_column(image, datasets.Image(decode=False))  # decoded by us, errors caught
+    if max_rows is not None:
+        is_table = isinstance(dataset, datasets.Dataset)
+        dataset = dataset.select(range(min(max_rows, len(dataset)))) if is_table else dataset.take(max_rows)
+    if id_column is None and isinstance(dataset, datasets.Dataset):
+        id_column = ID_COLUMN
+        dataset = dataset.add_column(ID_COLUMN, [str(index) for index in range(len(dataset))])
+    return RawSource(dataset, RowLayout(image, caption, id_column, transform))
+
+
+def _require_train(split: str, where: Any) -> None:
+    if split != "train":
+        raise DataSourceError(f"{where} has no splits: all of it is the 'train' split, not {split!r}")
+
+
+def _saved_source(path: Path, split: str, **columns: Any) -> RawSource:
+    saved = datasets.load_from_disk(str(path))
+    if isinstance(saved, datasets.DatasetDict):
+        if split not in saved:
+            raise DataSourceError(f"{path} has no split {split!r}; available splits: {list(saved)}")
+        return _table_source(saved[split], f"{path} [{split}]", **columns)
+    _require_train(split, f"{path} (a saved Dataset)")
+    return _table_source(saved, str(path), **columns)
+
+
+def _glob_parquet(pattern: str) -> list[str]:
+    files = sorted(name for name in glob.glob(os.path.expanduser(pattern), recursive=True) if name.endswith(".parquet"))
+    if not files:
+        raise DataSourceError(f"no parquet files match {pattern!r}")
+    return files
+
+
+def _parquet_source(files: list[str] | Path, split: str, streaming: bool, **columns: Any) -> RawSource:
+    """Parquet files (a list; split "train" only) or a folder of them (splits from file names)."""
+    if isinstance(files, Path):
+        where, kwargs = str(files), {"data_dir": str(files)}
+    else:
+        _require_train(split, f"parquet files {files[:3]}{'...' if len(files) > 3 else ''}")
+        where, kwargs = f"parquet files {files[:3]}", {"data_files": files}
+    try:
+        dataset = datasets.load_dataset("parquet", split=split, streaming=streaming, **kwargs)
+    except ValueError as error:  # e.g. an unknown split
+        raise DataSourceError(f"cannot load split {split!r} of {where}: {error}") from error
+    return _table_source(dataset, where, **columns)
+
+
+def _hub_source(name: str, split: str, streaming: bool, **columns: Any) -> RawSource:
+    logger.info("loading %r from the Hugging Face Hub (without network, HF_HUB_OFFLINE=1 fails fast)", name)
+    try:
+        dataset = datasets.load_dataset(name, split=split, streaming=streaming)
+    except Exception as error:  # offline, not found, no such split, gated...: all reported the same way
+        raise DataSourceError(_hub_error_message(name, error)) from error
+    return _table_source(dataset, f"hub dataset {name!r} [{split}]", **columns)
+
+
+def _hub_error_message(name: str, error: Exception) -> str:
+    chain, cause = [], error
+    while cause is not None and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    lines = [f"cannot load {name!r}: no local file or folder has that name, so it was taken for a Hugging Face "
+             f"Hub dataset, and loading that failed ({type(error).__name__}: {error})."]
+    if datasets.config.HF_HUB_OFFLINE:
+        lines.append("HF_HUB_OFFLINE is set, so nothing can be downloaded, and this dataset is not in the local "
+                     "cache. Unset HF_HUB_OFFLINE on a machine with network access, or use a local source.")
+    elif any(isinstance(cause, ConnectionError) for cause in chain):
+        lines.append("The Hub could not be reached (no network?). Check the connection, or set HF_HUB_OFFLINE=1 "
+                     "to use a cached copy without waiting on the network, or use a local source.")
+    lines.append("Local sources: an imagefolder with metadata.jsonl or metadata.csv, a save_to_disk folder, "
+                 "parquet files, or 'shapes' (the built-in synthetic dataset).")
+    return "\n".join(lines)
+
+
+def _shapes_options(source: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in filter(None, source.partition(":")[2].split(",")):
+        key, _, value = (part.strip() for part in item.partition("="))
+        if key not in _SHAPES_OPTIONS:
+            raise DataSourceError(f"unknown shapes option {key!r} in {source!r}; known: {sorted(_SHAPES_OPTIONS)}")
+        try:
+            options[key] = _SHAPES_OPTIONS[key](value)
+        except ValueError as error:
+            raise DataSourceError(f"bad value for shapes option {key!r} in {source!r}: {value!r}") from error
+    return options
+
+
+def _shapes_source(source: str, split: str, resolution: int, **columns: Any) -> RawSource:
+    try:
+        from pipelines.shapes import shapes_dataset
+    except ImportError as error:
+        raise DataSourceError(f"the built-in shapes dataset is unavailable: {error}") from error
+    options = {"split": split, "resolution": resolution, **_shapes_options(source)}
+    num_samples = options.pop("num_samples", DEFAULT_SHAPES_SAMPLES)
+    if columns["max_rows"] is not None:
+        num_samples = min(num_samples, columns["max_rows"])
+    try:
+        dataset = shapes_dataset(num_samples, **options)
+    except ValueError as error:  # unknown split or caption style
+        raise DataSourceError(f"{source}: {error}") from error
+    transform = dataset.format["format_kwargs"].get("transform") if dataset.format["type"] == "custom" else None
+    return _table_source(dataset.with_format(None), f"{source} [{options['split']}]", id_column="index",
+                         transform=transform, **columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# Folders and imagefolders
+
+
+def _metadata_file(folder: Path) -> Path | None:
+    found = [folder / name for name in METADATA_FILES if (folder / name).is_file()]
+    if len(found) > 1:
+        raise DataSourceError(f"{folder} has both {METADATA_FILES[0]} and {METADATA_FILES[1]}; keep one")
+    return found[0] if found else None
+
+
+def _folder_source(path: Path, split: str, streaming: bool, **columns: Any) -> RawSource:
+    if (path / datasets.config.DATASETDICT_JSON_FILENAME).is_file() or (
+            (path / datasets.config.DATASET_STATE_JSON_FILENAME).is_file()
+            and (path / datasets.config.DATASET_INFO_FILENAME).is_file()):
+        return _saved_source(path, split, **columns)
+    split_folders = sorted(sub.name for sub in path.iterdir() if sub.is_dir() and _metadata_file(sub))
+    if split in split_folders:
+        return _imagefolder_source(_metadata_file(path / split), **columns)
+    if (metadata := _metadata_file(path)) is not None:
+        _require_train(split, f"imagefolder {path}")
+        return _imagefolder_source(metadata, **columns)
+    if split_folders:
+        raise DataSourceError(f"imagefolder {path} has no split {split!r}; available splits: {split_folders}")
+    if next(path.rglob("*.parquet"), None) is not None:
+        return _parquet_source(path, split=split, streaming=streaming, **columns)
+    raise DataSourceError(f"{path}: not a data folder: found no save_to_disk dataset, no {' / '.join(METADATA_FILES)} "
+                          "(in it or in a split subfolder) and no parquet files")
+
+
+def _read_metadata(path: Path, max_rows: int | None) -> tuple[list[tuple[str, dict]], list[tuple[str, str]]]:
+    """Metadata records as ``(row id, record)`` and unparseable rows as ``("bad_metadata", row id)``.
+
+    A row id is ``"metadata.jsonl:<line>"``; at most ``max_rows`` rows (good or bad) are read.
+    """
+    records: list[tuple[str, dict]] = []
+    bad: list[tuple[str, str]] = []
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        if path.suffix == ".csv":
+            lines: Iterable[tuple[int, Any]] = ((number, row) for number, row in enumerate(csv.DictReader(file), 2))
+        else:
+            lines = ((number, line) for number, line in enumerate(file, 1) if line.strip())
+        for number, line in lines:
+            if max_rows is not None and len(records) + len(bad) >= max_rows:
+                break
+            row_id = f"{path.name}:{number}"
+            try:
+                record = line if isinstance(line, dict) else json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict):
+                records.append((row_id, record))
+            else:
+                bad.append(("bad_metadata", row_id))
+    return records, bad
+
+
+def _unlisted_images(folder: Path, listed: set[str]) -> list[str]:
+    """Image files under ``folder`` (relative posix paths) that no metadata row names."""
+    extensions = {extension for extension, kind in Image.registered_extensions().items() if kind in Image.OPEN}
+    listed = {os.path.normpath(name) for name in listed}
+    found = (os.path.relpath(file, folder) for file in folder.rglob("*") if file.suffix.lower() in extensions)
+    return sorted(Path(name).as_posix() for name in found if os.path.normpath(name) not in listed)
+
+
+def _imagefolder_source(metadata: Path, *, image_column: str | None, caption_column: str | None,
+                        max_rows: int | None) -> RawSource:
+    """An imagefolder read from its metadata; ``image_column`` names the metadata key holding the
+    image's relative path (default ``"file_name"``). ``source_id`` is that relative path."""
+    folder = metadata.parent
+    records, skipped = _read_metadata(metadata, max_rows)
+    keys = list(dict.fromkeys(key for _, record in records for key in record if key is not None))
+    file_key = pick_column("image", image_column, keys, (FILE_NAME_KEY,), str(metadata))
+    caption_key = pick_column("caption", caption_column, keys, CAPTION_COLUMN_CANDIDATES, str(metadata))
+    rows: dict[str, list] = {"image": [], "caption": [], ID_COLUMN: []}
+    for row_id, record in records:
+        name = record.get(file_key)
+        if not isinstance(name, str) or not name.strip():
+            skipped.append(("bad_metadata", row_id))
+            continue
+        rows["image"].append(str(folder / name))
+        rows["caption"].append(caption_text(record.get(caption_key)))
+        rows[ID_COLUMN].append(name)
+    if max_rows is None:  # with max_rows the folder is deliberately not read in full
+        skipped += [("no_metadata", name) for name in _unlisted_images(folder, set(rows[ID_COLUMN]))]
+    features = datasets.Features({name: datasets.Value("string") for name in rows})
+    return RawSource(datasets.Dataset.from_dict(rows, features=features), RowLayout("image", "caption", ID_COLUMN),
+                     skipped)
