@@ -26,7 +26,7 @@ TOKENIZER_TRAINING_DEFAULTS = TrainingConfig(
     output_dir="runs/vqgan",
     train_batch_size=32,
     learning_rate=4e-4,
-    max_train_steps=3000,
+    max_train_steps=2000,
     lr_warmup_steps=100,
     checkpointing_steps=500,
     validation_steps=500,
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     add_tokenizer_parser(subparsers)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved object otherwise
     args.run(args)
     return 0
 

@@ -49,7 +49,7 @@ class TrainingConfig(JSONConfig):
     resume_from_checkpoint: str | None = None
     validation_steps: int = 500
     num_validation_images: int = 256
-    ema_decay: float = 0.999
+    ema_decay: float = 0.99
     report_to: str = "auto"  # "auto" = tensorboard when installed, else metrics.jsonl only
     dataloader_num_workers: int = 1
 
@@ -236,7 +236,7 @@ class MetricsLog:
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as handle:
-                handle.write(json.dumps({"step": step, **values}) + "\n")
+                handle.write(json.dumps({"step": step, "wall_time": round(time.time(), 3), **values}) + "\n")
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop lines from steps the resumed run will redo."""

@@ -80,17 +80,20 @@ VQGAN_PRESETS: dict[str, VQGANConfig] = {
     # CPU default: 32x32 -> 8x8 codes. Thin full-resolution level, attention only on the 8x8 grid.
     "cpu-32": VQGANConfig(
         resolution=32, ch=32, ch_mult=(1, 2, 4), num_res_blocks=(1, 1, 2), attn_resolutions=(8,),
-        z_channels=64, norm_groups=16, quantizer=QuantizerConfig(codebook_size=1024, code_dim=8),
+        z_channels=64, norm_groups=16,
+        quantizer=QuantizerConfig(codebook_size=512, code_dim=8, dead_code_threshold=0.5, reseed_every=10),
     ),
     # 64x64 -> 8x8 codes (f8).
     "base-64": VQGANConfig(
         resolution=64, ch=64, ch_mult=(1, 1, 2, 4), num_res_blocks=(1, 1, 2, 2), attn_resolutions=(8,),
-        z_channels=128, norm_groups=32, quantizer=QuantizerConfig(codebook_size=4096, code_dim=8),
+        z_channels=128, norm_groups=32,
+        quantizer=QuantizerConfig(codebook_size=4096, code_dim=8, dead_code_threshold=0.25, reseed_every=10),
     ),
     # taming-transformers f16 shape at 256x256 -> 16x16 codes, for GPUs.
     "f16-256": VQGANConfig(
         resolution=256, ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(16,),
-        z_channels=256, norm_groups=32, quantizer=QuantizerConfig(codebook_size=16384, code_dim=8),
+        z_channels=256, norm_groups=32,
+        quantizer=QuantizerConfig(codebook_size=16384, code_dim=8, dead_code_threshold=0.1, reseed_every=10),
     ),
 }
 

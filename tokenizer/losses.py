@@ -21,7 +21,7 @@ class LossConfig(JSONConfig):
     quantizer_weight: float = 1.0
     feature_matching_weight: float = 0.1
     disc_weight: float = 0.1
-    disc_start: int = 2000  # generator and discriminator GAN terms switch on at this step
+    disc_start: int = 1200  # the GAN terms switch on at this step (CPU default run: 2000 steps)
     adaptive_disc_weight: bool = True
     lecam_weight: float = 0.0  # 0 disables LeCam regularisation (Tseng et al. 2021); 0.001 is typical
     lecam_decay: float = 0.999

@@ -251,7 +251,7 @@ class TokenizerTrainer:
             done = step + 1
             progress.update(1)
             if done % 10 == 0 or done == training.max_train_steps:
-                values = {name: float(value) for name, value in logs.items()}
+                values = {name: float(value.detach()) for name, value in logs.items()}
                 values["lr"] = self.scheduler_g.get_last_lr()[0]
                 progress.set_postfix(rec=f"{values['loss/reconstruction']:.4f}",
                                      usage=f"{values['train/codebook_usage']:.2f}")

@@ -21,14 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY_DATA = "shapes:num_samples=256"
 
 
-def tiny_run(output_dir: Path, **training) -> TokenizerRunConfig:
+def tiny_run(output_dir: Path, **overrides) -> TokenizerRunConfig:
+    training = dict(output_dir=str(output_dir), train_batch_size=8, max_train_steps=30, learning_rate=2e-3,
+                    lr_warmup_steps=1, checkpointing_steps=1000, validation_steps=1000, num_validation_images=16,
+                    dataloader_num_workers=0, report_to="none")
     config = TokenizerRunConfig(
         model=vqgan_preset("tiny"),
         data=DataOptions(data=TINY_DATA),
-        training=TrainingConfig(output_dir=str(output_dir), train_batch_size=8, max_train_steps=30,
-                                learning_rate=2e-3, lr_warmup_steps=1, checkpointing_steps=1000,
-                                validation_steps=1000, num_validation_images=16, dataloader_num_workers=0,
-                                report_to="none", **training),
+        training=TrainingConfig(**{**training, **overrides}),
     )
     config.discriminator.base_channels = 8
     config.discriminator.num_layers = 1
