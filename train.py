@@ -8,6 +8,11 @@ Train the VQ-GAN image tokenizer (defaults: the CPU preset on the built-in synth
         --mixed_precision bf16 --train_batch_size 64
     accelerate launch --num_processes 4 train.py tokenizer --preset f16-256 --data my_images --output_dir runs/f16
 
+Train a text-conditioned prior on a tokenized dataset (see ``python train.py tokenize``):
+
+    python train.py prior --tokens runs/tokens --tokenizer runs/vqgan --prior autoregressive --output_dir runs/ar
+    python train.py prior --tokens runs/tokens --tokenizer runs/vqgan --prior masked --output_dir runs/masked
+
 Config fields beyond the flags are set with ``--set``, e.g. ``--set model.quantizer.kind=fsq loss.disc_start=500``.
 """
 
@@ -84,10 +89,118 @@ def run_tokenizer(args: argparse.Namespace) -> None:
     print(f"saved the image tokenizer to {output}")
 
 
+def add_tokenize_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "tokenize", help="encode an image-caption dataset with a trained VQ-GAN into a tokenized dataset (parquet)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Writes OUTPUT_DIR/data/*.parquet (codes, caption, source_id) and OUTPUT_DIR/tokenized_dataset.json. "
+                    "Re-running the same command resumes an interrupted export. See pipelines/export.py.")
+    parser.add_argument("--tokenizer", required=True, help="a saved VQ-GAN folder (train.py tokenizer's output)")
+    parser.add_argument("--data", required=True,
+                        help="imagefolder, save_to_disk folder, parquet, hub name, or shapes[:k=v,...]")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--image_column", default=None)
+    parser.add_argument("--caption_column", default=None)
+    parser.add_argument("--max_samples", type=int, default=None, help="only the first N rows of the source")
+    parser.add_argument("--streaming", action="store_true", help="stream parquet / hub sources instead of loading them")
+    parser.add_argument("--batch_size", type=int, default=256, help="images per encoder call")
+    parser.add_argument("--shard_size", type=int, default=5000, help="source rows per parquet shard")
+    parser.add_argument("--augmentations", type=int, default=0,
+                        help="N random crop/flip views per image (0: one centre crop, no flip)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the augmentations")
+    parser.add_argument("--num_processes", type=int, default=1,
+                        help="local worker processes (or use accelerate launch instead)")
+    parser.add_argument("--text_encoder", default=None,
+                        help="a local (frozen) transformers model folder whose outputs are cached in the dataset")
+    parser.add_argument("--max_text_length", type=int, default=32)
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="encoder precision (bf16: GPUs)")
+    parser.set_defaults(run=run_tokenize)
+
+
+def run_tokenize(args: argparse.Namespace) -> None:
+    import dataclasses
+    import shlex
+
+    from pipelines.export import ExportConfig, export_tokenized_dataset
+
+    config = ExportConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(ExportConfig)})
+    result = export_tokenized_dataset(config, command=shlex.join(["python", *sys.argv]))
+    if not result.is_main_process:
+        return
+    if result.already_complete:
+        print(f"already complete: {result.num_rows} rows in {result.output_dir}")
+    else:
+        print(f"wrote {result.num_rows} rows in {result.num_shards} shards to {result.output_dir}; "
+              f"load with {result.info['load']}")
+
+
+PRIOR_TRAINING_DEFAULTS = TrainingConfig(
+    output_dir="runs/prior",
+    train_batch_size=64,
+    learning_rate=1e-3,
+    adam_beta1=0.9,
+    adam_beta2=0.95,
+    adam_weight_decay=0.01,
+    max_train_steps=2500,
+    lr_warmup_steps=100,
+    checkpointing_steps=500,
+    validation_steps=500,
+    ema_decay=0.999,
+)
+
+
+def add_prior_parser(subparsers) -> None:
+    from prior.config import PRIOR_KINDS, PRIOR_PRESETS
+
+    parser = subparsers.add_parser("prior", help="train a text-conditioned prior on a tokenized dataset",
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--tokens", required=True, help="tokenized dataset folder (train.py tokenize)")
+    parser.add_argument("--tokenizer", required=True, help="the VQ-GAN folder the tokens were made with")
+    parser.add_argument("--validation_tokens", default=None)
+    parser.add_argument("--prior", default="autoregressive", choices=PRIOR_KINDS)
+    parser.add_argument("--preset", default="cpu-small", choices=sorted(PRIOR_PRESETS))
+    parser.add_argument("--text_encoder", default=None,
+                        help="a local folder of a pretrained transformers encoder (frozen); default: a small "
+                             "encoder trained jointly with the prior")
+    parser.add_argument("--validation_prompts", nargs="*", default=[])
+    parser.add_argument("--guidance_scale", type=float, default=None)
+    parser.add_argument("--num_steps", type=int, default=None, help="masked prior: decoding steps")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override config fields: prior.*, text.*, sampling.*, data.*")
+    add_training_arguments(parser, PRIOR_TRAINING_DEFAULTS)
+    parser.set_defaults(run=run_prior)
+
+
+def run_prior(args: argparse.Namespace) -> None:
+    from prior.config import prior_preset
+    from prior.text import TextEncoderConfig
+    from prior.trainer import PriorDataOptions, PriorRunConfig, SamplingConfig, train_prior
+
+    sampling = SamplingConfig()
+    if args.guidance_scale is not None:
+        sampling.guidance_scale = args.guidance_scale
+    if args.num_steps is not None:
+        sampling.num_steps = args.num_steps
+    config = PriorRunConfig(
+        prior=prior_preset(args.preset, kind=args.prior),
+        text=TextEncoderConfig(pretrained=args.text_encoder),
+        data=PriorDataOptions(tokens=args.tokens, tokenizer=args.tokenizer, validation_tokens=args.validation_tokens,
+                              validation_prompts=tuple(args.validation_prompts)),
+        sampling=sampling,
+        training=training_config_from_args(args),
+    )
+    config = dataclass_from_dict(PriorRunConfig, apply_overrides(config.to_dict(), args.set))
+    output = train_prior(config)
+    print(f"saved the prior, text encoder and VQ-GAN to {output}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_tokenizer_parser(subparsers)
+    add_prior_parser(subparsers)
+    add_tokenize_parser(subparsers)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved object otherwise

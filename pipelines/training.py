@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipelines.pretrained import JSONConfig
+from pipelines.pretrained import JSONConfig, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -263,3 +263,51 @@ def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp)  # (H, W, 3)
     os.replace(tmp, path)
     return path
+
+
+def make_accelerator(training: TrainingConfig):
+    """The ``Accelerator`` every trainer uses: mixed precision, trackers, project folder; seeds everything."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    output_dir = Path(training.output_dir)
+    trackers = resolve_trackers(training.report_to)
+    accelerator = Accelerator(
+        mixed_precision=training.mixed_precision,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    set_seed(training.seed)
+    return accelerator
+
+
+def start_run(accelerator, checkpoints: CheckpointManager, metrics_log: MetricsLog, run_config: JSONConfig,
+              training: TrainingConfig, project_name: str) -> int:
+    """Restore the newest (or named) checkpoint if asked, record the run's config; returns the first step."""
+    start_step = 0
+    checkpoint = checkpoints.resolve(training.resume_from_checkpoint)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        start_step = CheckpointManager.step_of(checkpoint)
+        metrics_log.truncate_after(start_step)
+        logger.info("resumed from %s at step %d", checkpoint, start_step)
+    if accelerator.is_main_process:
+        output_dir = Path(training.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output_dir / "run_config.json", json.dumps(run_config.to_dict(), indent=2))
+        accelerator.init_trackers(project_name, config={key: value for key, value in dataclasses.asdict(training).items()
+                                                        if isinstance(value, (int, float, str, bool))})
+    return start_step
+
+
+def is_due(done: int, every: int, total: int) -> bool:
+    """True every ``every`` steps and at the last step."""
+    return (every > 0 and done % every == 0) or done == total
+
+
+def log_step(accelerator, metrics_log: MetricsLog, done: int, values: dict) -> dict[str, float]:
+    floats = {name: float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+              for name, value in values.items()}
+    accelerator.log(floats, step=done)
+    metrics_log.write(done, floats)
+    return floats

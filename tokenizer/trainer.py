@@ -7,20 +7,16 @@ One code path for one CPU, one GPU or many (``accelerate launch``). A run writes
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pipelines.data import collate_image_captions, load_image_caption_data
-from pipelines.pretrained import JSONConfig, atomic_write_text
+from pipelines.pretrained import JSONConfig
 from pipelines.training import (
     EMA,
     CheckpointManager,
@@ -28,9 +24,12 @@ from pipelines.training import (
     StepBatchSampler,
     TrainingConfig,
     check_finite,
+    is_due,
     learning_rate_lambda,
-    resolve_trackers,
+    log_step,
+    make_accelerator,
     save_image_grid,
+    start_run,
 )
 from tokenizer.config import DiscriminatorConfig, VQGANConfig
 from tokenizer.discriminator import PatchDiscriminator
@@ -124,13 +123,7 @@ class TokenizerTrainer:
         self.config = config
         training = config.training
         self.output_dir = Path(training.output_dir)
-        trackers = resolve_trackers(training.report_to)
-        self.accelerator = Accelerator(
-            mixed_precision=training.mixed_precision,
-            log_with=trackers or None,
-            project_config=ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")),
-        )
-        set_seed(training.seed)
+        self.accelerator = make_accelerator(training)
         self.model = VQGAN(config.model)
         self.discriminator = PatchDiscriminator(config.discriminator, config.model.in_channels)
         self.lecam = LeCamRegularizer(config.loss.lecam_decay)
@@ -217,18 +210,7 @@ class TokenizerTrainer:
 
     def train(self) -> Path:
         config, training, accelerator = self.config, self.config.training, self.accelerator
-        start_step = 0
-        checkpoint = self.checkpoints.resolve(training.resume_from_checkpoint)
-        if checkpoint is not None:
-            accelerator.load_state(str(checkpoint))
-            start_step = CheckpointManager.step_of(checkpoint)
-            self.metrics_log.truncate_after(start_step)
-            logger.info("resumed from %s at step %d", checkpoint, start_step)
-        if accelerator.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.output_dir / "run_config.json", json.dumps(config.to_dict(), indent=2))
-            accelerator.init_trackers("tokenizer", config={k: v for k, v in dataclasses.asdict(training).items()
-                                                           if isinstance(v, (int, float, str, bool))})
+        start_step = start_run(accelerator, self.checkpoints, self.metrics_log, config, training, "tokenizer")
         train_data, validation, judge_captions = build_datasets(
             config.data, config.model.resolution, training.num_validation_images, training.seed)
         logger.info("training data: %s", train_data.report.summary())
@@ -250,19 +232,16 @@ class TokenizerTrainer:
             check_finite(logs, step, self.checkpoints)
             done = step + 1
             progress.update(1)
-            if done % 10 == 0 or done == training.max_train_steps:
-                values = {name: float(value.detach()) for name, value in logs.items()}
-                values["lr"] = self.scheduler_g.get_last_lr()[0]
+            if is_due(done, 10, training.max_train_steps):
+                values = log_step(accelerator, self.metrics_log, done,
+                                  {**logs, "lr": self.scheduler_g.get_last_lr()[0]})
                 progress.set_postfix(rec=f"{values['loss/reconstruction']:.4f}",
                                      usage=f"{values['train/codebook_usage']:.2f}")
-                accelerator.log(values, step=done)
-                self.metrics_log.write(done, values)
-            if done % training.checkpointing_steps == 0 or done == training.max_train_steps:
+            if is_due(done, training.checkpointing_steps, training.max_train_steps):
                 self.checkpoints.save(accelerator, done)
-            if done % training.validation_steps == 0 or done == training.max_train_steps:
+            if is_due(done, training.validation_steps, training.max_train_steps):
                 metrics = self.validate(validation_loader, done, judge_captions)
-                accelerator.log(metrics, step=done)
-                self.metrics_log.write(done, metrics)
+                log_step(accelerator, self.metrics_log, done, metrics)
                 progress.write(f"step {done}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         progress.close()
         if accelerator.is_main_process:

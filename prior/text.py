@@ -1,0 +1,340 @@
+"""The text side of the prior: a text tokenizer and a text encoder that turn prompts into a ``TextContext``.
+
+Two kinds of text encoder, chosen by ``TextEncoderConfig.pretrained``:
+
+- ``None`` (default): a small BERT-style encoder built from the config and trained jointly with the prior. Its
+  text tokenizer is a byte-level BPE trained on the training captions (``train_text_tokenizer``), so any text in
+  any language encodes without unknown tokens.
+- a local folder of a pretrained ``transformers`` encoder (``AutoTokenizer`` + ``AutoModel``, never downloaded).
+  It is frozen (no gradients, always in eval mode), so its outputs can be cached in the tokenized dataset.
+
+Prompts are padded on the right to the longest prompt of the batch (``padding="max_length"`` pads to
+``max_length``) and truncated at ``max_length`` tokens, special tokens included, with one warning per batch.
+Padding is masked: the hidden states of a prompt's real tokens do not depend on what it is batched with, and the
+hidden states at padded positions are zero.
+
+A saved conditioner is three entries of a folder: ``text_config.json``, ``text_tokenizer/`` and ``text_encoder/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from torch import nn
+
+from pipelines.pretrained import CheckpointMismatchError, JSONConfig
+from prior.context import TextContext
+
+logger = logging.getLogger(__name__)
+
+PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "[PAD]", "[BOS]", "[EOS]"
+TEXT_CONFIG_NAME = "text_config.json"
+TOKENIZER_FOLDER = "text_tokenizer"
+ENCODER_FOLDER = "text_encoder"
+# TextEncoderConfig fields that describe the encoder's architecture, and their names in a transformers config.
+ARCHITECTURE_FIELDS = {
+    "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+}
+
+
+@dataclasses.dataclass
+class TextEncoderConfig(JSONConfig):
+    pretrained: str | None = None  # None: small encoder trained jointly; else a local folder of a transformers encoder
+    hidden_size: int = 256  # the architecture fields are filled in from the model when ``pretrained`` is set
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 512
+    max_length: int = 32  # text context length in tokens, special tokens included; longer prompts are truncated
+    vocab_size: int = 2048  # BPE vocabulary size when training the text tokenizer (the trained one may be smaller)
+    dropout: float = 0.0  # hidden and attention dropout of the scratch encoder
+    trainable: bool | None = None  # None: True for the scratch encoder, False (frozen) for a pretrained one
+
+    def __post_init__(self) -> None:
+        if self.max_length < 2:
+            raise ValueError(f"max_length must leave room for the special tokens (>= 2), got {self.max_length}")
+        if self.pretrained is None and self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def is_trainable(self) -> bool:
+        return self.pretrained is None if self.trainable is None else self.trainable
+
+
+def train_text_tokenizer(
+    captions: Iterable[str], vocab_size: int = 2048, min_frequency: int = 2, *, max_length: int = 32
+) -> transformers.PreTrainedTokenizerFast:
+    """A byte-level BPE text tokenizer trained on ``captions``: every unicode string encodes without unknown
+    tokens and decodes back exactly. ``[BOS] text [EOS]`` framing, ``[PAD]`` padding, ``model_max_length`` =
+    ``max_length``. The same captions give the same tokenizer."""
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    special = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN]
+    if vocab_size < len(alphabet) + len(special):
+        raise ValueError(f"vocab_size must be at least {len(alphabet) + len(special)} (256 bytes + "
+                         f"{len(special)} special tokens), got {vocab_size}")
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # no normaliser: text is kept as is
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special,
+                                  initial_alphabet=alphabet, show_progress=False)
+
+    def checked(texts: Iterable[str]) -> Iterable[str]:
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"captions must be strings, got {type(text).__name__}: {text!r}")
+            yield text
+
+    backend.train_from_iterator(checked(captions), trainer)
+    bos, eos = backend.token_to_id(BOS_TOKEN), backend.token_to_id(EOS_TOKEN)
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{BOS_TOKEN} $A {EOS_TOKEN}", special_tokens=[(BOS_TOKEN, bos), (EOS_TOKEN, eos)])
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=BOS_TOKEN, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN,
+        model_max_length=max_length, padding_side="right", truncation_side="right",
+        clean_up_tokenization_spaces=False,  # decoding must not touch spaces before punctuation
+    )
+    _reset_backend_state(tokenizer, max_length)
+    return tokenizer
+
+
+def _reset_backend_state(tokenizer: transformers.PreTrainedTokenizerBase, max_length: int) -> None:
+    """``transformers`` leaves the last call's truncation and padding in the backend ``tokenizers.Tokenizer``,
+    and ``save_pretrained`` writes them into ``tokenizer.json``; set them to this module's behaviour instead, so
+    the saved file is the same whatever was tokenized before, and a bare ``tokenizer.json`` pads as we do."""
+    backend = tokenizer.backend_tokenizer
+    backend.enable_truncation(max_length=max_length)
+    if tokenizer.pad_token_id is not None:
+        backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+
+
+def _transformers_folder(path: Path) -> Path:
+    """The folder holding the transformers model: ``path`` itself, or for a sentence-transformers folder whose
+    ``modules.json`` puts its Transformer module in a subfolder (older layout, e.g. ``0_Transformer/``), that."""
+    if (path / "config.json").is_file():
+        return path
+    modules = path / "modules.json"
+    if modules.is_file():
+        for module in json.loads(modules.read_text(encoding="utf-8")):
+            if str(module.get("type", "")).endswith("models.Transformer"):
+                candidate = path / module.get("path", "")
+                if (candidate / "config.json").is_file():
+                    return candidate
+    raise ValueError(f"{path} is not a transformers model folder: it has no config.json (nor a sentence-"
+                     "transformers modules.json naming a Transformer module folder that has one).")
+
+
+def load_pretrained_text_encoder(
+    path: str | os.PathLike,
+) -> tuple[transformers.PreTrainedTokenizerBase, transformers.PreTrainedModel]:
+    """Text tokenizer and encoder from a local folder (``local_files_only``): a transformers model folder or a
+    sentence-transformers folder. Raises ``FileNotFoundError`` for a missing folder and ``ValueError`` for a
+    folder that is not a usable transformers encoder (including one whose weights do not cover the model)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"pretrained text encoder folder {str(path)!r} does not exist (it must be a local "
+                                "folder holding a transformers model; nothing is downloaded).")
+    folder = _transformers_folder(root)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model, info = transformers.AutoModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise ValueError(f"{folder} could not be loaded as a transformers tokenizer + model: "
+                         f"{type(error).__name__}: {error}") from error
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{folder} has no fast (tokenizers) text tokenizer (tokenizer.json); one is required.")
+    if model.config.is_encoder_decoder:
+        raise ValueError(f"{folder} holds an encoder-decoder model ({type(model).__name__}); pass a folder of an "
+                         "encoder-only model.")
+    missing = sorted(info["missing_keys"]) + [str(key) for key in info["mismatched_keys"]]
+    if missing:
+        raise ValueError(f"{folder}: the weights do not cover {type(model).__name__} (missing or mismatched: "
+                         f"{missing[:8]}{' ...' if len(missing) > 8 else ''}); it would run partly untrained.")
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"{folder}: the text tokenizer has neither a pad nor an eos token to pad with.")
+        tokenizer.pad_token = tokenizer.eos_token  # padding is masked, so any token will do
+    tokenizer.padding_side = "right"
+    tokenizer.truncation_side = "right"
+    return tokenizer, model
+
+
+def build_scratch_encoder(config: TextEncoderConfig, tokenizer: transformers.PreTrainedTokenizerBase
+                          ) -> transformers.BertModel:
+    """A small BERT encoder for ``tokenizer``'s vocabulary, without pooling layer, positions up to max_length."""
+    bert = transformers.BertConfig(
+        vocab_size=len(tokenizer), hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size,
+        max_position_embeddings=config.max_length, type_vocab_size=1, hidden_dropout_prob=config.dropout,
+        attention_probs_dropout_prob=config.dropout, pad_token_id=tokenizer.pad_token_id,
+    )
+    return transformers.BertModel(bert, add_pooling_layer=False)
+
+
+def _architecture_mismatches(config: TextEncoderConfig, encoder_config: transformers.PretrainedConfig
+                             ) -> list[str]:
+    problems = [
+        f"{field}: text config {getattr(config, field)} vs encoder {getattr(encoder_config, name)}"
+        for field, name in ARCHITECTURE_FIELDS.items()
+        if getattr(encoder_config, name, None) is not None and getattr(encoder_config, name) != getattr(config, field)
+    ]
+    positions = getattr(encoder_config, "max_position_embeddings", None)
+    if positions is not None and config.max_length > positions:
+        problems.append(f"max_length {config.max_length} > encoder max_position_embeddings {positions}")
+    return problems
+
+
+class TextConditioner(nn.Module):
+    """Text tokenizer + text encoder: ``list[str]`` -> ``TextContext`` (hidden states (B, L, D), mask (B, L))."""
+
+    def __init__(self, config: TextEncoderConfig, tokenizer: transformers.PreTrainedTokenizerBase,
+                 encoder: transformers.PreTrainedModel) -> None:
+        super().__init__()
+        problems = _architecture_mismatches(config, encoder.config)
+        vocab = encoder.get_input_embeddings().num_embeddings
+        if len(tokenizer) > vocab:
+            problems.append(f"text tokenizer has {len(tokenizer)} tokens but the encoder embeds only {vocab}")
+        if config.pretrained is None and tokenizer.pad_token_id is None:
+            problems.append("text tokenizer has no pad token")
+        if problems:
+            raise CheckpointMismatchError("text encoder does not match its config/tokenizer: " + "; ".join(problems))
+        self.config = config
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+        _reset_backend_state(tokenizer, config.max_length)
+        self.encoder.requires_grad_(self.trainable)
+        self.train(self.training)
+
+    @property
+    def trainable(self) -> bool:
+        """False for a frozen encoder: no gradients, always in eval mode, outputs can be cached."""
+        return self.config.is_trainable
+
+    @property
+    def hidden_size(self) -> int:
+        """Width D of the encoder's hidden states."""
+        return self.encoder.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    def train(self, mode: bool = True) -> TextConditioner:
+        super().train(mode)
+        if not self.trainable:
+            self.encoder.eval()  # a frozen encoder never runs dropout, whatever its owner's mode
+        return self
+
+    @classmethod
+    def from_captions(cls, captions: Iterable[str], config: TextEncoderConfig) -> TextConditioner:
+        """Scratch: trains the BPE text tokenizer on ``captions`` and builds a fresh encoder (seeded by torch's
+        global RNG). Pretrained: loads tokenizer and encoder from ``config.pretrained`` (captions unused) and
+        fills the config's architecture fields in from the model."""
+        if config.pretrained is None:
+            tokenizer = train_text_tokenizer(captions, config.vocab_size, max_length=config.max_length)
+            return cls(config, tokenizer, build_scratch_encoder(config, tokenizer))
+        tokenizer, encoder = load_pretrained_text_encoder(config.pretrained)
+        filled = {field: getattr(encoder.config, name) for field, name in ARCHITECTURE_FIELDS.items()
+                  if getattr(encoder.config, name, None) is not None}
+        return cls(dataclasses.replace(config, **filled), tokenizer, encoder)
+
+    def tokenize(self, prompts: list[str], padding: str = "longest") -> dict[str, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` (B, L): padded on the right to the longest prompt (or with
+        ``padding="max_length"`` to max_length), truncated at max_length tokens with one warning."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        if not prompts:
+            raise ValueError("tokenize needs at least one prompt")
+        wrong = [type(prompt).__name__ for prompt in prompts if not isinstance(prompt, str)]
+        if wrong:
+            raise TypeError(f"prompts must be strings, got {sorted(set(wrong))}")
+        if padding not in ("longest", "max_length"):
+            raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
+        limit = self.config.max_length
+        batch = self.tokenizer(prompts, padding=padding, truncation=True, max_length=limit,
+                               return_overflowing_tokens=True, return_tensors="pt")
+        # A truncated prompt gives extra rows with its overflow; keep each prompt's first row.
+        rows = batch["overflow_to_sample_mapping"]  # (rows,) prompt index of each row
+        first = torch.ones_like(rows, dtype=torch.bool)
+        first[1:] = rows[1:] != rows[:-1]
+        truncated = len(torch.unique(rows[~first]))
+        if truncated:
+            logger.warning("%d of %d prompts are longer than max_length=%d text tokens and were truncated.",
+                           truncated, len(prompts), limit)
+        input_ids, attention_mask = batch["input_ids"][first], batch["attention_mask"][first]  # (B, L)
+        if padding == "longest":  # overflow rows cannot be longer than a first row, but trim to be sure
+            length = int(attention_mask.sum(1).max())
+            input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    def encode_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextContext:
+        """Run the encoder on token ids (B, L); hidden states at padded positions are zeroed."""
+        device = self.device
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        if self.trainable:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        else:
+            self.encoder.eval()
+            with torch.no_grad():
+                hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.bool()  # (B, L)
+        return TextContext(hidden.masked_fill(~mask[..., None], 0.0), mask)  # (B, L, D)
+
+    def forward(self, prompts: list[str]) -> TextContext:
+        return self.encode_ids(**self.tokenize(prompts))
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``text_tokenizer/``, ``text_encoder/`` (safetensors) and ``text_config.json`` into
+        ``directory``. Each subfolder is written beside its target, then swapped in; the config comes last."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        _reset_backend_state(self.tokenizer, self.config.max_length)
+        for name, component in ((TOKENIZER_FOLDER, self.tokenizer), (ENCODER_FOLDER, self.encoder)):
+            staging = directory / f".{name}.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            component.save_pretrained(staging)
+            shutil.rmtree(directory / name, ignore_errors=True)
+            os.replace(staging, directory / name)
+        self.config.save(directory / TEXT_CONFIG_NAME)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> TextConditioner:
+        """Load a folder written by ``save_pretrained``, strictly and offline: the encoder's architecture must
+        match ``text_config.json`` and its weights must match the model exactly."""
+        directory = Path(directory)
+        paths = [directory / TEXT_CONFIG_NAME, directory / TOKENIZER_FOLDER, directory / ENCODER_FOLDER]
+        missing = [path.name for path in paths if not path.exists()]
+        if missing:
+            raise FileNotFoundError(f"{directory} is not a saved TextConditioner: it has no {missing}.")
+        config = TextEncoderConfig.load(directory / TEXT_CONFIG_NAME)
+        encoder_dir = directory / ENCODER_FOLDER
+        encoder_config = transformers.AutoConfig.from_pretrained(encoder_dir, local_files_only=True)
+        problems = _architecture_mismatches(config, encoder_config)
+        if problems:
+            raise CheckpointMismatchError(f"{encoder_dir} does not match {TEXT_CONFIG_NAME}: " + "; ".join(problems))
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory / TOKENIZER_FOLDER, local_files_only=True)
+        extra = {"add_pooling_layer": False} if config.pretrained is None else {}
+        try:
+            encoder, info = transformers.AutoModel.from_pretrained(
+                encoder_dir, config=encoder_config, local_files_only=True, output_loading_info=True, **extra)
+        except RuntimeError as error:  # transformers refuses weights of the wrong shape
+            raise CheckpointMismatchError(f"{encoder_dir} weights do not match its config: {error}") from error
+        wrong = {kind: sorted(map(str, info[kind]))
+                 for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[kind]}
+        if wrong:
+            raise CheckpointMismatchError(f"{encoder_dir} weights do not match {type(encoder).__name__}: {wrong}")
+        return cls(config, tokenizer, encoder).eval()
