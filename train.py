@@ -8,7 +8,13 @@ Train the VQ-GAN image tokenizer (defaults: the CPU preset on the built-in synth
         --mixed_precision bf16 --train_batch_size 64
     accelerate launch --num_processes 4 train.py tokenizer --preset f16-256 --data my_images --output_dir runs/f16
 
-Train a text-conditioned prior on a tokenized dataset (see ``python train.py tokenize``):
+Export a tokenized dataset (parquet shards + a JSON sidecar; resumable; several processes):
+
+    python train.py tokenize --tokenizer runs/vqgan --data shapes:num_samples=20000 --output_dir runs/tokens
+    python train.py tokenize --tokenizer runs/vqgan --data path/to/imagefolder --output_dir runs/tokens --num_processes 2
+    torchrun --standalone --nproc_per_node 2 train.py tokenize --tokenizer runs/vqgan --data ... --output_dir ...
+
+Train a text-conditioned prior on a tokenized dataset:
 
     python train.py prior --tokens runs/tokens --tokenizer runs/vqgan --prior autoregressive --output_dir runs/ar
     python train.py prior --tokens runs/tokens --tokenizer runs/vqgan --prior masked --output_dir runs/masked

@@ -128,9 +128,11 @@ class PretrainedMixin:
                 raise FileNotFoundError(f"{directory} has no {name}; it is not a saved {cls.__name__}.")
         config = cls.config_class.load(directory / CONFIG_NAME)
         model = cls(config)
-        state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
+        device = torch.device(map_location)
+        # safetensors takes "cpu" or "cuda:N", not accelerate's "cpu:0"
+        state = load_file(str(directory / WEIGHTS_NAME), device="cpu" if device.type == "cpu" else str(device))
         load_state_dict_strict(model, state, source=directory / WEIGHTS_NAME)
-        return model.to(map_location).eval()
+        return model.to(device).eval()
 
 
 def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: Any) -> None:

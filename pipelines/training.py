@@ -289,8 +289,8 @@ def start_run(accelerator, checkpoints: CheckpointManager, metrics_log: MetricsL
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         start_step = CheckpointManager.step_of(checkpoint)
-        metrics_log.truncate_after(start_step)
         logger.info("resumed from %s at step %d", checkpoint, start_step)
+    metrics_log.truncate_after(start_step)  # a fresh run into an old folder starts a fresh log
     if accelerator.is_main_process:
         output_dir = Path(training.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -311,3 +311,13 @@ def log_step(accelerator, metrics_log: MetricsLog, done: int, values: dict) -> d
     accelerator.log(floats, step=done)
     metrics_log.write(done, floats)
     return floats
+
+
+def step_loader(dataset, sampler: StepBatchSampler, collate_fn, num_workers: int = 0):
+    """A DataLoader over ``sampler``'s batches with a generator of its own: creating its iterator must not
+    draw from the global RNG, or a resumed run (whose RNG state was restored) would drift from the original."""
+    from torch.utils.data import DataLoader
+
+    generator = torch.Generator().manual_seed(sampler.seed)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
+                      generator=generator)

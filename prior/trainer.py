@@ -21,8 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from pipelines.tokenized_data import check_tokenizer_matches, collate_tokenized, load_tokenized_dataset
 from pipelines.pretrained import JSONConfig
+from pipelines.tokenized_data import check_tokenizer_matches, collate_tokenized, load_tokenized_dataset
 from pipelines.training import (
     EMA,
     CheckpointManager,
@@ -36,6 +36,7 @@ from pipelines.training import (
     make_accelerator,
     save_image_grid,
     start_run,
+    step_loader,
 )
 from prior.config import PriorConfig
 from prior.context import TextContext
@@ -236,7 +237,7 @@ class PriorTrainer:
         sampler = StepBatchSampler(len(self.train_rows), training.train_batch_size, seed=training.seed,
                                    start_step=start_step, end_step=training.max_train_steps,
                                    process_index=accelerator.process_index, num_processes=accelerator.num_processes)
-        loader = DataLoader(self.train_rows, batch_sampler=sampler, collate_fn=collate_tokenized)
+        loader = step_loader(self.train_rows, sampler, collate_tokenized, training.dataloader_num_workers)
         progress = tqdm(total=training.max_train_steps, initial=start_step, desc=f"{config.prior.kind} prior",
                         disable=not accelerator.is_local_main_process)
         self.bundle.train()

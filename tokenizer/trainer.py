@@ -30,6 +30,7 @@ from pipelines.training import (
     make_accelerator,
     save_image_grid,
     start_run,
+    step_loader,
 )
 from tokenizer.config import DiscriminatorConfig, VQGANConfig
 from tokenizer.discriminator import PatchDiscriminator
@@ -217,8 +218,7 @@ class TokenizerTrainer:
         sampler = StepBatchSampler(len(train_data.dataset), training.train_batch_size, seed=training.seed,
                                    start_step=start_step, end_step=training.max_train_steps,
                                    process_index=accelerator.process_index, num_processes=accelerator.num_processes)
-        loader = DataLoader(train_data.dataset, batch_sampler=sampler, collate_fn=collate_image_captions,
-                            num_workers=training.dataloader_num_workers)
+        loader = step_loader(train_data.dataset, sampler, collate_image_captions, training.dataloader_num_workers)
         validation_loader = DataLoader(validation, batch_size=64, collate_fn=collate_image_captions)
         progress = tqdm(total=training.max_train_steps, initial=start_step, desc="tokenizer",
                         disable=not accelerator.is_local_main_process)

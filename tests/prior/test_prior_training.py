@@ -69,3 +69,31 @@ def test_mismatched_tokenizer_is_refused(tokens, tmp_path):
     VQGAN(vqgan_preset("tiny")).save_pretrained(tmp_path / "other")
     with pytest.raises(TokenizerMismatchError):
         PriorTrainer(tiny_config(tmp_path / "run", tmp_path / "other", token_dir, "autoregressive"))
+
+
+def test_resume_continues_the_same_run(tokens, tmp_path):
+    vqgan, token_dir = tokens
+
+    def config(name: str, **extra) -> PriorRunConfig:
+        return tiny_config(tmp_path / name, vqgan, token_dir, "masked", max_train_steps=20, checkpointing_steps=10,
+                           validation_steps=1000, **extra)
+
+    PriorTrainer(config("reference")).train()
+    interrupted = PriorTrainer(config("resumed"))
+    original, calls = interrupted.train_step, []
+
+    def crash_after_ten_steps(batch):
+        calls.append(1)
+        if len(calls) > 10:
+            raise KeyboardInterrupt("simulated crash after the step-10 checkpoint")
+        return original(batch)
+
+    interrupted.train_step = crash_after_ten_steps
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+    assert not (tmp_path / "resumed" / "prior").exists()
+    PriorTrainer(config("resumed", resume_from_checkpoint="latest")).train()
+    expected = load_prior(tmp_path / "reference" / "prior").state_dict()
+    actual = load_prior(tmp_path / "resumed" / "prior").state_dict()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name

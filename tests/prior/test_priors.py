@@ -15,16 +15,6 @@ from prior.transformer import KVCache
 KINDS = ["autoregressive", "masked"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread. On a busy 2-core machine two threads spin against each other and
-    make these tests ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_prior(kind: str, **overrides):
     """A tiny prior with a random (not zero) head, so its distributions are far from uniform."""
     torch.manual_seed(0)

@@ -19,16 +19,6 @@ INF = math.inf
 PROBS = torch.tensor([0.15, 0.5, 0.05, 0.3])  # sorted: 0.5 (1), 0.3 (3), 0.15 (0), 0.05 (2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread. On a busy 2-core machine two threads spin against each other and
-    make these tests ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def kept(logits: torch.Tensor) -> list[int]:
     return torch.isfinite(logits).nonzero().flatten().tolist()
 
