@@ -179,9 +179,9 @@ def add_prior_parser(subparsers) -> None:
 
 
 def run_prior(args: argparse.Namespace) -> None:
-    from prior.config import prior_preset
+    from prior.config import SamplingConfig, prior_preset
     from prior.text import TextEncoderConfig
-    from prior.trainer import PriorDataOptions, PriorRunConfig, SamplingConfig, train_prior
+    from prior.trainer import PriorDataOptions, PriorRunConfig, train_prior
 
     sampling = SamplingConfig()
     if args.guidance_scale is not None:

@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from pipelines.evaluate import evaluate
+from prior.config import SamplingConfig
 from prior.masked import load_prior
 from prior.text import TextConditioner
-from prior.trainer import PriorBundle, SamplingConfig, generate_codes, shapes_evaluation_captions
+from prior.trainer import PriorBundle, generate_codes, shapes_evaluation_captions
 from tokenizer.model import VQGAN
 
 

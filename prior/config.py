@@ -46,6 +46,18 @@ class PriorConfig(JSONConfig):
         return dataclasses.replace(copy.deepcopy(self), **changes)
 
 
+@dataclass
+class SamplingConfig(JSONConfig):
+    """Sampling settings used for validation (and saved as the pipeline's defaults)."""
+
+    guidance_scale: float = 3.0
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    num_steps: int = 8  # masked prior only
+
+
+
 PRIOR_PRESETS: dict[str, PriorConfig] = {
     # Unit tests: a 4x4 grid over 16 codes, a few thousand parameters.
     "tiny": PriorConfig(

@@ -12,7 +12,6 @@ training). The final EMA weights are written as a pipeline-shaped folder:
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,24 +37,13 @@ from pipelines.training import (
     start_run,
     step_loader,
 )
-from prior.config import PriorConfig
+from prior.config import PriorConfig, SamplingConfig
 from prior.context import TextContext
 from prior.masked import build_prior, load_prior
 from prior.text import TextConditioner, TextEncoderConfig
 from tokenizer.model import VQGAN
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class SamplingConfig(JSONConfig):
-    """Sampling settings used for validation (and saved as the pipeline's defaults)."""
-
-    guidance_scale: float = 3.0
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    num_steps: int = 8  # masked prior only
 
 
 @dataclass
@@ -220,13 +208,12 @@ class PriorTrainer:
         return metrics
 
     def save_final(self) -> Path:
+        """The EMA weights as a text-to-image pipeline folder (``pipeline.json`` + one subfolder per component)."""
+        from pipelines.text_to_image import TextToImagePipeline
+
         bundle = self.ema.model
-        bundle.prior.save_pretrained(self.output_dir / "prior")
-        bundle.text.save_pretrained(self.output_dir)
-        vqgan_dir = self.output_dir / "vqgan"
-        if Path(self.config.data.tokenizer).resolve() != vqgan_dir.resolve():
-            self.vqgan.save_pretrained(vqgan_dir)
-        return self.output_dir
+        pipeline = TextToImagePipeline.from_components(self.vqgan, bundle.text, bundle.prior, self.config.sampling)
+        return pipeline.save_pretrained(self.output_dir)
 
     def train(self) -> Path:
         config, training, accelerator = self.config, self.config.training, self.accelerator
@@ -268,7 +255,3 @@ def train_prior(config: PriorRunConfig) -> Path:
     return PriorTrainer(config).train()
 
 
-def copy_folder(source: Path, destination: Path) -> None:
-    if destination.exists():
-        shutil.rmtree(destination)
-    shutil.copytree(source, destination)

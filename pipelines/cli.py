@@ -1,0 +1,187 @@
+"""The ``tessera`` command (also ``python -m pipelines.cli``): generate images from text with a saved pipeline.
+
+```bash
+tessera generate "a small red circle on the left" -o out.png
+tessera generate "a small red circle on the left" "a large blue square above a small green triangle" \
+    --num_images_per_prompt 4 --seed 0 -o samples/      # samples/00000.png ... + samples/metadata.jsonl
+python -m pipelines.evaluate samples/                   # score them (pipelines trained on the shapes)
+tessera generate "a red circle" "a blue square" --num_images_per_prompt 4 --grid -o grid.png
+tessera generate --prompts_file prompts.txt --pipeline runs/masked -o samples/ --device cuda
+```
+
+Where images go (``-o``):
+
+- a path ending in ``.png`` is one file: the image, when there is exactly one, or the grid with ``--grid``
+  (one row per prompt when ``--num_images_per_prompt`` > 1). More than one image without ``--grid`` is an error.
+- any other path is a folder: ``00000.png``, ``00001.png``, ... (prompt-major: the first prompt's images
+  first), a ``metadata.jsonl`` with one ``{"file_name", "text"}`` line per image (the imagefolder layout that
+  ``python -m pipelines.evaluate`` and ``datasets`` read) and a ``generation.json`` with the settings used;
+  with ``--grid``, ``grid.png`` instead of the single images. Files of the same names are overwritten.
+
+The same ``--seed``, prompts, settings and ``--batch_size`` give the same images (on the CPU, also across
+processes); images made on a GPU differ from those made on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_PIPELINE = Path(__file__).resolve().parents[1] / "models" / "tessera-shapes"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tessera", description="Tessera text-to-image toolkit.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    generate = commands.add_parser(
+        "generate", help="generate images from prompts with a saved pipeline",
+        description="Generate images from prompts. -o ending in .png: one image (or the --grid); otherwise a "
+                    "folder of NNNNN.png + metadata.jsonl.")
+    generate.add_argument("prompts", nargs="*", metavar="PROMPT",
+                          help='prompts; "" is unconditional (the prior\'s null context)')
+    generate.add_argument("--prompts_file", type=Path, default=None,
+                          help="also read prompts from this file, one a line (blank lines are skipped)")
+    generate.add_argument("-o", "--output", type=Path, required=True,
+                          help="a .png file (one image, or the grid) or a folder")
+    generate.add_argument("--pipeline", type=Path, default=DEFAULT_PIPELINE,
+                          help=f"a saved pipeline folder (default: {DEFAULT_PIPELINE})")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--num_images_per_prompt", type=int, default=1)
+    generate.add_argument("--grid", action="store_true", help="write one grid image instead of single images")
+    generate.add_argument("--negative_prompt", default=None, help="one negative prompt for every prompt")
+    sampling = generate.add_argument_group("sampling (default: the pipeline's pipeline.json)")
+    sampling.add_argument("--guidance_scale", type=float, default=None)
+    sampling.add_argument("--temperature", type=float, default=None)
+    sampling.add_argument("--top_k", type=int, default=None, help="0 turns top-k off")
+    sampling.add_argument("--top_p", type=float, default=None, help="1 turns top-p off")
+    sampling.add_argument("--num_steps", type=int, default=None, help="masked prior only")
+    generate.add_argument("--batch_size", type=int, default=64, help="images generated at once")
+    generate.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    generate.add_argument("--dtype", choices=DTYPES, default="auto",
+                          help="auto: bfloat16 on a GPU that supports it, else float32")
+    generate.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    prompts = list(args.prompts)
+    if args.prompts_file is not None:
+        lines = args.prompts_file.read_text(encoding="utf-8").splitlines()
+        prompts += [line for line in lines if line.strip()]
+    if not prompts:
+        raise ValueError("no prompts: pass PROMPT arguments or --prompts_file")
+    return prompts
+
+
+def resolve_device(name: str, dtype_name: str):
+    import torch
+
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+    if dtype_name == "auto":
+        dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    else:
+        dtype = getattr(torch, dtype_name)
+    return device, dtype
+
+
+def save_png(image, path: Path) -> None:
+    """Write a PIL image to ``path`` through a temporary file in the same folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    image.save(tmp)
+    os.replace(tmp, path)
+
+
+def load_pipeline(directory: Path, device, dtype, *, quiet: bool):
+    """``TextToImagePipeline.from_pretrained``; ``quiet`` also hides transformers' "Loading weights" bar."""
+    from transformers.utils import logging as transformers_logging
+
+    from pipelines.text_to_image import TextToImagePipeline
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    if quiet:
+        transformers_logging.disable_progress_bar()
+    try:
+        return TextToImagePipeline.from_pretrained(directory, device=device, dtype=dtype)
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
+
+
+def generate(args: argparse.Namespace) -> int:
+    prompts = read_prompts(args)
+    count = len(prompts) * args.num_images_per_prompt
+    single_file = args.output.suffix.lower() == ".png"
+    if single_file and count > 1 and not args.grid:
+        raise ValueError(f"{count} images do not fit in one file {args.output}: pass a folder as -o "
+                         "(NNNNN.png + metadata.jsonl), or --grid")
+    pipeline_dir = args.pipeline
+    if not pipeline_dir.exists():
+        raise FileNotFoundError(f"no pipeline at {pipeline_dir}; pass --pipeline DIR (a folder written by "
+                                "TextToImagePipeline.save_pretrained), or train one with "
+                                "`python train.py prior --tokens ... --tokenizer ... --output_dir DIR`.")
+
+    import torch
+
+    from pipelines.export import tessera_version
+    from pipelines.pretrained import atomic_write_text
+    from pipelines.training import save_image_grid
+
+    device, dtype = resolve_device(args.device, args.dtype)
+    pipe = load_pipeline(pipeline_dir, device, dtype, quiet=args.no_progress)
+    if args.no_progress:
+        pipe.set_progress_bar_config(disable=True)
+    given = dict(guidance_scale=args.guidance_scale, temperature=args.temperature, top_k=args.top_k,
+                 top_p=args.top_p, num_steps=args.num_steps)
+    options = pipe.sampling_options(**given)  # what the call will use, for generation.json
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    output = pipe(prompts, negative_prompt=args.negative_prompt, num_images_per_prompt=args.num_images_per_prompt,
+                  generator=generator, output_type="pt" if args.grid else "pil", batch_size=args.batch_size,
+                  **given)
+
+    folder = args.output.parent if single_file else args.output
+    if args.grid:
+        path = args.output if single_file else folder / "grid.png"
+        columns = args.num_images_per_prompt if args.num_images_per_prompt > 1 else 8
+        save_image_grid(output.images, path, nrow=columns)  # (N, 3, H, W) in [-1, 1]
+        print(f"wrote {path} ({count} images, {len(prompts)} prompts)")
+    elif single_file:
+        save_png(output.images[0], args.output)
+        print(f"wrote {args.output}")
+    else:
+        rows = []
+        for index, (image, text) in enumerate(zip(output.images, output.prompts)):
+            name = f"{index:05d}.png"
+            save_png(image, folder / name)
+            rows.append(json.dumps({"file_name": name, "text": text}, ensure_ascii=False))
+            print(f"wrote {folder / name}")
+        atomic_write_text(folder / "metadata.jsonl", "\n".join(rows) + "\n")
+        print(f"wrote {folder / 'metadata.jsonl'}")
+    if not single_file:
+        settings = {"pipeline": str(pipeline_dir), "prompts": prompts, "negative_prompt": args.negative_prompt,
+                    "num_images_per_prompt": args.num_images_per_prompt, "seed": args.seed,
+                    "batch_size": args.batch_size, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+                    "sampling": options, "tessera_version": tessera_version()}
+        atomic_write_text(folder / "generation.json", json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            return generate(args)
+    except (FileNotFoundError, ValueError) as error:  # CheckpointMismatchError is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

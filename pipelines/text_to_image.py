@@ -1,0 +1,398 @@
+"""The text-to-image pipeline: text tokenizer + text encoder + prior + VQ-GAN image tokenizer, inference only.
+
+```python
+import torch
+from pipelines.text_to_image import TextToImagePipeline
+
+pipe = TextToImagePipeline.from_pretrained("models/tessera-shapes")        # CPU, float32
+pipe = pipe.to("cuda", torch.bfloat16)                                      # optional
+out = pipe(["a small red circle on the left", ""], num_images_per_prompt=4,
+           generator=torch.Generator("cuda").manual_seed(0))
+out.images[0].save("out.png")                                               # 8 PIL images, prompt-major
+out.codes                                                                   # (8, h, w) long, on the CPU
+```
+
+A saved pipeline is one folder, safetensors + JSON only (``save_pretrained`` / ``from_pretrained``)::
+
+    pipeline.json       format_version, tessera_version, prior_kind, sampling defaults, component folders
+    vqgan/              config.json + model.safetensors: the VQ-GAN image tokenizer
+    prior/              config.json + model.safetensors
+    text_encoder/       the transformers text encoder (config.json + model.safetensors)
+    text_tokenizer/     the text tokenizer (tokenizer.json ...)
+    text_config.json    TextEncoderConfig (the text side is saved by ``TextConditioner.save_pretrained``)
+
+Loading is strict: a missing component is a ``FileNotFoundError`` naming it; components that do not fit
+together (the prior's codebook size or grid against the VQ-GAN, its context width against the text encoder,
+its kind against ``pipeline.json``) are a ``CheckpointMismatchError``. ``pipeline.json`` is written last, so a
+folder whose save was interrupted has none and is refused. ``train.py prior`` writes the same folder without
+``pipeline.json``: ``from_training_output`` loads it (``.save_pretrained`` then completes it).
+
+Behaviour on unusual input:
+
+- An empty (or whitespace-only) prompt is unconditional: its row gets the prior's learned null context, the one
+  used for caption dropout in training, not the encoding of "". The same holds for an empty negative prompt.
+- A prompt longer than the text context is truncated at ``max_length`` text tokens; ``prior.text`` logs a warning.
+- The ``len(prompts) * num_images_per_prompt`` images (prompt-major: prompt 0's images first) are made in chunks
+  of ``batch_size``: text encoding, sampling and decoding run per chunk and the results are gathered on the CPU,
+  so the working memory depends on ``batch_size``, not on the number of prompts (the outputs themselves grow
+  with N: use ``output_type="codes"`` for the smallest).
+- ``negative_prompt``: one string (for every prompt) or a list of one per prompt; another length is a
+  ``ValueError``. It replaces the null context in classifier-free guidance, so it has no effect (and a warning
+  is logged) at ``guidance_scale=1``.
+- Sampling settings left at ``None`` take the pipeline's defaults (``pipeline.json``); ``top_k=0`` turns top-k
+  off and ``top_p=1`` turns top-p off. A negative ``guidance_scale`` or ``temperature``, ``top_p`` outside
+  (0, 1], ``num_images_per_prompt`` or ``batch_size`` below 1, and ``num_steps`` for an autoregressive prior
+  (which takes one step per code) raise ``ValueError`` before any work is done.
+- ``generator``: one ``torch.Generator`` on the pipeline's device, consumed chunk by chunk in order. The same
+  seed, inputs and ``batch_size`` give the same codes (also in another process, on the CPU); another
+  ``batch_size`` gives other (equally valid) samples. ``None`` uses torch's global RNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from pipelines.export import tessera_version
+from pipelines.pretrained import CheckpointMismatchError, JSONConfig
+from prior.config import PRIOR_KINDS, SamplingConfig
+from prior.context import TextContext
+from prior.masked import load_prior
+from prior.text import ENCODER_FOLDER, TEXT_CONFIG_NAME, TOKENIZER_FOLDER, TextConditioner
+from prior.transformer import GridPrior
+from tokenizer.model import VQGAN
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_CONFIG_NAME = "pipeline.json"
+FORMAT_VERSION = 1
+COMPONENTS = {"vqgan": "vqgan", "prior": "prior", "text_encoder": ENCODER_FOLDER, "text_tokenizer": TOKENIZER_FOLDER}
+OUTPUT_TYPES = ("pil", "np", "pt", "codes")
+
+
+@dataclass
+class PipelineConfig(JSONConfig):
+    """``pipeline.json``: what the folder holds and the sampling defaults of a call."""
+
+    prior_kind: str
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    components: dict[str, str] = field(default_factory=lambda: dict(COMPONENTS))
+    format_version: int = FORMAT_VERSION
+    tessera_version: str = "unknown"
+
+    @classmethod
+    def read(cls, directory: Path) -> PipelineConfig:
+        """Strict: another format version, unknown or missing keys, or other component folders are errors."""
+        path = directory / PIPELINE_CONFIG_NAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise CheckpointMismatchError(f"{path} is not valid JSON: {error}") from error
+        version = data.get("format_version") if isinstance(data, dict) else None
+        if version != FORMAT_VERSION:
+            raise CheckpointMismatchError(f"{path} has format_version {version!r}; this version of Tessera "
+                                          f"({tessera_version()}) reads format_version {FORMAT_VERSION}.")
+        try:
+            config = cls.from_dict(data)
+        except TypeError as error:  # a required key is missing
+            raise CheckpointMismatchError(f"{path}: {error}") from error
+        if config.components != COMPONENTS:
+            raise CheckpointMismatchError(f"{path} names components {config.components}; expected {COMPONENTS}.")
+        if config.prior_kind not in PRIOR_KINDS:
+            raise CheckpointMismatchError(f"{path}: unknown prior_kind {config.prior_kind!r}; one of {PRIOR_KINDS}")
+        return config
+
+
+@dataclass
+class TextToImageOutput:
+    images: list[Image.Image] | np.ndarray | torch.Tensor | None  # None for output_type="codes"
+    codes: torch.Tensor  # (N, h, w) long, on the CPU
+    prompts: list[str]  # the prompt of each image (N = len(prompts) * num_images_per_prompt, prompt-major)
+
+
+def check_components(vqgan: VQGAN, text: TextConditioner, prior: GridPrior, *, prior_kind: str | None = None,
+                     source: str = "") -> None:
+    """``CheckpointMismatchError`` unless the prior fits the VQ-GAN's codes and the text encoder's width."""
+    problems = []
+    if prior.config.codebook_size != vqgan.codebook_size:
+        problems.append(f"prior codebook_size {prior.config.codebook_size} vs VQ-GAN codebook size "
+                        f"{vqgan.codebook_size}")
+    if prior.config.grid_size != vqgan.config.latent_size:
+        problems.append(f"prior grid_size {prior.config.grid_size} vs VQ-GAN latent_size {vqgan.config.latent_size}")
+    if prior.config.context_dim != text.hidden_size:
+        problems.append(f"prior context_dim {prior.config.context_dim} vs text encoder hidden_size {text.hidden_size}")
+    if prior_kind is not None and prior_kind != prior.config.kind:
+        problems.append(f"{PIPELINE_CONFIG_NAME} prior_kind {prior_kind!r} vs prior kind {prior.config.kind!r}")
+    if problems:
+        where = f"{source}: " if source else ""
+        raise CheckpointMismatchError(f"{where}the pipeline components do not fit together: " + "; ".join(problems))
+
+
+def load_components(directory: Path) -> tuple[VQGAN, TextConditioner, GridPrior]:
+    """VQ-GAN, text conditioner and prior from a pipeline-shaped folder, each loaded strictly, on the CPU."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no pipeline folder at {directory}")
+    required = [*COMPONENTS.values(), TEXT_CONFIG_NAME]
+    missing = [name for name in required if not (directory / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"{directory} is not a complete pipeline folder: it has no {', '.join(missing)} "
+                                f"(a pipeline folder holds {', '.join(required)} and {PIPELINE_CONFIG_NAME}).")
+    vqgan = VQGAN.from_pretrained(directory / COMPONENTS["vqgan"])
+    text = TextConditioner.from_pretrained(directory)
+    prior = load_prior(directory / COMPONENTS["prior"])
+    return vqgan, text, prior
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Put ``modules`` in eval mode for the block, then restore each one's mode."""
+    modes = [module.training for module in modules]
+    try:
+        for module in modules:
+            module.eval()
+        yield
+    finally:
+        for module, mode in zip(modules, modes):
+            module.train(mode)
+
+
+def select_rows(context: TextContext, index: torch.Tensor) -> TextContext:
+    index = index.to(context.mask.device)
+    return TextContext(context.hidden_states[index], context.mask[index])  # (len(index), L, D)
+
+
+def _prompt_list(prompt: str | list[str], name: str) -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts:
+        raise ValueError(f"{name} must be a string or a non-empty list of strings")
+    wrong = sorted({type(p).__name__ for p in prompts if not isinstance(p, str)})
+    if wrong:
+        raise TypeError(f"{name} must be a string or a list of strings, got items of type {wrong}")
+    return prompts
+
+
+def _positive_int(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+class TextToImagePipeline:
+    """Prompts -> text context -> ``prior.sample`` -> codes -> ``vqgan`` decoder -> images."""
+
+    def __init__(self, vqgan: VQGAN, text: TextConditioner, prior: GridPrior,
+                 sampling: SamplingConfig | None = None) -> None:
+        check_components(vqgan, text, prior)
+        self.vqgan, self.text, self.prior = vqgan, text, prior
+        self.sampling = copy.deepcopy(sampling) if sampling is not None else SamplingConfig()
+        self._progress_bar_config: dict = {}
+
+    @classmethod
+    def from_components(cls, vqgan: VQGAN, text: TextConditioner, prior: GridPrior,
+                        sampling: SamplingConfig | None = None) -> TextToImagePipeline:
+        """A pipeline of modules already in memory (e.g. the prior trainer's EMA weights); modules are shared,
+        not copied, and their training mode is restored after each call."""
+        return cls(vqgan, text, prior, sampling)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> TextToImagePipeline:
+        """Load a folder written by ``save_pretrained`` (local only), strictly; then ``.to(device, dtype)``."""
+        directory = Path(directory)
+        if directory.is_dir() and not (directory / PIPELINE_CONFIG_NAME).is_file():
+            hint = (" It holds a prior-training output: load it with TextToImagePipeline.from_training_output, "
+                    "and save_pretrained writes the missing file." if (directory / COMPONENTS["prior"]).is_dir()
+                    else "")
+            raise FileNotFoundError(f"{directory} has no {PIPELINE_CONFIG_NAME}, so it is not a saved pipeline "
+                                    f"(or its save was interrupted).{hint}")
+        vqgan, text, prior = load_components(directory)
+        config = PipelineConfig.read(directory)
+        check_components(vqgan, text, prior, prior_kind=config.prior_kind, source=str(directory))
+        return cls(vqgan, text, prior, config.sampling).to(device, dtype)
+
+    @classmethod
+    def from_training_output(cls, directory: str | os.PathLike, *, sampling: SamplingConfig | None = None,
+                             device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+                             ) -> TextToImagePipeline:
+        """Load a ``train.py prior`` output folder (components, no ``pipeline.json``). Sampling defaults:
+        ``sampling``, else the run's validation settings from ``run_config.json``, else ``SamplingConfig()``."""
+        directory = Path(directory)
+        vqgan, text, prior = load_components(directory)
+        run_config = directory / "run_config.json"
+        if sampling is None and run_config.is_file():
+            recorded = json.loads(run_config.read_text(encoding="utf-8")).get("sampling")
+            sampling = SamplingConfig.from_dict(recorded) if recorded is not None else None
+        return cls(vqgan, text, prior, sampling).to(device, dtype)
+
+    @property
+    def config(self) -> PipelineConfig:
+        return PipelineConfig(prior_kind=self.prior.config.kind, sampling=copy.deepcopy(self.sampling),
+                              tessera_version=tessera_version())
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write the pipeline folder; weights in their current dtype (``from_pretrained`` casts on load).
+        ``pipeline.json`` is removed first and written last, so an interrupted save is never loaded."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / PIPELINE_CONFIG_NAME).unlink(missing_ok=True)
+        self.vqgan.save_pretrained(directory / COMPONENTS["vqgan"])
+        self.prior.save_pretrained(directory / COMPONENTS["prior"])
+        self.text.save_pretrained(directory)
+        self.config.save(directory / PIPELINE_CONFIG_NAME)
+        return directory
+
+    def to(self, device: str | torch.device | torch.dtype | None = None,
+           dtype: torch.dtype | None = None) -> TextToImagePipeline:
+        """Move every module to ``device``; ``dtype`` (e.g. ``torch.bfloat16`` on CUDA) applies to the prior,
+        the text encoder and the VQ-GAN's encoder and decoder. The quantizer stays in float32."""
+        if isinstance(device, torch.dtype):
+            device, dtype = None, device
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+        moves = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
+        self.prior.to(**moves)
+        self.text.to(**moves)
+        if device is not None:
+            self.vqgan.to(device)
+        if dtype is not None:
+            self.vqgan.encoder.to(dtype)
+            self.vqgan.decoder.to(dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.prior.null_hidden_states.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.prior.null_hidden_states.dtype
+
+    def set_progress_bar_config(self, **kwargs) -> None:
+        """Options for the tqdm bar of each call, e.g. ``disable=True`` (as in diffusers)."""
+        self._progress_bar_config = dict(kwargs)
+
+    def encode_prompts(self, prompts: list[str]) -> TextContext:
+        """One context row per prompt: the text encoder's output, or the prior's null context for an empty
+        (or whitespace-only) prompt."""
+        real = [i for i, prompt in enumerate(prompts) if prompt.strip()]
+        if not real:
+            return self.prior.null_context(len(prompts))
+        encoded = self.text([prompts[i] for i in real])  # (R, L, D)
+        if len(real) == len(prompts):
+            return encoded
+        null = self.prior.null_context(1).to(encoded.mask.device, encoded.hidden_states.dtype)
+        both = TextContext.cat([encoded, null])  # (R + 1, L', D): the null row last
+        source = torch.full((len(prompts),), len(real), dtype=torch.long)
+        source[real] = torch.arange(len(real))
+        return select_rows(both, source)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, h, w) -> images (B, 3, H, W), float32 in [-1, 1]; the decoder runs in its own dtype."""
+        vectors = self.vqgan.codes_to_vectors(codes.to(self.vqgan.decoder.conv_out.weight.device))  # float32
+        images = self.vqgan.decoder(vectors.to(self.vqgan.decoder.conv_out.weight.dtype))  # (B, 3, H, W)
+        return images.float().clamp(-1, 1)
+
+    def sampling_options(self, guidance_scale: float | None = None, temperature: float | None = None,
+                         top_k: int | None = None, top_p: float | None = None,
+                         num_steps: int | None = None) -> dict:
+        """Keyword arguments for ``prior.sample``: the call's settings over the defaults, checked."""
+        defaults = self.sampling
+        guidance_scale = float(defaults.guidance_scale if guidance_scale is None else guidance_scale)
+        temperature = float(defaults.temperature if temperature is None else temperature)
+        top_k = defaults.top_k if top_k is None else top_k
+        top_p = defaults.top_p if top_p is None else top_p
+        if not guidance_scale >= 0:  # also NaN
+            raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {guidance_scale}")
+        if not temperature >= 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+            raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must lie in (0, 1] (1 = off), got {top_p}")
+        options = {"guidance_scale": guidance_scale, "temperature": temperature, "top_k": top_k or None,
+                   "top_p": top_p}
+        if self.prior.config.kind == "masked":
+            options["num_steps"] = _positive_int(defaults.num_steps if num_steps is None else num_steps, "num_steps")
+        elif num_steps is not None:
+            raise ValueError(f"num_steps applies to the masked prior only; this pipeline's prior is "
+                             f"{self.prior.config.kind} (one step per code).")
+        return options
+
+    def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None,
+                 num_images_per_prompt: int = 1, *, guidance_scale: float | None = None,
+                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                 num_steps: int | None = None, generator: torch.Generator | None = None,
+                 output_type: str = "pil", batch_size: int = 64) -> TextToImageOutput:
+        """Images for ``prompt`` (a string or a list): see the module docstring for the behaviour on unusual
+        input. ``output_type``: "pil" (list of RGB images), "np" (float32 (N, H, W, 3) in [0, 1]), "pt"
+        (float32 (N, 3, H, W) in [-1, 1]) or "codes" (no decoding; ``images`` is None)."""
+        prompts = _prompt_list(prompt, "prompt")
+        negatives = None if negative_prompt is None else _prompt_list(negative_prompt, "negative_prompt")
+        if negatives is not None and len(negatives) not in (1, len(prompts)):
+            raise ValueError(f"negative_prompt has {len(negatives)} entries; give one, or one per prompt "
+                             f"({len(prompts)})")
+        per_prompt = _positive_int(num_images_per_prompt, "num_images_per_prompt")
+        batch_size = _positive_int(batch_size, "batch_size")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        options = self.sampling_options(guidance_scale, temperature, top_k, top_p, num_steps)
+        if generator is not None:
+            if not isinstance(generator, torch.Generator):
+                raise TypeError(f"generator must be one torch.Generator, got {type(generator).__name__}")
+            if generator.device.type != self.device.type:
+                raise ValueError(f"the generator is on {generator.device} but the pipeline on {self.device}; "
+                                 f"pass torch.Generator(device={self.device.type!r})")
+        if negatives is not None and options["guidance_scale"] == 1.0:
+            logger.warning("negative_prompt has no effect at guidance_scale=1 (no classifier-free guidance).")
+            negatives = None
+        if negatives is not None and len(negatives) == 1:
+            negatives = negatives * len(prompts)
+
+        total = len(prompts) * per_prompt
+        codes, images = [], []
+        with torch.inference_mode(), eval_mode(self.text, self.vqgan), \
+                tqdm(total=total, desc="generating", unit="img", **self._progress_bar_config) as progress:
+            for start in range(0, total, batch_size):
+                stop = min(start + batch_size, total)
+                first, last = start // per_prompt, (stop - 1) // per_prompt + 1  # prompts of this chunk
+                rows = torch.arange(start, stop) // per_prompt - first  # (B,) row -> prompt in the chunk
+                context = select_rows(self.encode_prompts(prompts[first:last]), rows)
+                negative = (None if negatives is None
+                            else select_rows(self.encode_prompts(negatives[first:last]), rows))
+                chunk = self.prior.sample(context, negative_context=negative, generator=generator, **options)
+                codes.append(chunk.cpu())  # (B, h, w)
+                if output_type != "codes":
+                    images.append(self._postprocess(self.decode(chunk), output_type))
+                progress.update(stop - start)
+        # Gathered outside inference mode: the returned tensors are ordinary tensors.
+        if output_type in ("pt", "np"):
+            images = torch.cat(images) if output_type == "pt" else np.concatenate(images)
+        elif output_type == "pil":
+            images = [image for chunk in images for image in chunk]
+        else:
+            images = None
+        return TextToImageOutput(images=images, codes=torch.cat(codes),
+                                 prompts=[p for p in prompts for _ in range(per_prompt)])
+
+    @staticmethod
+    def _postprocess(images: torch.Tensor, output_type: str):
+        """(B, 3, H, W) float32 in [-1, 1] -> the output type, on the CPU."""
+        images = images.cpu()
+        if output_type == "pt":
+            return images.clone()
+        if output_type == "np":
+            return images.add(1).div(2).permute(0, 2, 3, 1).numpy().copy()  # (B, H, W, 3) in [0, 1]
+        pixels = images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)  # as save_image_grid
+        return [Image.fromarray(array) for array in pixels.permute(0, 2, 3, 1).numpy()]  # (H, W, 3) each
