@@ -18,6 +18,7 @@ Train a text-conditioned prior on a tokenized dataset:
 
     python train.py prior --tokens runs/tokens --tokenizer runs/vqgan --prior autoregressive --output_dir runs/ar
     python train.py prior --tokens runs/tokens --tokenizer runs/vqgan --prior masked --output_dir runs/masked
+    python train.py prior --data path/to/imagefolder --tokenizer runs/vqgan --output_dir runs/ar   # tokenizes first
 
 Config fields beyond the flags are set with ``--set``, e.g. ``--set model.quantizer.kind=fsq loss.disc_start=500``.
 """
@@ -161,7 +162,10 @@ def add_prior_parser(subparsers) -> None:
 
     parser = subparsers.add_parser("prior", help="train a text-conditioned prior on a tokenized dataset",
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--tokens", required=True, help="tokenized dataset folder (train.py tokenize)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--tokens", help="tokenized dataset folder (train.py tokenize)")
+    source.add_argument("--data", help="images + captions (any data-layer source): tokenized first into "
+                                       "OUTPUT_DIR/tokens with --tokenizer (resumable), then trained on")
     parser.add_argument("--tokenizer", required=True, help="the VQ-GAN folder the tokens were made with")
     parser.add_argument("--validation_tokens", default=None)
     parser.add_argument("--prior", default="autoregressive", choices=PRIOR_KINDS)
@@ -178,6 +182,14 @@ def add_prior_parser(subparsers) -> None:
     parser.set_defaults(run=run_prior)
 
 
+def tokenize_for_prior(data: str, tokenizer: str, output_dir: str) -> str:
+    """``train.py prior --data``: export the images once (a finished export is reused as is)."""
+    from pipelines.export import ExportConfig, export_tokenized_dataset
+
+    export_tokenized_dataset(ExportConfig(tokenizer=tokenizer, data=data, output_dir=output_dir))
+    return output_dir
+
+
 def run_prior(args: argparse.Namespace) -> None:
     from prior.config import SamplingConfig, prior_preset
     from prior.text import TextEncoderConfig
@@ -188,10 +200,11 @@ def run_prior(args: argparse.Namespace) -> None:
         sampling.guidance_scale = args.guidance_scale
     if args.num_steps is not None:
         sampling.num_steps = args.num_steps
+    tokens = args.tokens or tokenize_for_prior(args.data, args.tokenizer, f"{args.output_dir}/tokens")
     config = PriorRunConfig(
         prior=prior_preset(args.preset, kind=args.prior),
         text=TextEncoderConfig(pretrained=args.text_encoder),
-        data=PriorDataOptions(tokens=args.tokens, tokenizer=args.tokenizer, validation_tokens=args.validation_tokens,
+        data=PriorDataOptions(tokens=tokens, tokenizer=args.tokenizer, validation_tokens=args.validation_tokens,
                               validation_prompts=tuple(args.validation_prompts)),
         sampling=sampling,
         training=training_config_from_args(args),

@@ -50,7 +50,7 @@ class PriorConfig(JSONConfig):
 class SamplingConfig(JSONConfig):
     """Sampling settings used for validation (and saved as the pipeline's defaults)."""
 
-    guidance_scale: float = 3.0
+    guidance_scale: float = 2.0
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None

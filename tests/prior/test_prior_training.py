@@ -97,3 +97,16 @@ def test_resume_continues_the_same_run(tokens, tmp_path):
     actual = load_prior(tmp_path / "resumed" / "prior").state_dict()
     for name in expected:
         assert torch.equal(expected[name], actual[name]), name
+
+
+def test_cli_tokenizes_images_first(tokens, tmp_path):
+    import train
+
+    vqgan, _ = tokens
+    train.main(["prior", "--data", "shapes:num_samples=40", "--tokenizer", str(vqgan), "--preset", "tiny",
+                "--output_dir", str(tmp_path), "--max_train_steps", "2", "--validation_steps", "1000",
+                "--checkpointing_steps", "1000", "--train_batch_size", "4", "--num_validation_images", "4",
+                "--report_to", "none", "--set", "text.hidden_size=8", "text.num_layers=1", "text.num_heads=2",
+                "text.intermediate_size=16", "text.vocab_size=300", "data.num_evaluation_captions=2"])
+    assert (tmp_path / "tokens" / "tokenized_dataset.json").is_file()
+    assert (tmp_path / "pipeline.json").is_file() and (tmp_path / "prior" / "model.safetensors").is_file()
