@@ -79,7 +79,6 @@ import torch
 
 from pipelines.data import MAX_EXAMPLES, DataReport, DataSourceError
 from pipelines.export_shards import (
-    CaptionEncoder,
     ExportMismatchError,
     WorkerStats,
     read_records,
@@ -88,6 +87,7 @@ from pipelines.export_shards import (
     write_json_durably,
 )
 from pipelines.pretrained import JSONConfig
+from pipelines.text_cache import CaptionEncoder
 from pipelines.tokenized_data import (
     FORMAT_VERSION,
     PARTIAL_NAME,

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 import torch
 
+from tokenizer.codebook_stats import codebook_stats
 from tokenizer.quantizers import (
     Quantizer,
     QuantizerOutput,
-    codebook_stats,
     from_tokens,
     project_fp32,
     projection,

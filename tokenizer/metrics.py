@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tokenizer.quantizers import code_histogram, stats_from_histogram
+from tokenizer.codebook_stats import code_histogram, stats_from_histogram
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:

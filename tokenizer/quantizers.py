@@ -8,7 +8,7 @@ Two kinds, chosen by `QuantizerConfig.kind` and built by `build_quantizer`:
 - `FiniteScalarQuantizer` ("fsq", in `tokenizer/fsq.py`): rounding on a fixed per-channel grid.
 
 Both return a `QuantizerOutput`, run in float32 even under autocast, and give codes in
-[0, codebook_size). Codebook statistics (`code_histogram`, `stats_from_histogram`) are plain
+[0, codebook_size). Codebook statistics (`tokenizer.codebook_stats`) are plain
 functions so validation can accumulate a histogram over many batches.
 """
 
@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from tokenizer.codebook_stats import code_histogram, stats_from_histogram
 
 QUANTIZER_KINDS = ("vq", "fsq")
 
@@ -35,27 +37,6 @@ class QuantizerOutput:
     codebook_loss: torch.Tensor  # scalar, detached (logging)
     usage: torch.Tensor  # scalar: fraction of codebook entries used in this batch
     perplexity: torch.Tensor  # scalar: exp(entropy of this batch's code histogram)
-
-
-def code_histogram(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
-    """Counts of each code, (codebook_size,) long. Histograms of several batches can be summed."""
-    flat = codes.reshape(-1).long()  # (N,)
-    hist = torch.zeros(codebook_size, dtype=torch.long, device=codes.device)
-    return hist.index_add_(0, flat, torch.ones_like(flat))  # out-of-range codes raise
-
-
-def stats_from_histogram(histogram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(usage fraction, perplexity) of a code histogram. An empty histogram gives (0, 1)."""
-    counts = histogram.float()  # (K,)
-    usage = (counts > 0).float().mean()
-    probs = counts / counts.sum().clamp_min(1.0)
-    perplexity = torch.exp(-torch.special.xlogy(probs, probs).sum())
-    return usage, perplexity
-
-
-def codebook_stats(codes: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(usage fraction, perplexity) of a tensor of codes of any shape."""
-    return stats_from_histogram(code_histogram(codes, codebook_size))
 
 
 # --------------------------------------------------------------------------- shared helpers

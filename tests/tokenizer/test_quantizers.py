@@ -11,15 +11,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from tokenizer.codebook_stats import code_histogram, codebook_stats, stats_from_histogram
 from tokenizer.fsq import FiniteScalarQuantizer
 from tokenizer.quantizers import (
     QuantizerConfig,
     QuantizerOutput,
     VectorQuantizer,
     build_quantizer,
-    code_histogram,
-    codebook_stats,
-    stats_from_histogram,
 )
 
 C = 16  # encoder channels
