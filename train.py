@@ -20,6 +20,10 @@ Train a text-conditioned prior on a tokenized dataset:
     python train.py prior --tokens runs/tokens --tokenizer runs/vqgan --prior masked --output_dir runs/masked
     python train.py prior --data path/to/imagefolder --tokenizer runs/vqgan --output_dir runs/ar   # tokenizes first
 
+Everything above in one command (the shipped models/tessera-shapes pipeline; resumable):
+
+    python train.py quickstart --output_dir runs/quickstart
+
 Config fields beyond the flags are set with ``--set``, e.g. ``--set model.quantizer.kind=fsq loss.disc_start=500``.
 """
 
@@ -31,18 +35,10 @@ import logging
 import sys
 
 from pipelines.pretrained import dataclass_from_dict
-from pipelines.training import TrainingConfig, add_training_arguments, training_config_from_args
+from pipelines.training import add_training_arguments, training_config_from_args
+from prior.trainer import PRIOR_TRAINING_DEFAULTS
 from tokenizer.config import VQGAN_PRESETS, vqgan_preset
-
-TOKENIZER_TRAINING_DEFAULTS = TrainingConfig(
-    output_dir="runs/vqgan",
-    train_batch_size=32,
-    learning_rate=4e-4,
-    max_train_steps=2000,
-    lr_warmup_steps=100,
-    checkpointing_steps=500,
-    validation_steps=500,
-)
+from tokenizer.trainer import TOKENIZER_TRAINING_DEFAULTS
 
 
 def apply_overrides(config: dict, assignments: list[str]) -> dict:
@@ -142,20 +138,6 @@ def run_tokenize(args: argparse.Namespace) -> None:
               f"load with {result.info['load']}")
 
 
-PRIOR_TRAINING_DEFAULTS = TrainingConfig(
-    output_dir="runs/prior",
-    train_batch_size=64,
-    learning_rate=1e-3,
-    adam_beta1=0.9,
-    adam_beta2=0.95,
-    adam_weight_decay=0.01,
-    max_train_steps=2500,
-    lr_warmup_steps=100,
-    checkpointing_steps=500,
-    validation_steps=500,
-    ema_decay=0.999,
-)
-
 
 def add_prior_parser(subparsers) -> None:
     from prior.config import PRIOR_KINDS, PRIOR_PRESETS
@@ -214,12 +196,53 @@ def run_prior(args: argparse.Namespace) -> None:
     print(f"saved the prior, text encoder and VQ-GAN to {output}")
 
 
+def add_quickstart_parser(subparsers) -> None:
+    from pipelines.quickstart import SAVE_DTYPES, QuickstartConfig
+    from prior.config import PRIOR_KINDS, PRIOR_PRESETS
+
+    defaults = QuickstartConfig()
+    parser = subparsers.add_parser(
+        "quickstart", help="image tokenizer -> tokenized dataset -> prior -> pipeline, in one command",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Trains the shipped default pipeline from scratch (see pipelines/quickstart.py). Re-running "
+                    "the same command continues an interrupted run.")
+    parser.add_argument("--output_dir", default=defaults.output_dir)
+    parser.add_argument("--data", default=defaults.data, help="images + captions (any data-layer source)")
+    parser.add_argument("--prior", default=defaults.prior, choices=PRIOR_KINDS)
+    parser.add_argument("--tokenizer_preset", default=defaults.tokenizer_preset, choices=sorted(VQGAN_PRESETS))
+    parser.add_argument("--prior_preset", default=defaults.prior_preset, choices=sorted(PRIOR_PRESETS))
+    parser.add_argument("--tokenizer_steps", type=int, default=defaults.tokenizer_steps)
+    parser.add_argument("--prior_steps", type=int, default=defaults.prior_steps)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--mixed_precision", default=defaults.mixed_precision, choices=["no", "fp16", "bf16"])
+    parser.add_argument("--save_dtype", default=defaults.save_dtype, choices=sorted(SAVE_DTYPES),
+                        help="weights of the final pipeline folder")
+    parser.set_defaults(run=run_quickstart)
+
+
+def run_quickstart(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from pipelines.quickstart import QuickstartConfig, run_quickstart
+
+    config = QuickstartConfig(**{field.name: getattr(args, field.name)
+                                 for field in dataclasses.fields(QuickstartConfig)})
+    result = run_quickstart(config)
+    times = ", ".join(f"{stage} {value / 60:.1f} min" for stage, value in result.stage_seconds.items())
+    figures = ", ".join(f"{key} {value:.3f}" for key, value in result.final_metrics.items())
+    print(f"saved the pipeline to {result.pipeline_dir}" + (f" ({times})" if times else ""))
+    if figures:
+        print(f"last validation of the prior: {figures}")
+    print(f'try: tessera generate "a small red circle on the left" --pipeline {result.pipeline_dir} -o out.png')
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_tokenizer_parser(subparsers)
     add_prior_parser(subparsers)
     add_tokenize_parser(subparsers)
+    add_quickstart_parser(subparsers)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved object otherwise

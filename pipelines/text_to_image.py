@@ -91,6 +91,9 @@ class PipelineConfig(JSONConfig):
     components: dict[str, str] = field(default_factory=lambda: dict(COMPONENTS))
     format_version: int = FORMAT_VERSION
     tessera_version: str = "unknown"
+    # The image-caption source the prior was trained on (a data-layer source string, e.g.
+    # "shapes:num_samples=50000"), when known: ``train.py finetune`` replays it by default.
+    training_data: str | None = None
 
     @classmethod
     def read(cls, directory: Path) -> PipelineConfig:
@@ -193,18 +196,20 @@ class TextToImagePipeline:
     """Prompts -> text context -> ``prior.sample`` -> codes -> ``vqgan`` decoder -> images."""
 
     def __init__(self, vqgan: VQGAN, text: TextConditioner, prior: GridPrior,
-                 sampling: SamplingConfig | None = None) -> None:
+                 sampling: SamplingConfig | None = None, training_data: str | None = None) -> None:
         check_components(vqgan, text, prior)
         self.vqgan, self.text, self.prior = vqgan, text, prior
         self.sampling = copy.deepcopy(sampling) if sampling is not None else SamplingConfig()
+        self.training_data = training_data
         self._progress_bar_config: dict = {}
 
     @classmethod
     def from_components(cls, vqgan: VQGAN, text: TextConditioner, prior: GridPrior,
-                        sampling: SamplingConfig | None = None) -> TextToImagePipeline:
+                        sampling: SamplingConfig | None = None, training_data: str | None = None
+                        ) -> TextToImagePipeline:
         """A pipeline of modules already in memory (e.g. the prior trainer's EMA weights); modules are shared,
         not copied, and their training mode is restored after each call."""
-        return cls(vqgan, text, prior, sampling)
+        return cls(vqgan, text, prior, sampling, training_data)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
@@ -220,7 +225,7 @@ class TextToImagePipeline:
         vqgan, text, prior = load_components(directory)
         config = PipelineConfig.read(directory)
         check_components(vqgan, text, prior, prior_kind=config.prior_kind, source=str(directory))
-        return cls(vqgan, text, prior, config.sampling).to(device, dtype)
+        return cls(vqgan, text, prior, config.sampling, config.training_data).to(device, dtype)
 
     @classmethod
     def from_training_output(cls, directory: str | os.PathLike, *, sampling: SamplingConfig | None = None,
@@ -239,11 +244,14 @@ class TextToImagePipeline:
     @property
     def config(self) -> PipelineConfig:
         return PipelineConfig(prior_kind=self.prior.config.kind, sampling=copy.deepcopy(self.sampling),
-                              tessera_version=tessera_version())
+                              tessera_version=tessera_version(), training_data=self.training_data)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write the pipeline folder; weights in their current dtype (``from_pretrained`` casts on load).
+    def save_pretrained(self, directory: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
+        """Write the pipeline folder; weights in their current dtype, or cast to ``dtype`` (e.g.
+        ``torch.float16`` halves the folder; ``from_pretrained`` loads into float32 unless told otherwise).
         ``pipeline.json`` is removed first and written last, so an interrupted save is never loaded."""
+        if dtype is not None and dtype != self.dtype:
+            return copy.deepcopy(self).to(dtype=dtype).save_pretrained(directory)
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / PIPELINE_CONFIG_NAME).unlink(missing_ok=True)

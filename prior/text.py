@@ -329,8 +329,9 @@ class TextConditioner(nn.Module):
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory / TOKENIZER_FOLDER, local_files_only=True)
         extra = {"add_pooling_layer": False} if config.pretrained is None else {}
         try:
-            encoder, info = transformers.AutoModel.from_pretrained(
-                encoder_dir, config=encoder_config, local_files_only=True, output_loading_info=True, **extra)
+            encoder, info = transformers.AutoModel.from_pretrained(  # float32 whatever dtype it was saved in
+                encoder_dir, config=encoder_config, local_files_only=True, output_loading_info=True,
+                dtype=torch.float32, **extra)
         except RuntimeError as error:  # transformers refuses weights of the wrong shape
             raise CheckpointMismatchError(f"{encoder_dir} weights do not match its config: {error}") from error
         wrong = {kind: sorted(map(str, info[kind]))

@@ -21,7 +21,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pipelines.pretrained import JSONConfig
-from pipelines.tokenized_data import check_tokenizer_matches, collate_tokenized, load_tokenized_dataset
+from pipelines.tokenized_data import (
+    check_tokenizer_matches,
+    collate_tokenized,
+    load_tokenized_dataset,
+    read_export_info,
+)
 from pipelines.training import (
     EMA,
     CheckpointManager,
@@ -44,6 +49,22 @@ from prior.text import TextConditioner, TextEncoderConfig
 from tokenizer.model import VQGAN
 
 logger = logging.getLogger(__name__)
+
+
+# The defaults of the command line (train.py) and of train.py quickstart: measured on the 2-core CPU.
+PRIOR_TRAINING_DEFAULTS = TrainingConfig(
+    output_dir="runs/prior",
+    train_batch_size=64,
+    learning_rate=1e-3,
+    adam_beta1=0.9,
+    adam_beta2=0.95,
+    adam_weight_decay=0.01,
+    max_train_steps=2500,
+    lr_warmup_steps=100,
+    checkpointing_steps=500,
+    validation_steps=500,
+    ema_decay=0.999,
+)
 
 
 @dataclass
@@ -212,8 +233,14 @@ class PriorTrainer:
         from pipelines.text_to_image import TextToImagePipeline
 
         bundle = self.ema.model
-        pipeline = TextToImagePipeline.from_components(self.vqgan, bundle.text, bundle.prior, self.config.sampling)
+        pipeline = TextToImagePipeline.from_components(self.vqgan, bundle.text, bundle.prior, self.config.sampling,
+                                                       training_data=self.training_data)
         return pipeline.save_pretrained(self.output_dir)
+
+    @property
+    def training_data(self) -> str | None:
+        """The image-caption source of the training tokens (from the export's sidecar), for ``pipeline.json``."""
+        return read_export_info(self.config.data.tokens).get("source", {}).get("data")
 
     def train(self) -> Path:
         config, training, accelerator = self.config, self.config.training, self.accelerator

@@ -49,6 +49,18 @@ from tokenizer.model import VQGAN
 logger = logging.getLogger(__name__)
 
 
+# The defaults of the command line (train.py) and of train.py quickstart: measured on the 2-core CPU.
+TOKENIZER_TRAINING_DEFAULTS = TrainingConfig(
+    output_dir="runs/vqgan",
+    train_batch_size=32,
+    learning_rate=4e-4,
+    max_train_steps=2000,
+    lr_warmup_steps=100,
+    checkpointing_steps=500,
+    validation_steps=500,
+)
+
+
 @dataclass
 class DataOptions(JSONConfig):
     data: str = "shapes:num_samples=50000"

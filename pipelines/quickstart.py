@@ -1,0 +1,129 @@
+"""``python train.py quickstart``: the whole recipe in one command, image tokenizer -> tokens -> prior -> pipeline.
+
+Each stage writes its own folder under ``output_dir`` and is the same as running its ``train.py`` command:
+
+    vqgan/      train.py tokenizer  (the VQ-GAN; checkpoints, sample grids, metrics.jsonl)
+    tokens/     train.py tokenize   (parquet shards + tokenized_dataset.json)
+    prior/      train.py prior      (the prior run; checkpoints, sample grids, metrics.jsonl)
+    pipeline/   the saved TextToImagePipeline (float16 weights by default: the shipped model is this folder)
+    quickstart.json   the config and each stage's wall time
+
+Re-running the same command after an interruption continues: a finished stage is skipped, an interrupted
+training stage resumes from its latest checkpoint, an interrupted export resumes at its first missing shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipelines.pretrained import WEIGHTS_NAME, JSONConfig, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+VALIDATION_PROMPTS = (
+    "a small red circle on the left",
+    "a large blue square at the top",
+    "a large green triangle in the center",
+    "a small yellow square below a large purple circle",
+    "a large cyan circle left of a small red square",
+    "a small purple triangle on the right",
+    "a large yellow circle above a small blue triangle",
+    "a small green square at the bottom",
+)
+
+
+@dataclass
+class QuickstartConfig(JSONConfig):
+    output_dir: str = "runs/quickstart"
+    data: str = "shapes:num_samples=50000"  # images + captions, any data-layer source
+    prior: str = "masked"
+    tokenizer_preset: str = "cpu-32"
+    prior_preset: str = "cpu-small"
+    tokenizer_steps: int = 2000
+    prior_steps: int = 2500
+    seed: int = 0
+    mixed_precision: str = "no"
+    save_dtype: str = "fp16"  # weights of the final pipeline folder
+
+    def __post_init__(self) -> None:
+        if self.save_dtype not in SAVE_DTYPES:
+            raise ValueError(f"save_dtype must be one of {sorted(SAVE_DTYPES)}, got {self.save_dtype!r}")
+        for name in ("tokenizer_steps", "prior_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class QuickstartResult:
+    pipeline_dir: Path
+    stage_seconds: dict[str, float]  # the wall time of each stage run now (a skipped stage is absent)
+    final_metrics: dict[str, float]  # the prior run's last validation (evaluator accuracy on the shapes)
+
+
+def last_metrics(run_dir: Path) -> dict[str, float]:
+    """The values of the last logged step of ``metrics.jsonl`` that has validation figures."""
+    path = run_dir / "metrics.jsonl"
+    found: dict[str, float] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            values = json.loads(line)
+            if any(key.startswith("val/") for key in values):
+                found = {key: value for key, value in values.items() if key.startswith("val/")}
+    return found
+
+
+def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
+    from pipelines.export import ExportConfig, export_tokenized_dataset
+    from pipelines.text_to_image import TextToImagePipeline
+    from prior.config import prior_preset
+    from prior.trainer import PRIOR_TRAINING_DEFAULTS, PriorDataOptions, PriorRunConfig, train_prior
+    from tokenizer.config import vqgan_preset
+    from tokenizer.trainer import TOKENIZER_TRAINING_DEFAULTS, DataOptions, TokenizerRunConfig, train_tokenizer
+
+    root = Path(config.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    vqgan_dir, tokens_dir, prior_dir, pipeline_dir = (root / name for name in ("vqgan", "tokens", "prior", "pipeline"))
+    seconds: dict[str, float] = {}
+
+    def training(defaults, output_dir: Path, steps: int):
+        return dataclasses.replace(defaults, output_dir=str(output_dir), max_train_steps=steps, seed=config.seed,
+                                   mixed_precision=config.mixed_precision, resume_from_checkpoint="latest")
+
+    def timed(stage: str, work) -> None:
+        start = time.perf_counter()
+        work()
+        seconds[stage] = round(time.perf_counter() - start, 1)
+        logger.info("quickstart: %s took %.1f min", stage, seconds[stage] / 60)
+
+    if (vqgan_dir / WEIGHTS_NAME).is_file():
+        logger.info("quickstart: %s holds a trained VQ-GAN; skipping the tokenizer stage", vqgan_dir)
+    else:
+        timed("tokenizer", lambda: train_tokenizer(TokenizerRunConfig(
+            model=vqgan_preset(config.tokenizer_preset), data=DataOptions(data=config.data),
+            training=training(TOKENIZER_TRAINING_DEFAULTS, vqgan_dir, config.tokenizer_steps))))
+    timed("tokenize", lambda: export_tokenized_dataset(
+        ExportConfig(tokenizer=str(vqgan_dir), data=config.data, output_dir=str(tokens_dir), seed=config.seed)))
+    if (prior_dir / "pipeline.json").is_file():
+        logger.info("quickstart: %s holds a trained prior; skipping the prior stage", prior_dir)
+    else:
+        timed("prior", lambda: train_prior(PriorRunConfig(
+            prior=prior_preset(config.prior_preset, kind=config.prior),
+            data=PriorDataOptions(tokens=str(tokens_dir), tokenizer=str(vqgan_dir),
+                                  validation_prompts=VALIDATION_PROMPTS),
+            training=training(PRIOR_TRAINING_DEFAULTS, prior_dir, config.prior_steps))))
+    pipeline = TextToImagePipeline.from_pretrained(prior_dir)
+    pipeline.save_pretrained(pipeline_dir, dtype=SAVE_DTYPES[config.save_dtype])
+    result = QuickstartResult(pipeline_dir, seconds, last_metrics(prior_dir))
+    record = root / "quickstart.json"
+    previous = json.loads(record.read_text(encoding="utf-8")).get("stage_seconds", {}) if record.is_file() else {}
+    atomic_write_text(record, json.dumps({"config": config.to_dict(), "stage_seconds": {**previous, **seconds},
+                                          "final_metrics": result.final_metrics}, indent=2) + "\n")
+    return result
