@@ -20,6 +20,13 @@ Train a text-conditioned prior on a tokenized dataset:
     python train.py prior --tokens runs/tokens --tokenizer runs/vqgan --prior masked --output_dir runs/masked
     python train.py prior --data path/to/imagefolder --tokenizer runs/vqgan --output_dir runs/ar   # tokenizes first
 
+Fine-tune a saved pipeline on new captions (new images tokenized on the fly; 25 % of each batch replays the
+original data recorded in pipeline.json):
+
+    python train.py finetune --pipeline models/tessera-shapes --data path/to/imagefolder --output_dir runs/ft
+    python train.py finetune --pipeline models/tessera-shapes --data shapes:caption_style=fr,num_samples=4000 \\
+        --output_dir runs/ft-fr --learning_rate 3e-4 --max_train_steps 1000 --replay_fraction 0.25
+
 Everything above in one command (the shipped models/tessera-shapes pipeline; resumable):
 
     python train.py quickstart --output_dir runs/quickstart
@@ -36,7 +43,7 @@ import sys
 
 from pipelines.pretrained import dataclass_from_dict
 from pipelines.training import add_training_arguments, training_config_from_args
-from prior.trainer import PRIOR_TRAINING_DEFAULTS
+from prior.trainer import FINETUNE_TRAINING_DEFAULTS, PRIOR_TRAINING_DEFAULTS
 from tokenizer.config import VQGAN_PRESETS, vqgan_preset
 from tokenizer.trainer import TOKENIZER_TRAINING_DEFAULTS
 
@@ -196,6 +203,104 @@ def run_prior(args: argparse.Namespace) -> None:
     print(f"saved the prior, text encoder and VQ-GAN to {output}")
 
 
+def add_finetune_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "finetune", help="continue a saved pipeline's prior (and trainable text encoder) on new image-caption data",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Writes a new pipeline folder to --output_dir. The new data and the replayed original data "
+                    "are tokenized with the pipeline's own VQ-GAN into OUTPUT_DIR/tokens and OUTPUT_DIR/replay_tokens "
+                    "first (resumable).")
+    parser.add_argument("--pipeline", required=True, help="a saved pipeline folder (e.g. models/tessera-shapes)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="new images + captions (any data-layer source)")
+    source.add_argument("--tokens", help="new data already tokenized with the pipeline's VQ-GAN")
+    parser.add_argument("--image_column", default=None)
+    parser.add_argument("--caption_column", default=None)
+    parser.add_argument("--replay_fraction", type=float, default=0.25,
+                        help="share of each batch drawn from the original data, against forgetting (0: none)")
+    replay = parser.add_mutually_exclusive_group()
+    replay.add_argument("--replay_data", default=None,
+                        help="the original images + captions; default: the source recorded in pipeline.json")
+    replay.add_argument("--replay_tokens", default=None, help="the original data already tokenized")
+    parser.add_argument("--max_replay_samples", type=int, default=5000, help="rows of --replay_data to tokenize")
+    parser.add_argument("--new_text_tokens", type=int, default=None,
+                        help="grow the text tokenizer by up to N tokens for frequent new words (default: 512 with "
+                             "the jointly trained text encoder, 0 with a frozen pretrained one)")
+    parser.add_argument("--validation_prompts", nargs="*", default=[])
+    parser.add_argument("--guidance_scale", type=float, default=None)
+    parser.add_argument("--num_steps", type=int, default=None, help="masked prior: decoding steps")
+    parser.add_argument("--evaluation_caption_styles", nargs="*", default=None,
+                        help="shapes data: caption styles the evaluator judges (default: en + the new data's)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override config fields: data.*, sampling.*, finetune.*")
+    add_training_arguments(parser, FINETUNE_TRAINING_DEFAULTS)
+    parser.set_defaults(run=run_finetune)
+
+
+def shapes_caption_styles(captions: list[str]) -> tuple[str, ...]:
+    """"en" plus the shapes caption styles of ``captions`` (those that parse), in first-seen order."""
+    from pipelines.shapes_captions import caption_style
+
+    styles = ["en"]
+    for caption in captions[:200]:
+        style = caption_style(caption)
+        if style is not None and style not in styles:
+            styles.append(style)
+    return tuple(styles)
+
+
+def run_finetune(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from pipelines.export import ExportConfig, export_tokenized_dataset
+    from pipelines.text_to_image import PipelineConfig
+    from pipelines.tokenized_data import load_tokenized_dataset
+    from prior.text import TextEncoderConfig
+    from prior.trainer import FinetuneOptions, PriorDataOptions, PriorRunConfig, train_prior
+
+    pipeline_dir = Path(args.pipeline)
+    pipeline = PipelineConfig.read(pipeline_dir)
+    vqgan = str(pipeline_dir / pipeline.components["vqgan"])
+    output_dir = Path(args.output_dir)
+    tokens = args.tokens
+    if tokens is None:
+        tokens = str(output_dir / "tokens")
+        export_tokenized_dataset(ExportConfig(tokenizer=vqgan, data=args.data, output_dir=tokens,
+                                              image_column=args.image_column, caption_column=args.caption_column))
+    replay_tokens = args.replay_tokens
+    if args.replay_fraction > 0 and replay_tokens is None:
+        replay_data = args.replay_data or pipeline.training_data
+        if replay_data is None:
+            raise SystemExit(f"{pipeline_dir / 'pipeline.json'} does not record the data the pipeline was trained on: "
+                             "pass --replay_data (or --replay_tokens), or --replay_fraction 0 to replay nothing")
+        replay_tokens = str(output_dir / "replay_tokens")
+        export_tokenized_dataset(ExportConfig(tokenizer=vqgan, data=replay_data, output_dir=replay_tokens,
+                                              max_samples=args.max_replay_samples))
+    text = TextEncoderConfig.load(pipeline_dir / "text_config.json")
+    new_text_tokens = args.new_text_tokens
+    if new_text_tokens is None:
+        new_text_tokens = 512 if text.pretrained is None and text.is_trainable else 0
+    sampling = pipeline.sampling
+    if args.guidance_scale is not None:
+        sampling.guidance_scale = args.guidance_scale
+    if args.num_steps is not None:
+        sampling.num_steps = args.num_steps
+    styles = args.evaluation_caption_styles
+    if styles is None:
+        styles = shapes_caption_styles(load_tokenized_dataset(tokens)["caption"][:200])
+    config = PriorRunConfig(
+        data=PriorDataOptions(tokens=tokens, tokenizer=vqgan, validation_prompts=tuple(args.validation_prompts),
+                              evaluation_caption_styles=tuple(styles)),
+        sampling=sampling,
+        training=training_config_from_args(args),
+        finetune=FinetuneOptions(pipeline=str(pipeline_dir), replay_tokens=replay_tokens,
+                                 replay_fraction=args.replay_fraction, new_text_tokens=new_text_tokens),
+    )
+    config = dataclass_from_dict(PriorRunConfig, apply_overrides(config.to_dict(), args.set))
+    output = train_prior(config)
+    print(f"saved the fine-tuned pipeline to {output}")
+
+
 def add_quickstart_parser(subparsers) -> None:
     from pipelines.quickstart import SAVE_DTYPES, QuickstartConfig
     from prior.config import PRIOR_KINDS, PRIOR_PRESETS
@@ -242,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     add_tokenizer_parser(subparsers)
     add_prior_parser(subparsers)
     add_tokenize_parser(subparsers)
+    add_finetune_parser(subparsers)
     add_quickstart_parser(subparsers)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

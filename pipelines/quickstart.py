@@ -86,7 +86,12 @@ def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
     from prior.config import prior_preset
     from prior.trainer import PRIOR_TRAINING_DEFAULTS, PriorDataOptions, PriorRunConfig, train_prior
     from tokenizer.config import vqgan_preset
-    from tokenizer.trainer import TOKENIZER_TRAINING_DEFAULTS, DataOptions, TokenizerRunConfig, train_tokenizer
+    from tokenizer.trainer import (
+        TOKENIZER_TRAINING_DEFAULTS,
+        DataOptions,
+        TokenizerRunConfig,
+        train_tokenizer,
+    )
 
     root = Path(config.output_dir)
     root.mkdir(parents=True, exist_ok=True)

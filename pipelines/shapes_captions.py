@@ -160,18 +160,31 @@ def normalize_caption(text: str) -> str:
     return " ".join(text.split()).rstrip(".").strip()
 
 
+def _match(text: str) -> tuple[str, SceneSpec] | None:
+    normalized = normalize_caption(text)
+    for name, patterns in _PATTERNS.items():
+        for num_objects, pattern in enumerate(patterns, start=1):
+            match = pattern.fullmatch(normalized)
+            if match:
+                return name, _spec_from_match(match, STYLES[name], num_objects)
+    return None
+
+
 def parse_caption(text: str) -> SceneSpec:
     """The scene a caption of any style in ``CAPTION_STYLES`` describes.
 
     Raises ``ValueError`` naming the caption and showing one example per style when it does not
     follow any style's grammar.
     """
-    normalized = normalize_caption(text)
-    for name, patterns in _PATTERNS.items():
-        for num_objects, pattern in enumerate(patterns, start=1):
-            match = pattern.fullmatch(normalized)
-            if match:
-                return _spec_from_match(match, STYLES[name], num_objects)
+    found = _match(text)
+    if found is not None:
+        return found[1]
     example = SceneSpec((ShapeObject("red", "circle", "small"),), position="left")
     examples = "; ".join(f"{name}: {caption(example, name)!r}" for name in CAPTION_STYLES)
     raise ValueError(f"cannot parse shapes caption {text!r}; captions look like {examples}")
+
+
+def caption_style(text: str) -> str | None:
+    """The name of the style (in ``CAPTION_STYLES``) whose grammar ``text`` follows, or None."""
+    found = _match(text)
+    return None if found is None else found[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -107,6 +108,33 @@ class StepBatchSampler:
                     cached_epoch, order = epoch, self._epoch_order(epoch)
                 rows.append(int(order[position % self.num_rows]))
             yield rows
+
+
+class MixedBatchSampler:
+    """Batches of ``StepBatchSampler`` rows with ``round(fraction * batch_size)`` of each replaced by rows of a
+    second dataset stored after the first (indices offset by the first one's length): fine-tuning on new data
+    while replaying a share of the original. Both parts are step-indexed, so resuming stays exact."""
+
+    def __init__(self, base: StepBatchSampler, num_replay_rows: int, fraction: float):
+        num_replay = round(base.batch_size * fraction)
+        if not 0 <= num_replay < base.batch_size:
+            raise ValueError(f"a replay fraction of {fraction} leaves no new rows in a batch of {base.batch_size}")
+        self.seed = base.seed
+        self.offset = base.num_rows
+        self.new = StepBatchSampler(base.num_rows, base.batch_size - num_replay, seed=base.seed,
+                                    start_step=base.start_step, end_step=base.end_step,
+                                    process_index=base.process_index, num_processes=base.num_processes)
+        self.replay = StepBatchSampler(num_replay_rows, num_replay, seed=base.seed + 1, start_step=base.start_step,
+                                       end_step=base.end_step, process_index=base.process_index,
+                                       num_processes=base.num_processes) if num_replay else None
+
+    def __len__(self) -> int:
+        return len(self.new)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        replay = iter(self.replay) if self.replay is not None else itertools.repeat([])
+        for rows, replayed in zip(self.new, replay):
+            yield rows + [self.offset + row for row in replayed]
 
 
 class EMA(nn.Module):

@@ -101,6 +101,11 @@ def train_text_tokenizer(
     bos, eos = backend.token_to_id(BOS_TOKEN), backend.token_to_id(EOS_TOKEN)
     backend.post_processor = processors.TemplateProcessing(
         single=f"{BOS_TOKEN} $A {EOS_TOKEN}", special_tokens=[(BOS_TOKEN, bos), (EOS_TOKEN, eos)])
+    return wrap_text_tokenizer(backend, max_length)
+
+
+def wrap_text_tokenizer(backend: Tokenizer, max_length: int) -> transformers.PreTrainedTokenizerFast:
+    """The ``transformers`` tokenizer around a scratch byte-level BPE ``tokenizers.Tokenizer``."""
     tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token=BOS_TOKEN, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN,
         model_max_length=max_length, padding_side="right", truncation_side="right",
@@ -249,6 +254,28 @@ class TextConditioner(nn.Module):
         filled = {field: getattr(encoder.config, name) for field, name in ARCHITECTURE_FIELDS.items()
                   if getattr(encoder.config, name, None) is not None}
         return cls(dataclasses.replace(config, **filled), tokenizer, encoder)
+
+    @torch.no_grad()
+    def extend_vocabulary(self, captions: Iterable[str], max_new_tokens: int, min_frequency: int = 2) -> list[str]:
+        """Fine-tuning on captions in a new language or style: make their frequent words single tokens (see
+        ``prior.text_vocabulary``), grow the encoder's embedding table to match, and start each new row at the
+        mean of the rows of the pieces it joins. Returns the words added. Only the scratch (BPE) text side
+        can grow, and only while it is trainable."""
+        from prior.text_vocabulary import extend_bpe_tokenizer
+
+        if self.config.pretrained is not None or not self.trainable:
+            raise ValueError("only the jointly trained scratch text tokenizer and encoder can grow a vocabulary; "
+                             f"this text side is {'a pretrained encoder' if self.config.pretrained else 'frozen'}")
+        extension = extend_bpe_tokenizer(self.tokenizer.backend_tokenizer, captions, max_new_tokens, min_frequency)
+        if not extension.words:
+            return []
+        self.tokenizer = wrap_text_tokenizer(extension.tokenizer, self.config.max_length)
+        embeddings = self.encoder.resize_token_embeddings(len(self.tokenizer), mean_resizing=False).weight
+        for token_id, piece_ids in extension.pieces.items():
+            embeddings[token_id] = embeddings[piece_ids].mean(0)
+        logger.info("added %d text tokens for %d new words (e.g. %s)", len(extension.pieces), len(extension.words),
+                    ", ".join(repr(self.tokenizer.convert_tokens_to_string([w])) for w in extension.words[:5]))
+        return extension.words
 
     def tokenize(self, prompts: list[str], padding: str = "longest") -> dict[str, torch.Tensor]:
         """``input_ids`` and ``attention_mask`` (B, L): padded on the right to the longest prompt (or with

@@ -11,10 +11,12 @@ training). The final EMA weights are written as a pipeline-shaped folder:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -31,6 +33,7 @@ from pipelines.training import (
     EMA,
     CheckpointManager,
     MetricsLog,
+    MixedBatchSampler,
     StepBatchSampler,
     TrainingConfig,
     check_finite,
@@ -65,6 +68,10 @@ PRIOR_TRAINING_DEFAULTS = TrainingConfig(
     validation_steps=500,
     ema_decay=0.999,
 )
+FINETUNE_TRAINING_DEFAULTS = dataclasses.replace(
+    PRIOR_TRAINING_DEFAULTS, output_dir="runs/finetune", learning_rate=3e-4, max_train_steps=1000,
+    lr_warmup_steps=50, checkpointing_steps=250, validation_steps=500, ema_decay=0.995,
+)
 
 
 @dataclass
@@ -74,6 +81,25 @@ class PriorDataOptions(JSONConfig):
     validation_tokens: str | None = None  # default: hold out the last rows of --tokens
     validation_prompts: tuple[str, ...] = ()
     num_evaluation_captions: int = 200  # shapes only: held-out captions judged by the evaluator
+    evaluation_caption_styles: tuple[str, ...] = ("en",)  # shapes only: the caption styles judged
+
+
+@dataclass
+class FinetuneOptions(JSONConfig):
+    """``train.py finetune``: continue a saved pipeline's prior and text side on new captions."""
+
+    pipeline: str | None = None  # a saved pipeline folder (None: train from scratch)
+    replay_tokens: str | None = None  # the original data, tokenized, mixed into every batch against forgetting
+    replay_fraction: float = 0.0  # share of each batch drawn from replay_tokens
+    new_text_tokens: int = 0  # grow the scratch text tokenizer by up to this many tokens for the new captions
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.replay_fraction < 1.0:
+            raise ValueError(f"replay_fraction must lie in [0, 1), got {self.replay_fraction}")
+        if self.replay_fraction > 0 and not self.replay_tokens:
+            raise ValueError("replay_fraction > 0 needs replay_tokens (the original data, tokenized)")
+        if self.new_text_tokens < 0:
+            raise ValueError(f"new_text_tokens must be >= 0, got {self.new_text_tokens}")
 
 
 @dataclass
@@ -83,7 +109,7 @@ class PriorRunConfig(JSONConfig):
     data: PriorDataOptions = field(default_factory=PriorDataOptions)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    init_from: str | None = None  # fine-tuning: a pipeline-shaped folder whose prior and text side are loaded
+    finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
 
 
 class PriorBundle(nn.Module):
@@ -98,11 +124,14 @@ class PriorBundle(nn.Module):
         return self.text(captions)
 
 
-def shapes_evaluation_captions(count: int, seed: int) -> dict[str, list[str]]:
-    """Captions never seen in training: the shapes "test" split, and "holdout" (unseen colour-shape pairs)."""
+def shapes_evaluation_captions(count: int, seed: int, styles: tuple[str, ...] = ("en",)) -> dict[str, list[str]]:
+    """Captions never seen in training: the shapes "test" split, and "holdout" (unseen colour-shape pairs), per
+    caption style (keys ``test``/``holdout`` for "en", ``test_fr``/``holdout_fr`` for "fr", ...)."""
     from pipelines.shapes import shapes_dataset
 
-    return {split: shapes_dataset(count, seed=seed, split=split)["caption"] for split in ("test", "holdout")}
+    return {split if style == "en" else f"{split}_{style}":
+            shapes_dataset(count, seed=seed, split=split, caption_style=style)["caption"]
+            for style in styles for split in ("test", "holdout")}
 
 
 def captions_are_shapes(captions: list[str]) -> bool:
@@ -144,6 +173,10 @@ class PriorTrainer:
         check_tokenizer_matches(config.data.tokens, config.data.tokenizer)
         tokens = load_tokenized_dataset(config.data.tokens)
         self.train_rows, self.validation_rows = self.split_rows(tokens)
+        self.replay_rows = None
+        if config.finetune.replay_fraction > 0:
+            check_tokenizer_matches(config.finetune.replay_tokens, config.data.tokenizer)
+            self.replay_rows = load_tokenized_dataset(config.finetune.replay_tokens)
         self.bundle = self.build_bundle(self.train_rows["caption"])
         self.ema = EMA(self.bundle, training.ema_decay)
         parameters = [p for p in self.bundle.parameters() if p.requires_grad]
@@ -168,13 +201,15 @@ class PriorTrainer:
 
     def build_bundle(self, captions: list[str]) -> PriorBundle:
         config = self.config
-        if config.init_from:
-            source = Path(config.init_from)
+        if config.finetune.pipeline:
+            from pipelines.text_to_image import check_components
+
+            source = Path(config.finetune.pipeline)
             text = TextConditioner.from_pretrained(source)
             prior = load_prior(source / "prior")
-            if prior.config.codebook_size != self.vqgan.codebook_size or prior.config.grid_size != self.vqgan.config.latent_size:
-                raise ValueError(f"the prior in {source} was trained for another image tokenizer "
-                                 f"(codebook {prior.config.codebook_size}, grid {prior.config.grid_size})")
+            check_components(self.vqgan, text, prior, source=str(source))
+            if config.finetune.new_text_tokens:
+                text.extend_vocabulary(captions, config.finetune.new_text_tokens)
             config.prior, config.text = prior.config, text.config
             return PriorBundle(text, prior)
         text = TextConditioner.from_captions(captions, config.text)
@@ -239,7 +274,12 @@ class PriorTrainer:
 
     @property
     def training_data(self) -> str | None:
-        """The image-caption source of the training tokens (from the export's sidecar), for ``pipeline.json``."""
+        """For ``pipeline.json``: the image-caption source of the training tokens (from the export's sidecar); when
+        fine-tuning, the base pipeline's own record, so that the next fine-tune replays the original data too."""
+        if self.config.finetune.pipeline:
+            from pipelines.text_to_image import PipelineConfig
+
+            return PipelineConfig.read(Path(self.config.finetune.pipeline)).training_data
         return read_export_info(self.config.data.tokens).get("source", {}).get("data")
 
     def train(self) -> Path:
@@ -247,11 +287,18 @@ class PriorTrainer:
         start_step = start_run(accelerator, self.checkpoints, self.metrics_log, config, training, "prior")
         evaluation = None
         if captions_are_shapes(self.train_rows["caption"]):
-            evaluation = shapes_evaluation_captions(config.data.num_evaluation_captions, training.seed + 7)
-        sampler = StepBatchSampler(len(self.train_rows), training.train_batch_size, seed=training.seed,
-                                   start_step=start_step, end_step=training.max_train_steps,
-                                   process_index=accelerator.process_index, num_processes=accelerator.num_processes)
-        loader = step_loader(self.train_rows, sampler, collate_tokenized, training.dataloader_num_workers)
+            evaluation = shapes_evaluation_captions(config.data.num_evaluation_captions, training.seed + 7,
+                                                    config.data.evaluation_caption_styles)
+        rows, sampler = self.train_rows, StepBatchSampler(
+            len(self.train_rows), training.train_batch_size, seed=training.seed, start_step=start_step,
+            end_step=training.max_train_steps, process_index=accelerator.process_index,
+            num_processes=accelerator.num_processes)
+        if self.replay_rows is not None:
+            columns = ["codes", "caption", "source_id"]
+            rows = datasets.concatenate_datasets([self.train_rows.select_columns(columns),
+                                                  self.replay_rows.select_columns(columns)])
+            sampler = MixedBatchSampler(sampler, len(self.replay_rows), config.finetune.replay_fraction)
+        loader = step_loader(rows, sampler, collate_tokenized, training.dataloader_num_workers)
         progress = tqdm(total=training.max_train_steps, initial=start_step, desc=f"{config.prior.kind} prior",
                         disable=not accelerator.is_local_main_process)
         self.bundle.train()
@@ -278,7 +325,7 @@ class PriorTrainer:
 
 
 def train_prior(config: PriorRunConfig) -> Path:
-    """Train (or fine-tune, with ``init_from``) a text-conditioned prior; returns the output folder."""
+    """Train (or fine-tune, with ``config.finetune.pipeline``) a text-conditioned prior; returns the output folder."""
     return PriorTrainer(config).train()
 
 

@@ -3,51 +3,22 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from pipelines.export import ExportConfig, export_tokenized_dataset
 from pipelines.tokenized_data import TokenizerMismatchError
-from pipelines.training import TrainingConfig
-from prior.config import prior_preset
 from prior.masked import load_prior
-from prior.text import TextConditioner, TextEncoderConfig
-from prior.trainer import PriorDataOptions, PriorRunConfig, PriorTrainer
+from prior.text import TextConditioner
+from prior.trainer import PriorRunConfig, PriorTrainer
 from tokenizer.config import vqgan_preset
 from tokenizer.model import VQGAN
 
 pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
 
 
-@pytest.fixture(scope="module")
-def tokens(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("tokens")
-    torch.manual_seed(0)
-    VQGAN(vqgan_preset("tiny")).save_pretrained(root / "vqgan")
-    export_tokenized_dataset(ExportConfig(tokenizer=str(root / "vqgan"), data="shapes:num_samples=96",
-                                          output_dir=str(root / "tokens"), shard_size=48, batch_size=32),
-                             show_progress=False)
-    return root / "vqgan", root / "tokens"
-
-
-def tiny_config(output_dir: Path, vqgan: Path, tokens: Path, kind: str, **training) -> PriorRunConfig:
-    defaults = dict(output_dir=str(output_dir), train_batch_size=16, max_train_steps=40, learning_rate=3e-3,
-                    lr_warmup_steps=1, checkpointing_steps=1000, validation_steps=40, num_validation_images=16,
-                    dataloader_num_workers=0, report_to="none", adam_beta1=0.9, adam_beta2=0.95)
-    return PriorRunConfig(
-        prior=prior_preset("tiny", kind=kind),
-        text=TextEncoderConfig(hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16, max_length=16,
-                               vocab_size=300),
-        data=PriorDataOptions(tokens=str(tokens), tokenizer=str(vqgan), validation_prompts=("a small red circle",),
-                              num_evaluation_captions=4),
-        training=TrainingConfig(**{**defaults, **training}),
-    )
-
-
 @pytest.mark.parametrize("kind", ["autoregressive", "masked"])
-def test_training_reduces_loss_and_saves_a_loadable_folder(tokens, tmp_path, kind):
+def test_training_reduces_loss_and_saves_a_loadable_folder(tokens, tiny_config, tmp_path, kind):
     vqgan, token_dir = tokens
     PriorTrainer(tiny_config(tmp_path, vqgan, token_dir, kind)).train()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -63,7 +34,7 @@ def test_training_reduces_loss_and_saves_a_loadable_folder(tokens, tmp_path, kin
     assert VQGAN.from_pretrained(tmp_path / "vqgan").decode(codes).shape == (1, 3, 8, 8)
 
 
-def test_mismatched_tokenizer_is_refused(tokens, tmp_path):
+def test_mismatched_tokenizer_is_refused(tokens, tiny_config, tmp_path):
     _, token_dir = tokens
     torch.manual_seed(1)
     VQGAN(vqgan_preset("tiny")).save_pretrained(tmp_path / "other")
@@ -71,7 +42,7 @@ def test_mismatched_tokenizer_is_refused(tokens, tmp_path):
         PriorTrainer(tiny_config(tmp_path / "run", tmp_path / "other", token_dir, "autoregressive"))
 
 
-def test_resume_continues_the_same_run(tokens, tmp_path):
+def test_resume_continues_the_same_run(tokens, tiny_config, tmp_path):
     vqgan, token_dir = tokens
 
     def config(name: str, **extra) -> PriorRunConfig:

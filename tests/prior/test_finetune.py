@@ -1,0 +1,126 @@
+"""train.py finetune at tiny size: replay mixing, vocabulary growth, resume, and the refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from pipelines.pretrained import CheckpointMismatchError
+from pipelines.text_to_image import TextToImagePipeline
+from pipelines.training import MixedBatchSampler, StepBatchSampler
+from prior.masked import load_prior
+from prior.text import TextConditioner
+from prior.trainer import FinetuneOptions, PriorTrainer
+from tokenizer.config import vqgan_preset
+from tokenizer.model import VQGAN
+
+pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
+
+TINY_RUN = ["--max_train_steps", "4", "--checkpointing_steps", "2", "--validation_steps", "1000",
+            "--train_batch_size", "8", "--num_validation_images", "4", "--report_to", "none",
+            "--dataloader_num_workers", "0", "--set", "data.num_evaluation_captions=2"]
+
+
+@pytest.fixture(scope="module")
+def base_pipeline(tokens, tiny_config, tmp_path_factory) -> Path:
+    """A tiny trained pipeline folder (English shapes captions), as ``train.py prior`` writes it."""
+    vqgan, token_dir = tokens
+    output = tmp_path_factory.mktemp("base")
+    PriorTrainer(tiny_config(output, vqgan, token_dir, "masked", max_train_steps=4)).train()
+    return output
+
+
+def finetune(base: Path, output: Path, *extra: str) -> Path:
+    train.main(["finetune", "--pipeline", str(base), "--data", "shapes:caption_style=fr,num_samples=48",
+                "--output_dir", str(output), "--max_replay_samples", "32", *TINY_RUN, *extra])
+    return output
+
+
+def test_mixed_batches_take_the_replay_share_and_resume_exactly():
+    def sampler(start: int) -> MixedBatchSampler:
+        base = StepBatchSampler(10, 8, seed=3, start_step=start, end_step=6)
+        return MixedBatchSampler(base, num_replay_rows=7, fraction=0.25)
+
+    batches = list(sampler(0))
+    assert len(batches) == 6
+    for rows in batches:
+        assert len(rows) == 8
+        assert all(row < 10 for row in rows[:6]) and all(10 <= row < 17 for row in rows[6:])
+    assert list(sampler(4)) == batches[4:]
+    with pytest.raises(ValueError, match="leaves no new rows"):
+        MixedBatchSampler(StepBatchSampler(10, 4, seed=0, start_step=0, end_step=1), 5, 0.9)
+
+
+def test_finetune_grows_the_vocabulary_and_writes_a_pipeline(base_pipeline, tmp_path):
+    output = finetune(base_pipeline, tmp_path / "ft")
+    pipeline = TextToImagePipeline.from_pretrained(output)
+    base = TextConditioner.from_pretrained(base_pipeline)
+    assert len(pipeline.text.tokenizer) > len(base.tokenizer)
+    assert pipeline.text.encoder.get_input_embeddings().num_embeddings == len(pipeline.text.tokenizer)
+    assert len(pipeline.text.tokenizer.tokenize(" cercle")) == 1 < len(base.tokenizer.tokenize(" cercle"))
+    english = "a small red circle on the left"
+    assert pipeline.text.tokenizer(english)["input_ids"] == base.tokenizer(english)["input_ids"]
+    # the replayed original data is the source recorded in the base pipeline, and stays recorded
+    assert pipeline.training_data == "shapes:num_samples=96"
+    replay_info = json.loads((output / "replay_tokens" / "tokenized_dataset.json").read_text())
+    assert replay_info["num_rows"] == 32
+    run = json.loads((output / "run_config.json").read_text())
+    assert run["finetune"]["replay_fraction"] == 0.25 and run["finetune"]["new_text_tokens"] == 512
+    assert run["data"]["evaluation_caption_styles"] == ["en", "fr"]
+    last = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()][-1]
+    assert {"val/evaluator_accuracy_test", "val/evaluator_accuracy_test_fr"} <= set(last)
+    tuned = load_prior(output / "prior").state_dict()
+    before = load_prior(base_pipeline / "prior").state_dict()
+    assert any(not torch.equal(tuned[name], before[name]) for name in tuned)
+
+
+def test_interrupted_finetune_resumes_to_the_same_weights(base_pipeline, tmp_path, monkeypatch):
+    finetune(base_pipeline, tmp_path / "reference")
+    original, calls = PriorTrainer.train_step, []
+
+    def crash_after_two_steps(self, batch):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt("simulated crash after the step-2 checkpoint")
+        return original(self, batch)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PriorTrainer, "train_step", crash_after_two_steps)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(base_pipeline, tmp_path / "resumed")
+    assert not (tmp_path / "resumed" / "pipeline.json").exists()
+    finetune(base_pipeline, tmp_path / "resumed", "--resume_from_checkpoint", "latest")
+    expected = TextToImagePipeline.from_pretrained(tmp_path / "reference")
+    actual = TextToImagePipeline.from_pretrained(tmp_path / "resumed")
+    for mine, theirs in ((expected.prior, actual.prior), (expected.text, actual.text)):
+        theirs_state = theirs.state_dict()
+        for name, value in mine.state_dict().items():
+            assert torch.equal(value, theirs_state[name]), name
+
+
+def test_replay_needs_a_recorded_or_given_source(base_pipeline, tmp_path):
+    config = json.loads((base_pipeline / "pipeline.json").read_text())
+    config["training_data"] = None
+    unrecorded = tmp_path / "unrecorded"
+    TextToImagePipeline.from_training_output(base_pipeline).save_pretrained(unrecorded)
+    (unrecorded / "pipeline.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit, match="--replay_data"):
+        finetune(unrecorded, tmp_path / "ft")
+    finetune(unrecorded, tmp_path / "no-replay", "--replay_fraction", "0")
+    assert not (tmp_path / "no-replay" / "replay_tokens").exists()
+    with pytest.raises(ValueError, match="replay_tokens"):
+        FinetuneOptions(pipeline="x", replay_fraction=0.5)
+
+
+def test_pipeline_whose_vqgan_does_not_fit_the_prior_is_refused(base_pipeline, tmp_path):
+    broken = tmp_path / "broken"
+    TextToImagePipeline.from_training_output(base_pipeline).save_pretrained(broken)
+    config = vqgan_preset("tiny")
+    config.quantizer.codebook_size = 32
+    VQGAN(config).save_pretrained(broken / "vqgan")
+    with pytest.raises(CheckpointMismatchError, match="codebook"):
+        finetune(broken, tmp_path / "ft", "--replay_fraction", "0")
