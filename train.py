@@ -341,7 +341,7 @@ def run_quickstart(args: argparse.Namespace) -> None:
     print(f'try: tessera generate "a small red circle on the left" --pipeline {result.pipeline_dir} -o out.png')
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_tokenizer_parser(subparsers)
@@ -349,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     add_tokenize_parser(subparsers)
     add_finetune_parser(subparsers)
     add_quickstart_parser(subparsers)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved object otherwise
     args.run(args)

@@ -14,7 +14,8 @@ out.codes                                                                   # (8
 
 A saved pipeline is one folder, safetensors + JSON only (``save_pretrained`` / ``from_pretrained``)::
 
-    pipeline.json       format_version, tessera_version, prior_kind, sampling defaults, component folders
+    pipeline.json       format_version, tessera_version, prior_kind, sampling defaults, component folders,
+                        training_data (the image-caption source of the prior's training data, when known)
     vqgan/              config.json + model.safetensors: the VQ-GAN image tokenizer
     prior/              config.json + model.safetensors
     text_encoder/       the transformers text encoder (config.json + model.safetensors)
@@ -24,8 +25,9 @@ A saved pipeline is one folder, safetensors + JSON only (``save_pretrained`` / `
 Loading is strict: a missing component is a ``FileNotFoundError`` naming it; components that do not fit
 together (the prior's codebook size or grid against the VQ-GAN, its context width against the text encoder,
 its kind against ``pipeline.json``) are a ``CheckpointMismatchError``. ``pipeline.json`` is written last, so a
-folder whose save was interrupted has none and is refused. ``train.py prior`` writes the same folder without
-``pipeline.json``: ``from_training_output`` loads it (``.save_pretrained`` then completes it).
+folder whose save was interrupted has none and is refused. ``train.py prior``, ``finetune`` and ``quickstart``
+write complete pipeline folders; ``from_training_output`` loads a folder of components without ``pipeline.json``
+(a run written by an older version; ``.save_pretrained`` then completes it).
 
 Behaviour on unusual input:
 
@@ -231,7 +233,7 @@ class TextToImagePipeline:
     def from_training_output(cls, directory: str | os.PathLike, *, sampling: SamplingConfig | None = None,
                              device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
                              ) -> TextToImagePipeline:
-        """Load a ``train.py prior`` output folder (components, no ``pipeline.json``). Sampling defaults:
+        """Load a folder of pipeline components without ``pipeline.json``. Sampling defaults:
         ``sampling``, else the run's validation settings from ``run_config.json``, else ``SamplingConfig()``."""
         directory = Path(directory)
         vqgan, text, prior = load_components(directory)

