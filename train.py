@@ -171,6 +171,15 @@ def add_prior_parser(subparsers) -> None:
     parser.set_defaults(run=run_prior)
 
 
+def sampling_with_overrides(sampling, args: argparse.Namespace):
+    """The validation ``SamplingConfig`` with ``--guidance_scale`` / ``--num_steps`` applied where given."""
+    if args.guidance_scale is not None:
+        sampling.guidance_scale = args.guidance_scale
+    if args.num_steps is not None:
+        sampling.num_steps = args.num_steps
+    return sampling
+
+
 def tokenize_for_prior(data: str, tokenizer: str, output_dir: str) -> str:
     """``train.py prior --data``: export the images once (a finished export is reused as is)."""
     from pipelines.export import ExportConfig, export_tokenized_dataset
@@ -184,11 +193,7 @@ def run_prior(args: argparse.Namespace) -> None:
     from prior.text import TextEncoderConfig
     from prior.trainer import PriorDataOptions, PriorRunConfig, train_prior
 
-    sampling = SamplingConfig()
-    if args.guidance_scale is not None:
-        sampling.guidance_scale = args.guidance_scale
-    if args.num_steps is not None:
-        sampling.num_steps = args.num_steps
+    sampling = sampling_with_overrides(SamplingConfig(), args)
     tokens = args.tokens or tokenize_for_prior(args.data, args.tokenizer, f"{args.output_dir}/tokens")
     config = PriorRunConfig(
         prior=prior_preset(args.preset, kind=args.prior),
@@ -280,11 +285,7 @@ def run_finetune(args: argparse.Namespace) -> None:
     new_text_tokens = args.new_text_tokens
     if new_text_tokens is None:
         new_text_tokens = 512 if text.pretrained is None and text.is_trainable else 0
-    sampling = pipeline.sampling
-    if args.guidance_scale is not None:
-        sampling.guidance_scale = args.guidance_scale
-    if args.num_steps is not None:
-        sampling.num_steps = args.num_steps
+    sampling = sampling_with_overrides(pipeline.sampling, args)
     styles = args.evaluation_caption_styles
     if styles is None:
         styles = shapes_caption_styles(load_tokenized_dataset(tokens)["caption"][:200])
