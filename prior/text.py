@@ -18,12 +18,13 @@ A saved conditioner is three entries of a folder: ``text_config.json``, ``text_t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -125,6 +126,21 @@ def _reset_backend_state(tokenizer: transformers.PreTrainedTokenizerBase, max_le
         backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
 
 
+@contextlib.contextmanager
+def quiet_transformers_bars() -> Iterator[None]:
+    """Hide transformers' per-call "Loading weights" / "Writing model shards" bars (a small encoder loads in
+    milliseconds; the bars only clutter the CLI and training logs), restoring the caller's setting after."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+
+
 def _transformers_folder(path: Path) -> Path:
     """The folder holding the transformers model: ``path`` itself, or for a sentence-transformers folder whose
     ``modules.json`` puts its Transformer module in a subfolder (older layout, e.g. ``0_Transformer/``), that."""
@@ -154,7 +170,9 @@ def load_pretrained_text_encoder(
     folder = _transformers_folder(root)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        model, info = transformers.AutoModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+        with quiet_transformers_bars():
+            model, info = transformers.AutoModel.from_pretrained(folder, local_files_only=True,
+                                                                 output_loading_info=True)
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise ValueError(f"{folder} could not be loaded as a transformers tokenizer + model: "
                          f"{type(error).__name__}: {error}") from error
@@ -332,7 +350,8 @@ class TextConditioner(nn.Module):
         for name, component in ((TOKENIZER_FOLDER, self.tokenizer), (ENCODER_FOLDER, self.encoder)):
             staging = directory / f".{name}.tmp"
             shutil.rmtree(staging, ignore_errors=True)
-            component.save_pretrained(staging)
+            with quiet_transformers_bars():
+                component.save_pretrained(staging)
             shutil.rmtree(directory / name, ignore_errors=True)
             os.replace(staging, directory / name)
         self.config.save(directory / TEXT_CONFIG_NAME)
@@ -356,9 +375,10 @@ class TextConditioner(nn.Module):
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory / TOKENIZER_FOLDER, local_files_only=True)
         extra = {"add_pooling_layer": False} if config.pretrained is None else {}
         try:
-            encoder, info = transformers.AutoModel.from_pretrained(  # float32 whatever dtype it was saved in
-                encoder_dir, config=encoder_config, local_files_only=True, output_loading_info=True,
-                dtype=torch.float32, **extra)
+            with quiet_transformers_bars():
+                encoder, info = transformers.AutoModel.from_pretrained(  # float32 whatever dtype it was saved in
+                    encoder_dir, config=encoder_config, local_files_only=True, output_loading_info=True,
+                    dtype=torch.float32, **extra)
         except RuntimeError as error:  # transformers refuses weights of the wrong shape
             raise CheckpointMismatchError(f"{encoder_dir} weights do not match its config: {error}") from error
         wrong = {kind: sorted(map(str, info[kind]))
