@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,3 +142,22 @@ def test_finetune_with_a_frozen_pretrained_encoder_trains_only_the_prior(tokens,
     assert all(torch.equal(value, tuned_text[name]) for name, value in base.text.state_dict().items())
     tuned_prior = tuned.prior.state_dict()
     assert any(not torch.equal(value, tuned_prior[name]) for name, value in base.prior.state_dict().items())
+
+
+@pytest.mark.e2e
+def test_finetune_under_accelerate_launch_with_two_processes(base_pipeline, tmp_path):
+    """The multi-GPU path on CPU: two processes (gloo), the export split between them, DDP training, one save."""
+    root = Path(__file__).resolve().parents[2]
+    output = tmp_path / "launched"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "train.py", "finetune",
+               "--pipeline", str(base_pipeline), "--data", "shapes:caption_style=fr,num_samples=48",
+               "--output_dir", str(output), "--max_replay_samples", "32", *TINY_RUN]
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": ""}
+    launched = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.stdout.count("saved the fine-tuned pipeline") == 1  # the main process only
+    pipeline = TextToImagePipeline.from_pretrained(output)
+    assert len(pipeline.text.tokenizer.tokenize(" cercle")) == 1
+    assert json.loads((output / "checkpoints" / "checkpoint-4" / "training_state.json").read_text())["step"] == 4
