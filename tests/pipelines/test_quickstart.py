@@ -56,3 +56,29 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys, monkeypatch):
     before = (output / "vqgan" / "model.safetensors").stat().st_mtime_ns
     train.main(["quickstart", "--output_dir", str(output), *TINY])
     assert (output / "vqgan" / "model.safetensors").stat().st_mtime_ns == before  # finished stages are skipped
+
+
+@pytest.mark.e2e
+def test_train_your_own_imagefolder_stage_by_stage(tmp_path, capsys):
+    """The README's "train your own" commands, at tiny size, on an imagefolder with metadata.jsonl."""
+    from pipelines import cli
+    from pipelines.shapes import write_imagefolder
+
+    images = tmp_path / "my_images"
+    write_imagefolder(str(images), 48, resolution=8)
+    assert (images / "metadata.jsonl").is_file()
+    quick = ["--report_to", "none", "--checkpointing_steps", "1000", "--validation_steps", "1000",
+             "--num_validation_images", "4", "--train_batch_size", "8"]
+    train.main(["tokenizer", "--preset", "tiny", "--data", str(images), "--output_dir", str(tmp_path / "vqgan"),
+                "--max_train_steps", "2", *quick])
+    train.main(["tokenize", "--tokenizer", str(tmp_path / "vqgan"), "--data", str(images),
+                "--output_dir", str(tmp_path / "tokens")])
+    train.main(["prior", "--tokens", str(tmp_path / "tokens"), "--tokenizer", str(tmp_path / "vqgan"),
+                "--prior", "masked", "--preset", "tiny", "--output_dir", str(tmp_path / "prior"),
+                "--max_train_steps", "2", *quick, "--set", "text.hidden_size=8", "text.num_layers=1",
+                "text.num_heads=2", "text.intermediate_size=16", "text.vocab_size=300",
+                "data.num_evaluation_captions=2"])
+    assert cli.main(["generate", "a small red circle on the left", "--pipeline", str(tmp_path / "prior"),
+                     "-o", str(tmp_path / "out.png")]) == 0
+    assert (tmp_path / "out.png").is_file()
+    assert TextToImagePipeline.from_pretrained(tmp_path / "prior").training_data == str(images)
