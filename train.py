@@ -264,6 +264,9 @@ def run_finetune(args: argparse.Namespace) -> None:
     from prior.trainer import FinetuneOptions, PriorDataOptions, PriorRunConfig, train_prior
 
     pipeline_dir = Path(args.pipeline)
+    if Path(args.output_dir).resolve() == pipeline_dir.resolve():
+        raise SystemExit("--output_dir must differ from --pipeline: the fine-tuned pipeline is a new folder, and the "
+                         "one it starts from stays as it is")
     pipeline = PipelineConfig.read(pipeline_dir)
     vqgan = str(pipeline_dir / pipeline.components["vqgan"])
     output_dir = Path(args.output_dir)

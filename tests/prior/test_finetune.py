@@ -80,6 +80,14 @@ def test_finetune_grows_the_vocabulary_and_writes_a_pipeline(base_pipeline, tmp_
     before = load_prior(base_pipeline / "prior").state_dict()
     assert any(not torch.equal(tuned[name], before[name]) for name in tuned)
 
+    # data already tokenized with the pipeline's VQ-GAN is taken as is (nothing tokenized again)
+    train.main(["finetune", "--pipeline", str(base_pipeline), "--tokens", str(output / "tokens"),
+                "--replay_tokens", str(output / "replay_tokens"), "--output_dir", str(tmp_path / "from-tokens"),
+                *TINY_RUN])
+    assert not (tmp_path / "from-tokens" / "tokens").exists()
+    assert TextToImagePipeline.from_pretrained(tmp_path / "from-tokens").text.tokenizer.get_vocab() == \
+        pipeline.text.tokenizer.get_vocab()
+
 
 def test_interrupted_finetune_resumes_to_the_same_weights(base_pipeline, tmp_path, monkeypatch):
     finetune(base_pipeline, tmp_path / "reference")
@@ -117,6 +125,8 @@ def test_replay_needs_a_recorded_or_given_source(base_pipeline, tmp_path):
     assert not (tmp_path / "no-replay" / "replay_tokens").exists()
     with pytest.raises(ValueError, match="replay_tokens"):
         FinetuneOptions(pipeline="x", replay_fraction=0.5)
+    with pytest.raises(SystemExit, match="must differ"):
+        finetune(unrecorded, unrecorded)
 
 
 def test_pipeline_whose_vqgan_does_not_fit_the_prior_is_refused(base_pipeline, tmp_path):
