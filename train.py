@@ -258,7 +258,7 @@ def run_finetune(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from pipelines.export import ExportConfig, export_tokenized_dataset
-    from pipelines.text_to_image import PipelineConfig
+    from pipelines.pipeline_folder import PipelineConfig
     from pipelines.tokenized_data import load_tokenized_dataset
     from prior.text import TextEncoderConfig
     from prior.trainer import FinetuneOptions, PriorDataOptions, PriorRunConfig, train_prior

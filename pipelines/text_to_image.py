@@ -22,7 +22,7 @@ A saved pipeline is one folder, safetensors + JSON only (``save_pretrained`` / `
     text_tokenizer/     the text tokenizer (tokenizer.json ...)
     text_config.json    TextEncoderConfig (the text side is saved by ``TextConditioner.save_pretrained``)
 
-Loading is strict: a missing component is a ``FileNotFoundError`` naming it; components that do not fit
+Loading is strict (``pipelines.pipeline_folder``): a missing component is a ``FileNotFoundError`` naming it; components that do not fit
 together (the prior's codebook size or grid against the VQ-GAN, its context width against the text encoder,
 its kind against ``pipeline.json``) are a ``CheckpointMismatchError``. ``pipeline.json`` is written last, so a
 folder whose save was interrupted has none and is refused. ``train.py prior``, ``finetune`` and ``quickstart``
@@ -58,7 +58,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,56 +68,22 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pipelines.export import tessera_version
-from pipelines.pretrained import CheckpointMismatchError, JSONConfig
-from prior.config import PRIOR_KINDS, SamplingConfig
+from pipelines.pipeline_folder import (
+    COMPONENTS,
+    PIPELINE_CONFIG_NAME,
+    PipelineConfig,
+    check_components,
+    load_components,
+)
+from prior.config import SamplingConfig
 from prior.context import TextContext
-from prior.masked import load_prior
-from prior.text import ENCODER_FOLDER, TEXT_CONFIG_NAME, TOKENIZER_FOLDER, TextConditioner
+from prior.text import TextConditioner
 from prior.transformer import GridPrior
 from tokenizer.model import VQGAN
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_CONFIG_NAME = "pipeline.json"
-FORMAT_VERSION = 1
-COMPONENTS = {"vqgan": "vqgan", "prior": "prior", "text_encoder": ENCODER_FOLDER, "text_tokenizer": TOKENIZER_FOLDER}
 OUTPUT_TYPES = ("pil", "np", "pt", "codes")
-
-
-@dataclass
-class PipelineConfig(JSONConfig):
-    """``pipeline.json``: what the folder holds and the sampling defaults of a call."""
-
-    prior_kind: str
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    components: dict[str, str] = field(default_factory=lambda: dict(COMPONENTS))
-    format_version: int = FORMAT_VERSION
-    tessera_version: str = "unknown"
-    # The image-caption source the prior was trained on (a data-layer source string, e.g.
-    # "shapes:num_samples=50000"), when known: ``train.py finetune`` replays it by default.
-    training_data: str | None = None
-
-    @classmethod
-    def read(cls, directory: Path) -> PipelineConfig:
-        """Strict: another format version, unknown or missing keys, or other component folders are errors."""
-        path = directory / PIPELINE_CONFIG_NAME
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise CheckpointMismatchError(f"{path} is not valid JSON: {error}") from error
-        version = data.get("format_version") if isinstance(data, dict) else None
-        if version != FORMAT_VERSION:
-            raise CheckpointMismatchError(f"{path} has format_version {version!r}; this version of Tessera "
-                                          f"({tessera_version()}) reads format_version {FORMAT_VERSION}.")
-        try:
-            config = cls.from_dict(data)
-        except TypeError as error:  # a required key is missing
-            raise CheckpointMismatchError(f"{path}: {error}") from error
-        if config.components != COMPONENTS:
-            raise CheckpointMismatchError(f"{path} names components {config.components}; expected {COMPONENTS}.")
-        if config.prior_kind not in PRIOR_KINDS:
-            raise CheckpointMismatchError(f"{path}: unknown prior_kind {config.prior_kind!r}; one of {PRIOR_KINDS}")
-        return config
 
 
 @dataclass
@@ -125,39 +91,6 @@ class TextToImageOutput:
     images: list[Image.Image] | np.ndarray | torch.Tensor | None  # None for output_type="codes"
     codes: torch.Tensor  # (N, h, w) long, on the CPU
     prompts: list[str]  # the prompt of each image (N = len(prompts) * num_images_per_prompt, prompt-major)
-
-
-def check_components(vqgan: VQGAN, text: TextConditioner, prior: GridPrior, *, prior_kind: str | None = None,
-                     source: str = "") -> None:
-    """``CheckpointMismatchError`` unless the prior fits the VQ-GAN's codes and the text encoder's width."""
-    problems = []
-    if prior.config.codebook_size != vqgan.codebook_size:
-        problems.append(f"prior codebook_size {prior.config.codebook_size} vs VQ-GAN codebook size "
-                        f"{vqgan.codebook_size}")
-    if prior.config.grid_size != vqgan.config.latent_size:
-        problems.append(f"prior grid_size {prior.config.grid_size} vs VQ-GAN latent_size {vqgan.config.latent_size}")
-    if prior.config.context_dim != text.hidden_size:
-        problems.append(f"prior context_dim {prior.config.context_dim} vs text encoder hidden_size {text.hidden_size}")
-    if prior_kind is not None and prior_kind != prior.config.kind:
-        problems.append(f"{PIPELINE_CONFIG_NAME} prior_kind {prior_kind!r} vs prior kind {prior.config.kind!r}")
-    if problems:
-        where = f"{source}: " if source else ""
-        raise CheckpointMismatchError(f"{where}the pipeline components do not fit together: " + "; ".join(problems))
-
-
-def load_components(directory: Path) -> tuple[VQGAN, TextConditioner, GridPrior]:
-    """VQ-GAN, text conditioner and prior from a pipeline-shaped folder, each loaded strictly, on the CPU."""
-    if not directory.is_dir():
-        raise FileNotFoundError(f"no pipeline folder at {directory}")
-    required = [*COMPONENTS.values(), TEXT_CONFIG_NAME]
-    missing = [name for name in required if not (directory / name).exists()]
-    if missing:
-        raise FileNotFoundError(f"{directory} is not a complete pipeline folder: it has no {', '.join(missing)} "
-                                f"(a pipeline folder holds {', '.join(required)} and {PIPELINE_CONFIG_NAME}).")
-    vqgan = VQGAN.from_pretrained(directory / COMPONENTS["vqgan"])
-    text = TextConditioner.from_pretrained(directory)
-    prior = load_prior(directory / COMPONENTS["prior"])
-    return vqgan, text, prior
 
 
 @contextlib.contextmanager

@@ -202,7 +202,7 @@ class PriorTrainer:
     def build_bundle(self, captions: list[str]) -> PriorBundle:
         config = self.config
         if config.finetune.pipeline:
-            from pipelines.text_to_image import check_components
+            from pipelines.pipeline_folder import check_components
 
             source = Path(config.finetune.pipeline)
             text = TextConditioner.from_pretrained(source)
@@ -277,7 +277,7 @@ class PriorTrainer:
         """For ``pipeline.json``: the image-caption source of the training tokens (from the export's sidecar); when
         fine-tuning, the base pipeline's own record, so that the next fine-tune replays the original data too."""
         if self.config.finetune.pipeline:
-            from pipelines.text_to_image import PipelineConfig
+            from pipelines.pipeline_folder import PipelineConfig
 
             return PipelineConfig.read(Path(self.config.finetune.pipeline)).training_data
         return read_export_info(self.config.data.tokens).get("source", {}).get("data")
