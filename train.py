@@ -41,11 +41,11 @@ import json
 import logging
 import sys
 
-from pipelines.pretrained import dataclass_from_dict
-from pipelines.training import add_training_arguments, training_config_from_args
-from prior.trainer import FINETUNE_TRAINING_DEFAULTS, PRIOR_TRAINING_DEFAULTS
+from pipelines.core.config import dataclass_from_dict
+from pipelines.training.common import add_training_arguments, training_config_from_args
+from pipelines.training.prior import FINETUNE_TRAINING_DEFAULTS, PRIOR_TRAINING_DEFAULTS
+from pipelines.training.vqgan import TOKENIZER_TRAINING_DEFAULTS
 from tokenizer.config import VQGAN_PRESETS, vqgan_preset
-from tokenizer.trainer import TOKENIZER_TRAINING_DEFAULTS
 
 
 def apply_overrides(config: dict, assignments: list[str]) -> dict:
@@ -86,7 +86,7 @@ def add_tokenizer_parser(subparsers) -> None:
 
 
 def run_tokenizer(args: argparse.Namespace) -> None:
-    from tokenizer.trainer import DataOptions, TokenizerRunConfig, train_tokenizer
+    from pipelines.training.vqgan import DataOptions, TokenizerRunConfig, train_tokenizer
 
     config = TokenizerRunConfig(
         model=vqgan_preset(args.preset),
@@ -132,7 +132,7 @@ def run_tokenize(args: argparse.Namespace) -> None:
     import dataclasses
     import shlex
 
-    from pipelines.export import ExportConfig, export_tokenized_dataset
+    from pipelines.tokens.export import ExportConfig, export_tokenized_dataset
 
     config = ExportConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(ExportConfig)})
     result = export_tokenized_dataset(config, command=shlex.join(["python", *sys.argv]))
@@ -182,16 +182,16 @@ def sampling_with_overrides(sampling, args: argparse.Namespace):
 
 def tokenize_for_prior(data: str, tokenizer: str, output_dir: str) -> str:
     """``train.py prior --data``: export the images once (a finished export is reused as is)."""
-    from pipelines.export import ExportConfig, export_tokenized_dataset
+    from pipelines.tokens.export import ExportConfig, export_tokenized_dataset
 
     export_tokenized_dataset(ExportConfig(tokenizer=tokenizer, data=data, output_dir=output_dir))
     return output_dir
 
 
 def run_prior(args: argparse.Namespace) -> None:
+    from pipelines.training.prior import PriorDataOptions, PriorRunConfig, train_prior
     from prior.config import SamplingConfig, prior_preset
     from prior.text import TextEncoderConfig
-    from prior.trainer import PriorDataOptions, PriorRunConfig, train_prior
 
     sampling = sampling_with_overrides(SamplingConfig(), args)
     tokens = args.tokens or tokenize_for_prior(args.data, args.tokenizer, f"{args.output_dir}/tokens")
@@ -244,7 +244,7 @@ def add_finetune_parser(subparsers) -> None:
 
 def shapes_caption_styles(captions: list[str]) -> tuple[str, ...]:
     """"en" plus the shapes caption styles of ``captions`` (those that parse), in first-seen order."""
-    from pipelines.shapes_captions import caption_style
+    from pipelines.shapes.captions import caption_style
 
     styles = ["en"]
     for caption in captions[:200]:
@@ -257,11 +257,11 @@ def shapes_caption_styles(captions: list[str]) -> tuple[str, ...]:
 def run_finetune(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from pipelines.export import ExportConfig, export_tokenized_dataset
     from pipelines.pipeline_folder import PipelineConfig
-    from pipelines.tokenized_data import load_tokenized_dataset
+    from pipelines.tokens.dataset import load_tokenized_dataset
+    from pipelines.tokens.export import ExportConfig, export_tokenized_dataset
+    from pipelines.training.prior import FinetuneOptions, PriorDataOptions, PriorRunConfig, train_prior
     from prior.text import TextEncoderConfig
-    from prior.trainer import FinetuneOptions, PriorDataOptions, PriorRunConfig, train_prior
 
     pipeline_dir = Path(args.pipeline)
     if Path(args.output_dir).resolve() == pipeline_dir.resolve():
@@ -306,7 +306,7 @@ def run_finetune(args: argparse.Namespace) -> None:
 
 
 def add_quickstart_parser(subparsers) -> None:
-    from pipelines.quickstart import SAVE_DTYPES, QuickstartConfig
+    from pipelines.training.quickstart import SAVE_DTYPES, QuickstartConfig
     from prior.config import PRIOR_KINDS, PRIOR_PRESETS
 
     defaults = QuickstartConfig()
@@ -332,7 +332,7 @@ def add_quickstart_parser(subparsers) -> None:
 def run_quickstart(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from pipelines.quickstart import QuickstartConfig, run_quickstart
+    from pipelines.training.quickstart import QuickstartConfig, run_quickstart
 
     config = QuickstartConfig(**{field.name: getattr(args, field.name)
                                  for field in dataclasses.fields(QuickstartConfig)})

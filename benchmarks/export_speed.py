@@ -28,7 +28,7 @@ from pathlib import Path
 import datasets
 import torch
 
-from pipelines.export import ExportConfig, export_tokenized_dataset
+from pipelines.tokens.export import ExportConfig, export_tokenized_dataset
 from tokenizer.config import VQGAN_PRESETS, vqgan_preset
 from tokenizer.model import VQGAN
 

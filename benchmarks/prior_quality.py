@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from pipelines.evaluate import evaluate
+from pipelines.shapes.evaluate import evaluate
 from pipelines.text_to_image import TextToImagePipeline
-from prior.trainer import shapes_evaluation_captions
+from pipelines.training.prior import shapes_evaluation_captions
 
 
 def score(pipeline: TextToImagePipeline, captions: dict[str, list[str]], *, guidance_scale: float,

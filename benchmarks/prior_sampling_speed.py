@@ -18,7 +18,7 @@ import torch
 
 from prior.config import prior_preset
 from prior.context import TextContext
-from prior.masked import build_prior, load_prior
+from prior.kinds import build_prior, load_prior
 
 
 def timed(fn, repeats: int, device: torch.device) -> float:

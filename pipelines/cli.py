@@ -4,7 +4,7 @@
 tessera generate "a small red circle on the left" -o out.png
 tessera generate "a small red circle on the left" "a large blue square above a small green triangle" \
     --num_images_per_prompt 4 --seed 0 -o samples/      # samples/00000.png ... + samples/metadata.jsonl
-python -m pipelines.evaluate samples/                   # score them (pipelines trained on the shapes)
+python -m pipelines.shapes.evaluate samples/                   # score them (pipelines trained on the shapes)
 tessera generate "a red circle" "a blue square" --num_images_per_prompt 4 --grid -o grid.png
 tessera generate --prompts_file prompts.txt --pipeline runs/masked -o samples/ --device cuda
 ```
@@ -15,7 +15,7 @@ Where images go (``-o``):
   (one row per prompt when ``--num_images_per_prompt`` > 1). More than one image without ``--grid`` is an error.
 - any other path is a folder: ``00000.png``, ``00001.png``, ... (prompt-major: the first prompt's images
   first), a ``metadata.jsonl`` with one ``{"file_name", "text"}`` line per image (the imagefolder layout that
-  ``python -m pipelines.evaluate`` and ``datasets`` read) and a ``generation.json`` with the settings used;
+  ``python -m pipelines.shapes.evaluate`` and ``datasets`` read) and a ``generation.json`` with the settings used;
   with ``--grid``, ``grid.png`` instead of the single images. Files of the same names are overwritten.
 
 The same ``--seed``, prompts, settings and ``--batch_size`` give the same images (on the CPU, also across
@@ -129,9 +129,9 @@ def generate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pipelines.export import tessera_version
-    from pipelines.pretrained import atomic_write_text
-    from pipelines.training import save_image_grid
+    from pipelines.core.io import atomic_write_text
+    from pipelines.core.version import tessera_version
+    from pipelines.training.common import save_image_grid
 
     device, dtype = resolve_device(args.device, args.dtype)
     pipe = load_pipeline(pipeline_dir, device, dtype, quiet=args.no_progress)

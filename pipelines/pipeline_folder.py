@@ -11,10 +11,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.export import tessera_version
-from pipelines.pretrained import CheckpointMismatchError, JSONConfig
+from pipelines.core.config import CheckpointMismatchError, JSONConfig
+from pipelines.core.version import tessera_version
 from prior.config import PRIOR_KINDS, SamplingConfig
-from prior.masked import load_prior
+from prior.kinds import load_prior
 from prior.text import ENCODER_FOLDER, TEXT_CONFIG_NAME, TOKENIZER_FOLDER, TextConditioner
 from prior.transformer import GridPrior
 from tokenizer.model import VQGAN

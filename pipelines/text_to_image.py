@@ -67,7 +67,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from pipelines.export import tessera_version
+from pipelines.core.version import tessera_version
 from pipelines.pipeline_folder import (
     COMPONENTS,
     PIPELINE_CONFIG_NAME,

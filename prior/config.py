@@ -6,7 +6,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass
 
-from pipelines.pretrained import JSONConfig
+from pipelines.core.config import JSONConfig
 
 PRIOR_KINDS = ("autoregressive", "masked")
 

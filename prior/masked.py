@@ -8,14 +8,9 @@ context's keys/values are computed once and cached, since context tokens never a
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
-from pipelines.pretrained import CONFIG_NAME, resolve_folder
-from prior.autoregressive import AutoregressivePrior
-from prior.config import PriorConfig
 from prior.context import TextContext
 from prior.sampling import cosine_mask_ratio, masked_decode
 from prior.transformer import GridPrior, KVCache, PriorLossOutput, sampling_method
@@ -105,23 +100,3 @@ class MaskedPrior(GridPrior):
             generator=generator, choice_temperature=choice_temperature,
         )
         return codes.view(batch, size, size)  # (B, h, w)
-
-
-PRIOR_CLASSES: dict[str, type[AutoregressivePrior] | type[MaskedPrior]] = {
-    "autoregressive": AutoregressivePrior, "masked": MaskedPrior,
-}
-
-
-def build_prior(config: PriorConfig) -> AutoregressivePrior | MaskedPrior:
-    """A freshly initialised prior of ``config.kind``."""
-    return PRIOR_CLASSES[config.kind](config)
-
-
-def load_prior(name_or_path: str | os.PathLike, **kwargs) -> AutoregressivePrior | MaskedPrior:
-    """``from_pretrained`` of the class that the saved ``config.json``'s ``kind`` names; ``kwargs`` go to
-    ``from_pretrained`` (``map_location``, ``local_files_only``)."""
-    folder = resolve_folder(name_or_path, local_files_only=kwargs.get("local_files_only", False))
-    if not (folder / CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"{folder} has no {CONFIG_NAME}; it is not a saved prior.")
-    config = PriorConfig.load(folder / CONFIG_NAME)
-    return PRIOR_CLASSES[config.kind].from_pretrained(folder, **kwargs)

@@ -32,8 +32,9 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from torch import nn
 
-from pipelines.pretrained import CheckpointMismatchError, JSONConfig
+from pipelines.core.config import CheckpointMismatchError, JSONConfig
 from prior.context import TextContext
+from prior.text_vocabulary import extend_bpe_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -279,8 +280,6 @@ class TextConditioner(nn.Module):
         ``prior.text_vocabulary``), grow the encoder's embedding table to match, and start each new row at the
         mean of the rows of the pieces it joins. Returns the words added. Only the scratch (BPE) text side
         can grow, and only while it is trainable."""
-        from prior.text_vocabulary import extend_bpe_tokenizer
-
         if self.config.pretrained is not None or not self.trainable:
             raise ValueError("only the jointly trained scratch text tokenizer and encoder can grow a vocabulary; "
                              f"this text side is {'a pretrained encoder' if self.config.pretrained else 'frozen'}")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipelines.pretrained import PretrainedMixin
+from pipelines.core.pretrained import PretrainedMixin
 from prior.config import PriorConfig
 from prior.context import TextContext
 

@@ -10,10 +10,52 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
-from pipelines.pretrained import JSONConfig, dataclass_from_dict
-from tokenizer.quantizers import QuantizerConfig
+from pipelines.core.config import JSONConfig, dataclass_from_dict
+
+QUANTIZER_KINDS = ("vq", "fsq")
+
+
+@dataclass
+class QuantizerConfig(JSONConfig):
+    """JSON-serialisable quantizer settings (nested in VQGANConfig).
+
+    For kind "fsq" `codebook_size` is derived: it is always set to prod(fsq_levels), and `code_dim`,
+    `l2_normalize`, `beta` and the EMA/k-means/reseeding fields are ignored.
+    """
+
+    kind: str = "vq"  # "vq" | "fsq"
+    codebook_size: int = 1024
+    code_dim: int = 8  # factorised lookup dim (vq)
+    l2_normalize: bool = True
+    beta: float = 0.25  # weight of the commitment (encoder-side) term
+    ema: bool = False
+    ema_decay: float = 0.99
+    kmeans_init: bool = False
+    kmeans_iters: int = 10
+    dead_code_threshold: float = 0.0  # 0 disables reseeding; usage-EMA count below which a code is reseeded
+    usage_ema_decay: float = 0.99
+    reseed_every: int = 1  # training steps between dead-code checks
+    fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
+
+    def __post_init__(self):
+        self.fsq_levels = tuple(int(level) for level in self.fsq_levels)  # JSON gives a list
+        if self.kind not in QUANTIZER_KINDS:
+            raise ValueError(f"unknown quantizer kind {self.kind!r}; expected one of {QUANTIZER_KINDS}")
+        if not self.fsq_levels or min(self.fsq_levels) < 2:
+            raise ValueError(f"fsq_levels must be non-empty integers >= 2, got {self.fsq_levels}")
+        if self.kind == "fsq":
+            self.codebook_size = math.prod(self.fsq_levels)
+        for name in ("codebook_size", "code_dim", "kmeans_iters", "reseed_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.beta < 0 or self.dead_code_threshold < 0:
+            raise ValueError("beta and dead_code_threshold must be non-negative")
+        for name in ("ema_decay", "usage_ema_decay"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 @dataclass

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipelines.pretrained import PretrainedMixin
+from pipelines.core.pretrained import PretrainedMixin
 from tokenizer.config import VQGANConfig
 from tokenizer.quantizers import build_quantizer
 

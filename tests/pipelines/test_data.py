@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.data import (
+from pipelines.data.dataset import (
     DataSourceError,
     collate_image_captions,
     load_image_caption_data,

@@ -8,15 +8,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from pipelines.evaluate import (
-    CENTER_TOLERANCE,
-    MIN_OFFSET,
-    evaluate,
-    judge_image,
-    main,
-)
-from pipelines.shapes import JITTER, SPLITS, SceneSpec, ShapeObject, caption, render, sample_spec
-from pipelines.shapes_detect import detect_objects, label_components
+from pipelines.shapes.dataset import JITTER, SPLITS, SceneSpec, ShapeObject, caption, render, sample_spec
+from pipelines.shapes.detect import detect_objects, label_components
+from pipelines.shapes.evaluate import CENTER_TOLERANCE, MIN_OFFSET, evaluate, judge_image, main
 
 ABOVE = SceneSpec((ShapeObject("blue", "square", "large"), ShapeObject("green", "triangle", "small")),
                   relation="above")

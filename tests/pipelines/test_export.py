@@ -18,8 +18,10 @@ import pytest
 import torch
 
 import train
-from pipelines.data import load_image_caption_data
-from pipelines.export import (
+from pipelines.data.dataset import load_image_caption_data
+from pipelines.shapes.dataset import shapes_dataset
+from pipelines.tokens.dataset import PARTIAL_NAME, SIDECAR_NAME, file_sha256, folder_weights_sha256
+from pipelines.tokens.export import (
     ExportConfig,
     ExportMismatchError,
     IncompleteExportError,
@@ -30,8 +32,6 @@ from pipelines.export import (
     load_tokenized_dataset,
     read_export_info,
 )
-from pipelines.shapes import shapes_dataset
-from pipelines.tokenized_data import PARTIAL_NAME, SIDECAR_NAME, file_sha256, folder_weights_sha256
 from tokenizer.config import vqgan_preset
 from tokenizer.model import VQGAN
 

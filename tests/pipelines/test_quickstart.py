@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import train
 from pipelines.text_to_image import TextToImagePipeline
-from prior.trainer import PriorTrainer
+from pipelines.training.prior import PriorTrainer
 
 pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
 
@@ -31,7 +31,7 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys, monkeypatch):
 
     with monkeypatch.context() as patch:
         patch.setattr(PriorTrainer, "train_step", crash_in_the_prior_stage)
-        patch.setattr("prior.trainer.PRIOR_TRAINING_DEFAULTS.checkpointing_steps", 1)
+        patch.setattr("pipelines.training.prior.PRIOR_TRAINING_DEFAULTS.checkpointing_steps", 1)
         with pytest.raises(KeyboardInterrupt):
             train.main(["quickstart", "--output_dir", str(output), *TINY])
     assert (output / "vqgan" / "model.safetensors").is_file()
@@ -62,7 +62,7 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys, monkeypatch):
 def test_train_your_own_imagefolder_stage_by_stage(tmp_path, capsys):
     """The README's "train your own" commands, at tiny size, on an imagefolder with metadata.jsonl."""
     from pipelines import cli
-    from pipelines.shapes import write_imagefolder
+    from pipelines.shapes.dataset import write_imagefolder
 
     images = tmp_path / "my_images"
     write_imagefolder(str(images), 48, resolution=8)

@@ -16,12 +16,12 @@ import torch
 from PIL import Image
 
 from pipelines import cli
-from pipelines.pretrained import CheckpointMismatchError
-from pipelines.shapes import sample_spec
-from pipelines.shapes_captions import caption
+from pipelines.core.config import CheckpointMismatchError
+from pipelines.shapes.captions import caption
+from pipelines.shapes.dataset import sample_spec
 from pipelines.text_to_image import PIPELINE_CONFIG_NAME, TextToImageOutput, TextToImagePipeline
 from prior.config import SamplingConfig, prior_preset
-from prior.masked import build_prior
+from prior.kinds import build_prior
 from prior.text import TextConditioner, TextEncoderConfig
 from tokenizer.config import vqgan_preset
 from tokenizer.model import VQGAN
@@ -263,7 +263,7 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 
 def test_cli_writes_images_and_metadata(saved, tmp_path, capsys):
-    from pipelines.evaluate import main as evaluate_main
+    from pipelines.shapes.evaluate import main as evaluate_main
 
     out = tmp_path / "samples"
     code, stdout, _ = run_cli([*PROMPTS, "--pipeline", str(saved["masked"]), "--num_images_per_prompt", "2",

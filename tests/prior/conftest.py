@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.export import ExportConfig, export_tokenized_dataset
-from pipelines.training import TrainingConfig
+from pipelines.tokens.export import ExportConfig, export_tokenized_dataset
+from pipelines.training.common import TrainingConfig
+from pipelines.training.prior import PriorDataOptions, PriorRunConfig
 from prior.config import prior_preset
 from prior.text import TextEncoderConfig
-from prior.trainer import PriorDataOptions, PriorRunConfig
 from tokenizer.config import vqgan_preset
 from tokenizer.model import VQGAN
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import train
-from pipelines.pretrained import CheckpointMismatchError
+from pipelines.core.config import CheckpointMismatchError
 from pipelines.text_to_image import TextToImagePipeline
-from pipelines.training import MixedBatchSampler, StepBatchSampler
-from prior.masked import load_prior
+from pipelines.training.common import MixedBatchSampler, StepBatchSampler
+from pipelines.training.prior import FinetuneOptions, PriorTrainer
+from prior.kinds import load_prior
 from prior.text import TextConditioner, TextEncoderConfig
-from prior.trainer import FinetuneOptions, PriorTrainer
 from tokenizer.config import vqgan_preset
 from tokenizer.model import VQGAN
 

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from pipelines.tokenized_data import TokenizerMismatchError
-from prior.masked import load_prior
+from pipelines.tokens.dataset import TokenizerMismatchError
+from pipelines.training.prior import PriorRunConfig, PriorTrainer
+from prior.kinds import load_prior
 from prior.text import TextConditioner
-from prior.trainer import PriorRunConfig, PriorTrainer
 from tokenizer.config import vqgan_preset
 from tokenizer.model import VQGAN
 

@@ -5,11 +5,12 @@ import json
 import pytest
 import torch
 
-from pipelines.pretrained import CheckpointMismatchError
+from pipelines.core.config import CheckpointMismatchError
 from prior.autoregressive import AutoregressivePrior
 from prior.config import PRIOR_PRESETS, prior_preset
 from prior.context import TextContext
-from prior.masked import MaskedPrior, build_prior, load_prior
+from prior.kinds import build_prior, load_prior
+from prior.masked import MaskedPrior
 from prior.transformer import KVCache
 
 KINDS = ["autoregressive", "masked"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from pipelines.pretrained import CheckpointMismatchError
+from pipelines.core.config import CheckpointMismatchError
 from prior.text import (
     BOS_TOKEN,
     EOS_TOKEN,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models
 
-from pipelines.shapes import shapes_dataset
+from pipelines.shapes.dataset import shapes_dataset
 from prior.text import TextConditioner, TextEncoderConfig, train_text_tokenizer
 from prior.text_vocabulary import extend_bpe_tokenizer
 

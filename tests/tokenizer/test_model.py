@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from pipelines.pretrained import CheckpointMismatchError
+from pipelines.core.config import CheckpointMismatchError
 from tokenizer.config import VQGAN_PRESETS, VQGANConfig, vqgan_preset
 from tokenizer.model import VQGAN
 

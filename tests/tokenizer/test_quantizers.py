@@ -12,13 +12,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tokenizer.codebook_stats import code_histogram, codebook_stats, stats_from_histogram
-from tokenizer.fsq import FiniteScalarQuantizer
-from tokenizer.quantizers import (
-    QuantizerConfig,
-    QuantizerOutput,
-    VectorQuantizer,
-    build_quantizer,
-)
+from tokenizer.config import QuantizerConfig
+from tokenizer.quantizers import QuantizerOutput, VectorQuantizer, build_quantizer
+from tokenizer.quantizers.fsq import FiniteScalarQuantizer
 
 C = 16  # encoder channels
 K = 16  # codebook size (vq)

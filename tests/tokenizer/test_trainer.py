@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from pipelines.training import TrainingConfig, TrainingDivergedError
+from pipelines.training.common import TrainingConfig, TrainingDivergedError
+from pipelines.training.vqgan import DataOptions, TokenizerRunConfig, TokenizerTrainer
 from tokenizer.config import vqgan_preset
-from tokenizer.trainer import DataOptions, TokenizerRunConfig, TokenizerTrainer
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_DATA = "shapes:num_samples=256"

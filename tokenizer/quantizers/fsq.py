@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from tokenizer.codebook_stats import codebook_stats
-from tokenizer.quantizers import (
+from tokenizer.quantizers.base import (
     Quantizer,
     QuantizerOutput,
     from_tokens,

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipelines.pretrained import JSONConfig, atomic_write_text
+from pipelines.core.config import JSONConfig
+from pipelines.core.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

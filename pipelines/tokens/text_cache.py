@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipelines.tokenized_data import folder_weights_sha256
+from pipelines.tokens.dataset import folder_weights_sha256
 
 
 class CaptionEncoder:

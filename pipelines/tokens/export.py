@@ -4,7 +4,7 @@
     python train.py tokenize ... --num_processes 4                 # 4 local worker processes
     accelerate launch --num_processes 4 train.py tokenize ...      # or one process per GPU / node
 
-    from pipelines.export import ExportConfig, export_tokenized_dataset, load_tokenized_dataset
+    from pipelines.tokens.export import ExportConfig, export_tokenized_dataset, load_tokenized_dataset
     export_tokenized_dataset(ExportConfig(tokenizer="runs/vqgan", data="shapes", output_dir="data/tok"))
     dataset = load_tokenized_dataset("data/tok", tokenizer="runs/vqgan")  # refuses another VQ-GAN
     # without Tessera: datasets.load_dataset("parquet", data_files="data/tok/data/*.parquet", split="train")
@@ -60,7 +60,7 @@ The sidecar
     encoder seconds and share of the workers' time, data / text / writing / setup seconds;
     ``all_shards``: per-phase seconds summed over every shard, across resumed runs), the command,
     ``tessera_version`` and how to load the data. Reading side, tokenizer checks and the prior
-    trainer's loader: ``pipelines.tokenized_data`` (re-exported here).
+    trainer's loader: ``pipelines.tokens.dataset`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -77,18 +77,11 @@ from pathlib import Path
 
 import torch
 
-from pipelines.data import MAX_EXAMPLES, DataReport, DataSourceError
-from pipelines.export_shards import (
-    ExportMismatchError,
-    WorkerStats,
-    read_records,
-    remove_temporary_files,
-    run_worker,
-    write_json_durably,
-)
-from pipelines.pretrained import JSONConfig
-from pipelines.text_cache import CaptionEncoder
-from pipelines.tokenized_data import (
+from pipelines.core.io import write_json_durably
+from pipelines.core.version import tessera_version
+from pipelines.data.dataset import MAX_EXAMPLES, DataReport, DataSourceError
+from pipelines.tokens.config import ExportConfig
+from pipelines.tokens.dataset import (
     FORMAT_VERSION,
     PARTIAL_NAME,
     RECORDS_DIR,
@@ -102,6 +95,15 @@ from pipelines.tokenized_data import (
     read_export_info,
     tokenizer_identity,
 )
+from pipelines.tokens.shards import (
+    ExportMismatchError,
+    WorkerStats,
+    read_records,
+    remove_temporary_files,
+    run_worker,
+)
+from pipelines.tokens.text_cache import CaptionEncoder
+from tokenizer.config import VQGANConfig
 
 __all__ = [
     "ExportConfig", "ExportMismatchError", "ExportResult", "IncompleteExportError", "TokenizerMismatchError",
@@ -110,44 +112,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-DTYPES = ("fp32", "bf16")
-
-
-@dataclass
-class ExportConfig(JSONConfig):
-    """What to export and how (``train.py tokenize`` has one flag per field)."""
-
-    tokenizer: str = ""  # a saved VQ-GAN folder
-    data: str = ""  # any source pipelines.data reads
-    output_dir: str = ""
-    split: str = "train"
-    image_column: str | None = None
-    caption_column: str | None = None
-    max_samples: int | None = None  # the first rows of the source (before checks)
-    streaming: bool = False
-    batch_size: int = 256  # images per encoder call
-    shard_size: int = 5000  # source rows per shard
-    augmentations: int = 0  # 0: centre crop, no flip; N: N random crop + flip views per image
-    seed: int = 0
-    num_processes: int = 1  # local worker processes (not with accelerate launch)
-    text_encoder: str | None = None  # a local transformers model folder, to cache its outputs
-    max_text_length: int = 32
-    dtype: str = "fp32"
-
-    def validate(self) -> None:
-        for name in ("tokenizer", "data", "output_dir"):
-            if not getattr(self, name):
-                raise ValueError(f"ExportConfig.{name} is required")
-        for name, low in (("batch_size", 1), ("shard_size", 1), ("augmentations", 0), ("num_processes", 1),
-                          ("max_text_length", 1)):
-            if getattr(self, name) < low:
-                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
-        if self.max_samples is not None and self.max_samples < 1:
-            raise ValueError(f"max_samples must be >= 1 or None, got {self.max_samples}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-
 
 @dataclass
 class ExportResult:
@@ -159,15 +123,6 @@ class ExportResult:
     info: dict  # the sidecar
 
 
-def tessera_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("tessera")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def _normalized_source(data: str) -> str:
     """Local paths as absolute paths (so ``./x`` and ``x`` are the same source); anything else as given."""
     path = Path(data).expanduser()
@@ -176,8 +131,6 @@ def _normalized_source(data: str) -> str:
 
 def export_spec(config: ExportConfig) -> dict:
     """The settings an export's rows depend on; resuming requires the same ones."""
-    from tokenizer.config import VQGANConfig
-
     identity = tokenizer_identity(config.tokenizer)
     vqgan_config = VQGANConfig.from_dict(identity["config"])
     return {

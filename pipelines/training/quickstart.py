@@ -23,7 +23,9 @@ from pathlib import Path
 
 import torch
 
-from pipelines.pretrained import WEIGHTS_NAME, JSONConfig, atomic_write_text
+from pipelines.core.config import JSONConfig
+from pipelines.core.io import atomic_write_text
+from pipelines.core.pretrained import WEIGHTS_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -81,17 +83,22 @@ def last_metrics(run_dir: Path) -> dict[str, float]:
 
 
 def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
-    from pipelines.export import ExportConfig, export_tokenized_dataset
     from pipelines.text_to_image import TextToImagePipeline
-    from prior.config import prior_preset
-    from prior.trainer import PRIOR_TRAINING_DEFAULTS, PriorDataOptions, PriorRunConfig, train_prior
-    from tokenizer.config import vqgan_preset
-    from tokenizer.trainer import (
+    from pipelines.tokens.export import ExportConfig, export_tokenized_dataset
+    from pipelines.training.prior import (
+        PRIOR_TRAINING_DEFAULTS,
+        PriorDataOptions,
+        PriorRunConfig,
+        train_prior,
+    )
+    from pipelines.training.vqgan import (
         TOKENIZER_TRAINING_DEFAULTS,
         DataOptions,
         TokenizerRunConfig,
         train_tokenizer,
     )
+    from prior.config import prior_preset
+    from tokenizer.config import vqgan_preset
 
     root = Path(config.output_dir)
     root.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
 """One process's share of a tokenized-dataset export: raw rows -> checked, preprocessed images -> VQ-GAN
 codes (+ cached text-encoder outputs) -> one parquet shard and its record per ``shard_size`` source rows.
 
-The settings, resume checks, process launching and the sidecar live in ``pipelines.export``; its
+The settings, resume checks, process launching and the sidecar live in ``pipelines.tokens.export``; its
 docstring describes the format. Here:
 
-- ``ShardedSource``: a source's *raw* rows (``pipelines.data_sources.open_source``, unchecked) cut into
+- ``ShardedSource``: a source's *raw* rows (``pipelines.data.sources.open_source``, unchecked) cut into
   shards of ``shard_size`` consecutive rows. Map-style sources are read by random access (a process
   reads only its shards); streams are read in full by every process (cheap: rows it does not own are
   never decoded) so shard boundaries and source positions are the same everywhere.
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import datasets
 import numpy as np
@@ -36,14 +36,14 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from pipelines.data import MAX_EXAMPLES, DataReport, RowProcessor, default_min_size, preprocess_image
-from pipelines.data_sources import RawSource, open_source
-from pipelines.image_checks import RowSkipped
-from pipelines.text_cache import CaptionEncoder
-from pipelines.tokenized_data import DATA_DIR, RECORDS_DIR
-
-if TYPE_CHECKING:
-    from pipelines.export import ExportConfig
+from pipelines.core.io import durable_replace, temporary_path, write_json_durably
+from pipelines.data.dataset import MAX_EXAMPLES, DataReport, RowProcessor, default_min_size, preprocess_image
+from pipelines.data.images import RowSkipped
+from pipelines.data.sources import RawSource, open_source
+from pipelines.tokens.config import ExportConfig
+from pipelines.tokens.dataset import DATA_DIR, RECORDS_DIR
+from pipelines.tokens.text_cache import CaptionEncoder
+from tokenizer.model import VQGAN
 
 logger = logging.getLogger(__name__)
 
@@ -66,35 +66,6 @@ def shard_file_name(index: int, num_shards: int | None) -> str:
 
 def record_path(output_dir: Path, index: int) -> Path:
     return output_dir / RECORDS_DIR / f"{index:05d}.json"
-
-
-def _temporary(path: Path) -> Path:
-    return path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per writer: a stray writer cannot clobber it
-
-
-def durable_replace(tmp: Path, path: Path) -> None:
-    """fsync ``tmp``, rename it to ``path``, fsync the folder: after a power loss ``path`` is either
-    absent or complete."""
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    try:
-        folder = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # platforms without directory handles
-        return
-    try:
-        os.fsync(folder)
-    except OSError:
-        pass
-    finally:
-        os.close(folder)
-
-
-def write_json_durably(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(path)
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    durable_replace(tmp, path)
 
 
 def remove_temporary_files(output_dir: Path) -> int:
@@ -126,7 +97,7 @@ def write_shard(output_dir: Path, columns: dict[str, Any], features: datasets.Fe
     if record["file"] is not None:
         path = output_dir / record["file"]
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _temporary(path)
+        tmp = temporary_path(path)
         pq.write_table(datasets.Dataset.from_dict(columns, features=features).data.table, tmp)
         durable_replace(tmp, path)
     record["timings"]["write_seconds"] = time.perf_counter() - start  # the record's own write is not counted
@@ -337,8 +308,6 @@ def run_worker(config: ExportConfig, fingerprint: str, process_index: int = 0, n
                on_shard_written: Callable[[int, dict], None] | None = None, show_progress: bool = True,
                stop_with_parent: bool = False) -> WorkerStats:
     """Write the unfinished shards ``k`` with ``k % num_processes == process_index``."""
-    from tokenizer.model import VQGAN
-
     started = time.perf_counter()
     if threads is not None:
         torch.set_num_threads(threads)

@@ -22,14 +22,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from pipelines.pretrained import JSONConfig
-from pipelines.tokenized_data import (
+from pipelines.core.config import JSONConfig
+from pipelines.tokens.dataset import (
     check_tokenizer_matches,
     collate_tokenized,
     load_tokenized_dataset,
     read_export_info,
 )
-from pipelines.training import (
+from pipelines.training.common import (
     EMA,
     CheckpointManager,
     MetricsLog,
@@ -47,7 +47,7 @@ from pipelines.training import (
 )
 from prior.config import PriorConfig, SamplingConfig
 from prior.context import TextContext
-from prior.masked import build_prior, load_prior
+from prior.kinds import build_prior, load_prior
 from prior.text import TextConditioner, TextEncoderConfig
 from tokenizer.model import VQGAN
 
@@ -127,7 +127,7 @@ class PriorBundle(nn.Module):
 def shapes_evaluation_captions(count: int, seed: int, styles: tuple[str, ...] = ("en",)) -> dict[str, list[str]]:
     """Captions never seen in training: the shapes "test" split, and "holdout" (unseen colour-shape pairs), per
     caption style (keys ``test``/``holdout`` for "en", ``test_fr``/``holdout_fr`` for "fr", ...)."""
-    from pipelines.shapes import shapes_dataset
+    from pipelines.shapes.dataset import shapes_dataset
 
     return {split if style == "en" else f"{split}_{style}":
             shapes_dataset(count, seed=seed, split=split, caption_style=style)["caption"]
@@ -135,7 +135,7 @@ def shapes_evaluation_captions(count: int, seed: int, styles: tuple[str, ...] = 
 
 
 def captions_are_shapes(captions: list[str]) -> bool:
-    from pipelines.shapes import parse_caption
+    from pipelines.shapes.dataset import parse_caption
 
     try:
         for caption in captions[:20]:
@@ -256,7 +256,7 @@ class PriorTrainer:
             codes = generate_codes(bundle, prompts, self.config.sampling, seed=0)
             save_image_grid(self.vqgan.decode(codes), self.output_dir / "samples" / f"samples-{done:07d}.png")
             if evaluation:
-                from pipelines.evaluate import evaluate
+                from pipelines.shapes.evaluate import evaluate
 
                 for split, captions in evaluation.items():
                     images = self.vqgan.decode(generate_codes(bundle, captions, self.config.sampling, seed=1))

@@ -7,12 +7,12 @@
         data.set_epoch(epoch)            # new random flips / crops each epoch
         for batch in loader: ...         # {"pixel_values": (B, 3, R, R) in [-1, 1], "caption", "source_id"}
 
-Sources (details in ``pipelines.data_sources``): an imagefolder with ``metadata.jsonl`` /
+Sources (details in ``pipelines.data.sources``): an imagefolder with ``metadata.jsonl`` /
 ``metadata.csv``, a ``save_to_disk`` folder, parquet files (file, glob or folder), a Hub dataset
 name, or ``"shapes[:key=value,...]"``. A flat imagefolder is the "train" split in full.
 
 Bad rows never crash a job and are never dropped silently. Each row is either used (maybe after a
-mode conversion, see ``pipelines.image_checks``) or skipped under one reason:
+mode conversion, see ``pipelines.data.images``) or skipped under one reason:
 
     missing_file     the image file does not exist          unreadable   not an image, truncated, corrupt
     missing_image    the row has no image bytes or path     too_large    a decompression bomb
@@ -50,8 +50,8 @@ import datasets
 import torch
 from tqdm.auto import tqdm
 
-from pipelines.data_sources import DataSourceError, RawSource, RowLayout, caption_text, open_source
-from pipelines.image_checks import RowSkipped, open_image, preprocess_image, to_rgb
+from pipelines.data.images import RowSkipped, open_image, preprocess_image, to_rgb
+from pipelines.data.sources import DataSourceError, RawSource, RowLayout, caption_text, open_source
 
 __all__ = [
     "DataReport", "DataSourceError", "ImageCaptionData", "RowProcessor", "collate_image_captions",

@@ -7,83 +7,32 @@ folder or, when online, a Hub repository id (resolved with ``huggingface_hub.sna
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import tempfile
-import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from pipelines.core.config import CheckpointMismatchError, JSONConfig
+from pipelines.core.io import atomic_save_safetensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
-C = TypeVar("C", bound="JSONConfig")
 M = TypeVar("M", bound="PretrainedMixin")
 
 
-class CheckpointMismatchError(ValueError):
-    """A saved folder does not match the model class or config it is loaded into."""
-
-
-@dataclasses.dataclass
-class JSONConfig:
-    """Base for config dataclasses that round-trip through JSON, nested dataclasses and tuples included."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
-        return dataclass_from_dict(cls, data)
-
-    def save(self, path: str | os.PathLike) -> None:
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-
-    @classmethod
-    def load(cls: type[C], path: str | os.PathLike) -> C:
-        with open(path, encoding="utf-8") as handle:
-            return cls.from_dict(json.load(handle))
-
-
-def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Build dataclass ``cls`` from JSON data, strictly: unknown keys are an error; nested dataclasses and
-    tuples (stored as JSON lists) are rebuilt."""
-    known = {field.name for field in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
+def load_safetensors(path: str | os.PathLike, *, component: str, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file; a truncated or corrupt file is a ``CheckpointMismatchError``
+    naming the file and the component (safetensors itself only says "incomplete metadata")."""
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointMismatchError(
-            f"{cls.__name__} got unknown keys {unknown}; known keys are {sorted(known)}. "
-            "The config was written by a different version or for a different model."
-        )
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints.get(name)
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = dataclass_from_dict(hint, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
-
-
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+            f"{path} (the {component} weights) is truncated or not a safetensors file ({error}). "
+            "Re-save or re-download it; an interrupted copy or save leaves such a file.") from error
 
 
 def resolve_folder(name_or_path: str | os.PathLike, *, local_files_only: bool = False) -> Path:
@@ -130,7 +79,8 @@ class PretrainedMixin:
         model = cls(config)
         device = torch.device(map_location)
         # safetensors takes "cpu" or "cuda:N", not accelerate's "cpu:0"
-        state = load_file(str(directory / WEIGHTS_NAME), device="cpu" if device.type == "cpu" else str(device))
+        state = load_safetensors(directory / WEIGHTS_NAME, component=cls.__name__,
+                                 device="cpu" if device.type == "cpu" else str(device))
         load_state_dict_strict(model, state, source=directory / WEIGHTS_NAME)
         return model.to(device).eval()
 

@@ -1,115 +1,24 @@
-"""Quantizers of the VQ-GAN image tokenizer: encoder vectors <-> integer codes.
+"""``VectorQuantizer`` ("vq"): nearest-neighbour lookup in a learned codebook, with optional factorised
+low-dimensional lookup, l2-normalised codes, EMA codebook updates, k-means initialisation and dead-code
+re-seeding (statistics summed over processes, new codes broadcast from rank 0)."""
 
-Two kinds, chosen by `QuantizerConfig.kind` and built by `build_quantizer`:
-
-- `VectorQuantizer` ("vq"): nearest-neighbour lookup in a learned codebook, with optional factorised
-  low-dimensional lookup, l2-normalised codes, EMA codebook updates, k-means initialisation and
-  dead-code re-seeding.
-- `FiniteScalarQuantizer` ("fsq", in `tokenizer/fsq.py`): rounding on a fixed per-channel grid.
-
-Both return a `QuantizerOutput`, run in float32 even under autocast, and give codes in
-[0, codebook_size). Codebook statistics (`tokenizer.codebook_stats`) are plain
-functions so validation can accumulate a histogram over many batches.
-"""
-
-import math
-from dataclasses import dataclass
+from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from tokenizer.codebook_stats import code_histogram, stats_from_histogram
-
-QUANTIZER_KINDS = ("vq", "fsq")
-
-
-# --------------------------------------------------------------------------- outputs and statistics
-
-
-@dataclass
-class QuantizerOutput:
-    quantized: torch.Tensor  # (B, C, h, w) straight-through quantised vectors (after out_proj), input dtype
-    codes: torch.Tensor  # (B, h, w) long, in [0, codebook_size)
-    loss: torch.Tensor  # scalar: codebook + beta * commitment (codebook part is 0 for EMA, all 0 for FSQ)
-    commitment_loss: torch.Tensor  # scalar, unweighted, detached (logging)
-    codebook_loss: torch.Tensor  # scalar, detached (logging)
-    usage: torch.Tensor  # scalar: fraction of codebook entries used in this batch
-    perplexity: torch.Tensor  # scalar: exp(entropy of this batch's code histogram)
-
-
-# --------------------------------------------------------------------------- shared helpers
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum over processes in place (no-op without torch.distributed)."""
-    if _distributed():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def _broadcast_(tensor: torch.Tensor) -> torch.Tensor:
-    """Replace with rank 0's values in place (no-op without torch.distributed)."""
-    if _distributed():
-        dist.broadcast(tensor, src=0)
-    return tensor
-
-
-def projection(in_channels: int, out_channels: int) -> nn.Module:
-    """1x1 convolution between channel counts; Identity when they are equal."""
-    if in_channels == out_channels:
-        return nn.Identity()
-    return nn.Conv2d(in_channels, out_channels, kernel_size=1)
-
-
-def project_fp32(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Apply a `projection` in float32 whatever dtype its parameters were cast to."""
-    if isinstance(layer, nn.Identity):
-        return x
-    bias = None if layer.bias is None else layer.bias.float()
-    return F.conv2d(x, layer.weight.float(), bias)
-
-
-def to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """(B, D, h, w) -> (B*h*w, D)."""
-    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # (B*h*w, D)
-
-
-def from_tokens(x: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
-    """(B*h*w, D) -> (B, D, h, w)."""
-    return x.reshape(batch, height, width, -1).permute(0, 3, 1, 2).contiguous()  # (B, D, h, w)
-
-
-class Quantizer(nn.Module):
-    """Common interface. Subclasses set `codebook_size` and `in_channels`."""
-
-    codebook_size: int
-    in_channels: int
-
-    def forward(self, z: torch.Tensor) -> QuantizerOutput:  # z: (B, C, h, w)
-        raise NotImplementedError
-
-    def codes_to_vectors(self, codes: torch.Tensor) -> torch.Tensor:  # (B, h, w) -> (B, C, h, w)
-        raise NotImplementedError
-
-    def vectors_to_codes(self, z: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (B, h, w)
-        raise NotImplementedError
-
-    def _check_vectors(self, z: torch.Tensor) -> None:
-        if z.dim() != 4 or z.shape[1] != self.in_channels:
-            raise ValueError(f"expected (B, {self.in_channels}, h, w) vectors, got {tuple(z.shape)}")
-
-    def _check_codes(self, codes: torch.Tensor) -> None:
-        if codes.dim() != 3 or codes.is_floating_point():
-            raise ValueError(f"expected (B, h, w) integer codes, got {tuple(codes.shape)} {codes.dtype}")
-
-
-# --------------------------------------------------------------------------- vector quantizer
+from tokenizer.quantizers.base import (
+    Quantizer,
+    QuantizerOutput,
+    all_reduce_sum_,
+    broadcast_,
+    from_tokens,
+    project_fp32,
+    projection,
+    to_tokens,
+)
 
 
 def _sample_rows(num_rows: int, num_samples: int, device: torch.device) -> torch.Tensor:
@@ -284,11 +193,11 @@ class VectorQuantizer(Quantizer):
     def _kmeans_init(self, flat: torch.Tensor) -> None:
         """Lloyd's algorithm on this batch's lookup vectors (N, D); spherical when l2-normalised."""
         num_codes = self.codebook_size
-        centroids = _broadcast_(flat[_sample_rows(flat.shape[0], num_codes, flat.device)].clone())  # (K, D)
+        centroids = broadcast_(flat[_sample_rows(flat.shape[0], num_codes, flat.device)].clone())  # (K, D)
         for _ in range(self.kmeans_iters):
             assign = _nearest(flat, centroids, self.l2_normalize)  # (N,)
-            counts = _all_reduce_sum_(code_histogram(assign, num_codes).float())  # (K,)
-            sums = _all_reduce_sum_(flat.new_zeros(num_codes, flat.shape[1]).index_add_(0, assign, flat))
+            counts = all_reduce_sum_(code_histogram(assign, num_codes).float())  # (K,)
+            sums = all_reduce_sum_(flat.new_zeros(num_codes, flat.shape[1]).index_add_(0, assign, flat))
             means = sums / counts.clamp_min(1.0).unsqueeze(1)  # (K, D)
             centroids = torch.where(counts.unsqueeze(1) > 0, means, centroids)  # empty clusters stay
             if self.l2_normalize:
@@ -298,7 +207,7 @@ class VectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def _update_state(self, flat: torch.Tensor, codes: torch.Tensor, histogram: torch.Tensor) -> None:
-        counts = _all_reduce_sum_(histogram.float())  # (K,) global counts of this step
+        counts = all_reduce_sum_(histogram.float())  # (K,) global counts of this step
         self.steps += 1
         if int(self.steps) == 1:
             self.usage_ema.copy_(counts)
@@ -306,7 +215,7 @@ class VectorQuantizer(Quantizer):
             self.usage_ema.lerp_(counts.to(self.usage_ema.dtype), 1.0 - self.usage_ema_decay)
         if self.ema:
             sums = flat.new_zeros(self.codebook_size, self.code_dim).index_add_(0, codes, flat)  # (K, D)
-            _all_reduce_sum_(sums)
+            all_reduce_sum_(sums)
             self.ema_cluster_size.lerp_(counts.to(self.codebook.dtype), 1.0 - self.ema_decay)  # (K,)
             self.ema_embed_sum.lerp_(sums.to(self.codebook.dtype), 1.0 - self.ema_decay)  # (K, D)
             # Laplace smoothing keeps rarely used codes from dividing by ~0; the total is unchanged.
@@ -322,72 +231,7 @@ class VectorQuantizer(Quantizer):
         num_dead = int(dead.sum())
         if num_dead == 0:
             return
-        new_codes = _broadcast_(flat[_sample_rows(flat.shape[0], num_dead, flat.device)].clone())  # (M, D)
+        new_codes = broadcast_(flat[_sample_rows(flat.shape[0], num_dead, flat.device)].clone())  # (M, D)
         self._write_codes(dead, new_codes)
         # A grace period: the new codes start at the average usage (at least the threshold).
         self.usage_ema[dead] = max(float(self.usage_ema.mean()), self.dead_code_threshold)
-
-
-# --------------------------------------------------------------------------- config and factory
-
-
-@dataclass
-class QuantizerConfig:
-    """JSON-serialisable quantizer settings (nested in VQGANConfig).
-
-    For kind "fsq" `codebook_size` is derived: it is always set to prod(fsq_levels), and `code_dim`,
-    `l2_normalize`, `beta` and the EMA/k-means/reseeding fields are ignored.
-    """
-
-    kind: str = "vq"  # "vq" | "fsq"
-    codebook_size: int = 1024
-    code_dim: int = 8  # factorised lookup dim (vq)
-    l2_normalize: bool = True
-    beta: float = 0.25  # weight of the commitment (encoder-side) term
-    ema: bool = False
-    ema_decay: float = 0.99
-    kmeans_init: bool = False
-    kmeans_iters: int = 10
-    dead_code_threshold: float = 0.0  # 0 disables reseeding; usage-EMA count below which a code is reseeded
-    usage_ema_decay: float = 0.99
-    reseed_every: int = 1  # training steps between dead-code checks
-    fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
-
-    def __post_init__(self):
-        self.fsq_levels = tuple(int(level) for level in self.fsq_levels)  # JSON gives a list
-        if self.kind not in QUANTIZER_KINDS:
-            raise ValueError(f"unknown quantizer kind {self.kind!r}; expected one of {QUANTIZER_KINDS}")
-        if not self.fsq_levels or min(self.fsq_levels) < 2:
-            raise ValueError(f"fsq_levels must be non-empty integers >= 2, got {self.fsq_levels}")
-        if self.kind == "fsq":
-            self.codebook_size = math.prod(self.fsq_levels)
-        for name in ("codebook_size", "code_dim", "kmeans_iters", "reseed_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.beta < 0 or self.dead_code_threshold < 0:
-            raise ValueError("beta and dead_code_threshold must be non-negative")
-        for name in ("ema_decay", "usage_ema_decay"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-
-
-def build_quantizer(config: QuantizerConfig, in_channels: int) -> Quantizer:
-    """The quantizer described by `config`, for encoder outputs with `in_channels` channels."""
-    if config.kind == "fsq":
-        from tokenizer.fsq import FiniteScalarQuantizer  # fsq.py imports this module
-
-        return FiniteScalarQuantizer(in_channels, config.fsq_levels)
-    return VectorQuantizer(
-        in_channels,
-        config.codebook_size,
-        config.code_dim,
-        l2_normalize=config.l2_normalize,
-        beta=config.beta,
-        ema=config.ema,
-        ema_decay=config.ema_decay,
-        kmeans_init=config.kmeans_init,
-        kmeans_iters=config.kmeans_iters,
-        dead_code_threshold=config.dead_code_threshold,
-        usage_ema_decay=config.usage_ema_decay,
-        reseed_every=config.reseed_every,
-    )

@@ -44,6 +44,8 @@ from typing import Any
 import datasets
 from PIL import Image
 
+from pipelines.shapes import shapes_dataset
+
 __all__ = [
     "CAPTION_COLUMN_CANDIDATES", "DEFAULT_SHAPES_SAMPLES", "IMAGE_COLUMN_CANDIDATES", "DataSourceError",
     "RawSource", "RowLayout", "caption_text", "open_source",
@@ -285,10 +287,6 @@ def _shapes_options(source: str) -> dict[str, Any]:
 
 
 def _shapes_source(source: str, split: str, resolution: int, **columns: Any) -> RawSource:
-    try:
-        from pipelines.shapes import shapes_dataset
-    except ImportError as error:
-        raise DataSourceError(f"the built-in shapes dataset is unavailable: {error}") from error
     options = {"split": split, "resolution": resolution, **_shapes_options(source)}
     num_samples = options.pop("num_samples", DEFAULT_SHAPES_SAMPLES)
     if columns["max_rows"] is not None:

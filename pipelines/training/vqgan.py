@@ -15,9 +15,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from pipelines.data import collate_image_captions, load_image_caption_data
-from pipelines.pretrained import JSONConfig
-from pipelines.training import (
+from pipelines.core.config import JSONConfig
+from pipelines.data.dataset import collate_image_captions, load_image_caption_data
+from pipelines.training.common import (
     EMA,
     CheckpointManager,
     MetricsLog,
@@ -114,7 +114,7 @@ def evaluate_reconstructions(model: VQGAN, loader: DataLoader, device: torch.dev
         psnrs.append(psnr(images, reconstructions).cpu())
         ssims.append(ssim(images, reconstructions).cpu())
         if judge_captions:
-            from pipelines.evaluate import evaluate
+            from pipelines.shapes.evaluate import evaluate
 
             report = evaluate(reconstructions.cpu(), batch["caption"])
             correct += [judgement.all_correct for judgement in report.judgements]

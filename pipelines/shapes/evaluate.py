@@ -1,6 +1,6 @@
 """Analytic evaluator of shapes images (our "GenEval"): does an image show what its prompt says?
 
-For each image the shapes are found (``pipelines.shapes_detect``) and matched to the objects of
+For each image the shapes are found (``pipelines.shapes.detect``) and matched to the objects of
 the scene spec; then each attribute is judged:
 
     color, shape, size  every spec object has a matched shape with that attribute
@@ -20,7 +20,7 @@ Python::
 
 Command line (an imagefolder whose ``metadata.jsonl`` lines are ``{"file_name": ..., "text": ...}``)::
 
-    python -m pipelines.evaluate samples/ --json samples/evaluation.json
+    python -m pipelines.shapes.evaluate samples/ --json samples/evaluation.json
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipelines.shapes import SceneSpec, parse_caption
-from pipelines.shapes_detect import DetectedObject, detect_objects
+from pipelines.shapes.dataset import SceneSpec, parse_caption
+from pipelines.shapes.detect import DetectedObject, detect_objects
 
 ATTRIBUTES = ("color", "shape", "size", "position", "relation", "count", "all_correct")
 # Positions: offsets of the shape's centre from the image centre, in fractions of the side.
@@ -217,7 +217,7 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.evaluate",
+    parser = argparse.ArgumentParser(prog="python -m pipelines.shapes.evaluate",
                                      description="Score generated shapes images against their prompts.")
     parser.add_argument("directory", type=Path, help="imagefolder with metadata.jsonl (file_name, text)")
     parser.add_argument("--json", type=Path, default=None, dest="json_path",

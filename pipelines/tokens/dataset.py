@@ -1,4 +1,4 @@
-"""Reading tokenized datasets (written by ``pipelines.export``), and checking which image tokenizer made them.
+"""Reading tokenized datasets (written by ``pipelines.tokens.export``), and checking which image tokenizer made them.
 
     info = read_export_info("data/tokenized")                 # the sidecar, a dict
     check_tokenizer_matches("data/tokenized", "runs/vqgan")   # TokenizerMismatchError if another VQ-GAN made it
@@ -32,6 +32,9 @@ from typing import Any
 
 import datasets
 import torch
+from safetensors.torch import load_file
+
+from pipelines.core.pretrained import CONFIG_NAME, WEIGHTS_NAME
 
 __all__ = [
     "DATA_DIR", "IncompleteExportError", "PARTIAL_NAME", "RECORDS_DIR", "SIDECAR_NAME", "TokenizerMismatchError",
@@ -102,11 +105,7 @@ def _json_ready(value: Any) -> Any:
 def tokenizer_identity(vqgan: Any) -> dict:
     """``{"config", "state_dict_sha256", "weights_sha256"}`` of a saved VQ-GAN folder or a ``VQGAN``
     (``weights_sha256``, the file's bytes, only for a folder)."""
-    from pipelines.pretrained import CONFIG_NAME, WEIGHTS_NAME
-
     if isinstance(vqgan, (str, os.PathLike)):
-        from safetensors.torch import load_file
-
         folder = Path(vqgan)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (folder / name).is_file():

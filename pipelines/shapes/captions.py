@@ -21,7 +21,7 @@ import string
 import unicodedata
 from dataclasses import dataclass
 
-from pipelines.shapes_scene import SceneSpec, ShapeObject
+from pipelines.shapes.scene import SceneSpec, ShapeObject
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,251 @@
+"""The layers of ARCHITECTURE.md, enforced: imports only run down, there are no import cycles, and only the
+command-line modules import project modules inside functions (to start fast).
+
+Every import of every project module is read from its AST (module level, inside functions and under
+``if TYPE_CHECKING:`` alike), resolved to the project module it names, and checked against ``LAYERS``.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Lowest first. A module may import its own unit and the units of lower layers; units that share a layer are
+# independent of each other. Keep ARCHITECTURE.md's table the same.
+LAYERS: list[tuple[str, list[str]]] = [
+    ("core", ["pipelines.core"]),
+    ("models and the shapes world", ["tokenizer", "prior", "pipelines.shapes"]),
+    ("data", ["pipelines.data"]),
+    ("tokenized datasets", ["pipelines.tokens"]),
+    ("pipeline folder", ["pipelines.pipeline_folder"]),
+    ("inference", ["pipelines.text_to_image"]),
+    ("training", ["pipelines.training"]),
+    ("commands", ["pipelines.cli", "train"]),
+]
+PROJECT_ROOTS = ("tokenizer", "prior", "pipelines", "train")
+# Modules whose function-level project imports are allowed: command lines import their subcommands' code late.
+LATE_IMPORTERS = ("pipelines.cli", "train")
+
+
+@dataclass(frozen=True)
+class Import:
+    source: str  # the importing module
+    target: str  # the project module imported
+    path: Path
+    line: int
+    in_function: bool
+
+    def where(self) -> str:
+        return f"{self.path}:{self.line}: {self.source} imports {self.target}"
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules(root: Path) -> dict[str, Path]:
+    modules = {}
+    for top in PROJECT_ROOTS:
+        if (root / f"{top}.py").is_file():
+            modules[top] = root / f"{top}.py"
+        for path in sorted((root / top).rglob("*.py")) if (root / top).is_dir() else []:
+            modules[module_name(path, root)] = path
+    return modules
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The longest project module that ``name`` (a module or ``module.attribute``) lies in."""
+    while name:
+        if name in modules:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+class _ImportVisitor(ast.NodeVisitor):
+    def __init__(self, source: str, path: Path, modules: dict[str, Path]):
+        self.source, self.path, self.modules = source, path, modules
+        self.depth = 0
+        self.found: list[Import] = []
+
+    def _add(self, name: str, node: ast.AST) -> None:
+        target = _resolve(name, self.modules)
+        if target is not None and target != self.source:
+            self.found.append(Import(self.source, target, self.path, node.lineno, self.depth > 0))
+
+    def visit_FunctionDef(self, node: ast.AST) -> None:
+        self.depth += 1
+        self.generic_visit(node)
+        self.depth -= 1
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self._add(alias.name, node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.level:  # relative import: resolve against the importing module's package
+            package = self.source.split(".")
+            if not self.path.name == "__init__.py":
+                package = package[:-1]
+            package = package[: len(package) - node.level + 1]
+            base = ".".join(package + ([node.module] if node.module else []))
+        else:
+            base = node.module or ""
+        for alias in node.names:
+            self._add(f"{base}.{alias.name}", node)  # a submodule, or an attribute of ``base``
+
+
+def collect_imports(root: Path) -> list[Import]:
+    modules = project_modules(root)
+    found = []
+    for name, path in modules.items():
+        visitor = _ImportVisitor(name, path.relative_to(root), modules)
+        visitor.visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+        found += visitor.found
+    return found
+
+
+def unit_of(module: str) -> tuple[int, str] | None:
+    """(layer index, unit) of a module; None for one outside every layer."""
+    for index, (_, units) in enumerate(LAYERS):
+        for unit in units:
+            if module == unit or module.startswith(unit + "."):
+                return index, unit
+    return None
+
+
+def layer_violations(imports: list[Import]) -> list[str]:
+    problems = []
+    for imp in imports:
+        source, target = unit_of(imp.source), unit_of(imp.target)
+        if source is None:
+            problems.append(f"{imp.path}: module {imp.source} belongs to no layer; add it to LAYERS and ARCHITECTURE.md")
+        elif target is None:
+            problems.append(f"{imp.where()}, which belongs to no layer")
+        elif source[1] == target[1]:
+            continue
+        elif target[0] > source[0]:
+            problems.append(f"{imp.where()}: an upward import ({LAYERS[source[0]][0]} -> {LAYERS[target[0]][0]})")
+        elif target[0] == source[0]:
+            problems.append(f"{imp.where()}: {source[1]} and {target[1]} share the layer "
+                            f"'{LAYERS[source[0]][0]}' and must stay independent")
+    return sorted(set(problems))
+
+
+def import_cycles(imports: list[Import]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each sorted."""
+    graph: dict[str, set[str]] = {}
+    for imp in imports:
+        graph.setdefault(imp.source, set()).add(imp.target)
+        graph.setdefault(imp.target, set())
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def cycle_report(imports: list[Import]) -> list[str]:
+    lines = []
+    for cycle in import_cycles(imports):
+        members = set(cycle)
+        edges = [imp.where() for imp in imports if imp.source in members and imp.target in members]
+        lines.append(f"import cycle {' <-> '.join(cycle)}:\n    " + "\n    ".join(sorted(set(edges))))
+    return lines
+
+
+def late_import_violations(imports: list[Import]) -> list[str]:
+    return sorted({f"{imp.where()} inside a function; import it at the top of the module (only the command "
+                   "lines import late, for start-up time)"
+                   for imp in imports if imp.in_function and imp.source not in LATE_IMPORTERS})
+
+
+def check(root: Path) -> list[str]:
+    imports = collect_imports(root)
+    return layer_violations(imports) + cycle_report(imports) + late_import_violations(imports)
+
+
+def test_layers_imports_run_down_without_cycles():
+    problems = check(ROOT)
+    assert not problems, "\n" + "\n".join(problems)
+
+
+def test_layers_every_module_belongs_to_a_layer():
+    orphans = [name for name in project_modules(ROOT) if unit_of(name) is None]
+    assert not orphans
+
+
+@pytest.fixture()
+def project_copy(tmp_path: Path) -> Path:
+    for top in PROJECT_ROOTS:
+        if (ROOT / f"{top}.py").is_file():
+            shutil.copy(ROOT / f"{top}.py", tmp_path / f"{top}.py")
+        if (ROOT / top).is_dir():
+            shutil.copytree(ROOT / top, tmp_path / top, ignore=shutil.ignore_patterns("__pycache__"))
+    assert check(tmp_path) == []
+    return tmp_path
+
+
+def _append(path: Path, text: str) -> None:
+    path.write_text(path.read_text(encoding="utf-8") + text, encoding="utf-8")
+
+
+def test_layers_fail_on_a_planted_upward_import(project_copy: Path):
+    _append(project_copy / "tokenizer" / "model.py", "\nfrom pipelines.text_to_image import TextToImagePipeline\n")
+    problems = check(project_copy)
+    assert len(problems) == 1 and "tokenizer/model.py" in problems[0] and "upward import" in problems[0]
+
+
+def test_layers_fail_on_a_planted_sideways_import(project_copy: Path):
+    _append(project_copy / "prior" / "config.py", "\nimport tokenizer.config\n")
+    problems = check(project_copy)
+    assert len(problems) == 1 and "must stay independent" in problems[0]
+
+
+def test_layers_fail_on_a_planted_cycle(project_copy: Path):
+    _append(project_copy / "pipelines" / "core" / "io.py", "\nfrom pipelines.core.config import JSONConfig\n")
+    problems = check(project_copy)
+    assert len(problems) == 1 and "import cycle" in problems[0] and "pipelines.core.io" in problems[0]
+
+
+def test_layers_fail_on_a_planted_function_level_import(project_copy: Path):
+    _append(project_copy / "prior" / "sampling.py", "\n\ndef late():\n    from prior.config import PriorConfig\n")
+    problems = check(project_copy)
+    assert len(problems) == 1 and "inside a function" in problems[0]
