@@ -37,14 +37,34 @@ Config fields beyond the flags are set with ``--set``, e.g. ``--set model.quanti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import shlex
 import sys
+from pathlib import Path
 
 from pipelines.core.config import dataclass_from_dict
-from pipelines.training.common import add_training_arguments, training_config_from_args
-from pipelines.training.prior import FINETUNE_TRAINING_DEFAULTS, PRIOR_TRAINING_DEFAULTS
-from pipelines.training.vqgan import TOKENIZER_TRAINING_DEFAULTS
+from pipelines.pipeline_folder import PipelineConfig
+from pipelines.tokens import ExportConfig, export_tokenized_dataset
+from pipelines.training.config import add_training_arguments, training_config_from_args
+from pipelines.training.finetune import FinetuneRequest, finetune_run_config
+from pipelines.training.prior import (
+    FINETUNE_TRAINING_DEFAULTS,
+    PRIOR_TRAINING_DEFAULTS,
+    PriorDataOptions,
+    PriorRunConfig,
+    train_prior,
+)
+from pipelines.training.quickstart import SAVE_DTYPES, QuickstartConfig, run_quickstart
+from pipelines.training.vqgan import (
+    TOKENIZER_TRAINING_DEFAULTS,
+    DataOptions,
+    TokenizerRunConfig,
+    train_tokenizer,
+)
+from prior.config import PRIOR_KINDS, PRIOR_PRESETS, SamplingConfig, prior_preset
+from prior.text import TextEncoderConfig
 from tokenizer.config import VQGAN_PRESETS, vqgan_preset
 
 
@@ -86,8 +106,6 @@ def add_tokenizer_parser(subparsers) -> None:
 
 
 def run_tokenizer(args: argparse.Namespace) -> None:
-    from pipelines.training.vqgan import DataOptions, TokenizerRunConfig, train_tokenizer
-
     config = TokenizerRunConfig(
         model=vqgan_preset(args.preset),
         data=DataOptions(data=args.data, validation_data=args.validation_data, image_column=args.image_column,
@@ -104,7 +122,7 @@ def add_tokenize_parser(subparsers) -> None:
         "tokenize", help="encode an image-caption dataset with a trained VQ-GAN into a tokenized dataset (parquet)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Writes OUTPUT_DIR/data/*.parquet (codes, caption, source_id) and OUTPUT_DIR/tokenized_dataset.json. "
-                    "Re-running the same command resumes an interrupted export. See pipelines/export.py.")
+                    "Re-running the same command resumes an interrupted export. See pipelines/tokens/export.py.")
     parser.add_argument("--tokenizer", required=True, help="a saved VQ-GAN folder (train.py tokenizer's output)")
     parser.add_argument("--data", required=True,
                         help="imagefolder, save_to_disk folder, parquet, hub name, or shapes[:k=v,...]")
@@ -129,11 +147,6 @@ def add_tokenize_parser(subparsers) -> None:
 
 
 def run_tokenize(args: argparse.Namespace) -> None:
-    import dataclasses
-    import shlex
-
-    from pipelines.tokens.export import ExportConfig, export_tokenized_dataset
-
     config = ExportConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(ExportConfig)})
     result = export_tokenized_dataset(config, command=shlex.join(["python", *sys.argv]))
     if not result.is_main_process:
@@ -147,8 +160,6 @@ def run_tokenize(args: argparse.Namespace) -> None:
 
 
 def add_prior_parser(subparsers) -> None:
-    from prior.config import PRIOR_KINDS, PRIOR_PRESETS
-
     parser = subparsers.add_parser("prior", help="train a text-conditioned prior on a tokenized dataset",
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -182,17 +193,11 @@ def sampling_with_overrides(sampling, args: argparse.Namespace):
 
 def tokenize_for_prior(data: str, tokenizer: str, output_dir: str) -> str:
     """``train.py prior --data``: export the images once (a finished export is reused as is)."""
-    from pipelines.tokens.export import ExportConfig, export_tokenized_dataset
-
     export_tokenized_dataset(ExportConfig(tokenizer=tokenizer, data=data, output_dir=output_dir))
     return output_dir
 
 
 def run_prior(args: argparse.Namespace) -> None:
-    from pipelines.training.prior import PriorDataOptions, PriorRunConfig, train_prior
-    from prior.config import SamplingConfig, prior_preset
-    from prior.text import TextEncoderConfig
-
     sampling = sampling_with_overrides(SamplingConfig(), args)
     tokens = args.tokens or tokenize_for_prior(args.data, args.tokenizer, f"{args.output_dir}/tokens")
     config = PriorRunConfig(
@@ -242,78 +247,31 @@ def add_finetune_parser(subparsers) -> None:
     parser.set_defaults(run=run_finetune)
 
 
-def shapes_caption_styles(captions: list[str]) -> tuple[str, ...]:
-    """"en" plus the shapes caption styles of ``captions`` (those that parse), in first-seen order."""
-    from pipelines.shapes.captions import caption_style
-
-    styles = ["en"]
-    for caption in captions[:200]:
-        style = caption_style(caption)
-        if style is not None and style not in styles:
-            styles.append(style)
-    return tuple(styles)
-
-
 def run_finetune(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from pipelines.pipeline_folder import PipelineConfig
-    from pipelines.tokens.dataset import load_tokenized_dataset
-    from pipelines.tokens.export import ExportConfig, export_tokenized_dataset
-    from pipelines.training.prior import FinetuneOptions, PriorDataOptions, PriorRunConfig, train_prior
-    from prior.text import TextEncoderConfig
-
-    pipeline_dir = Path(args.pipeline)
-    if Path(args.output_dir).resolve() == pipeline_dir.resolve():
-        raise SystemExit("--output_dir must differ from --pipeline: the fine-tuned pipeline is a new folder, and the "
-                         "one it starts from stays as it is")
-    pipeline = PipelineConfig.read(pipeline_dir)
-    vqgan = str(pipeline_dir / pipeline.components["vqgan"])
-    output_dir = Path(args.output_dir)
-    tokens = args.tokens
-    if tokens is None:
-        tokens = str(output_dir / "tokens")
-        export_tokenized_dataset(ExportConfig(tokenizer=vqgan, data=args.data, output_dir=tokens,
-                                              image_column=args.image_column, caption_column=args.caption_column))
-    replay_tokens = args.replay_tokens
-    if args.replay_fraction > 0 and replay_tokens is None:
-        replay_data = args.replay_data or pipeline.training_data
-        if replay_data is None:
-            raise SystemExit(f"{pipeline_dir / 'pipeline.json'} does not record the data the pipeline was trained on: "
-                             "pass --replay_data (or --replay_tokens), or --replay_fraction 0 to replay nothing")
-        replay_tokens = str(output_dir / "replay_tokens")
-        export_tokenized_dataset(ExportConfig(tokenizer=vqgan, data=replay_data, output_dir=replay_tokens,
-                                              max_samples=args.max_replay_samples))
-    text = TextEncoderConfig.load(pipeline_dir / "text_config.json")
-    new_text_tokens = args.new_text_tokens
-    if new_text_tokens is None:
-        new_text_tokens = 512 if text.pretrained is None and text.is_trainable else 0
-    sampling = sampling_with_overrides(pipeline.sampling, args)
-    styles = args.evaluation_caption_styles
-    if styles is None:
-        styles = shapes_caption_styles(load_tokenized_dataset(tokens)["caption"][:200])
-    config = PriorRunConfig(
-        data=PriorDataOptions(tokens=tokens, tokenizer=vqgan, validation_prompts=tuple(args.validation_prompts),
-                              evaluation_caption_styles=tuple(styles)),
-        sampling=sampling,
-        training=training_config_from_args(args),
-        finetune=FinetuneOptions(pipeline=str(pipeline_dir), replay_tokens=replay_tokens,
-                                 replay_fraction=args.replay_fraction, new_text_tokens=new_text_tokens),
+    request = FinetuneRequest(
+        pipeline=args.pipeline, data=args.data, tokens=args.tokens, image_column=args.image_column,
+        caption_column=args.caption_column, replay_fraction=args.replay_fraction, replay_data=args.replay_data,
+        replay_tokens=args.replay_tokens, max_replay_samples=args.max_replay_samples,
+        new_text_tokens=args.new_text_tokens, validation_prompts=tuple(args.validation_prompts),
+        evaluation_caption_styles=(None if args.evaluation_caption_styles is None
+                                   else tuple(args.evaluation_caption_styles)),
+        sampling=sampling_with_overrides(PipelineConfig.read(Path(args.pipeline)).sampling, args),
     )
+    try:
+        config = finetune_run_config(request, training_config_from_args(args))
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
     config = dataclass_from_dict(PriorRunConfig, apply_overrides(config.to_dict(), args.set))
     output = train_prior(config)
     print(f"saved the fine-tuned pipeline to {output}")
 
 
 def add_quickstart_parser(subparsers) -> None:
-    from pipelines.training.quickstart import SAVE_DTYPES, QuickstartConfig
-    from prior.config import PRIOR_KINDS, PRIOR_PRESETS
-
     defaults = QuickstartConfig()
     parser = subparsers.add_parser(
         "quickstart", help="image tokenizer -> tokenized dataset -> prior -> pipeline, in one command",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Trains the shipped default pipeline from scratch (see pipelines/quickstart.py). Re-running "
+        description="Trains the shipped default pipeline from scratch (see pipelines/training/quickstart.py). Re-running "
                     "the same command continues an interrupted run.")
     parser.add_argument("--output_dir", default=defaults.output_dir)
     parser.add_argument("--data", default=defaults.data, help="images + captions (any data-layer source)")
@@ -326,13 +284,10 @@ def add_quickstart_parser(subparsers) -> None:
     parser.add_argument("--mixed_precision", default=defaults.mixed_precision, choices=["no", "fp16", "bf16"])
     parser.add_argument("--save_dtype", default=defaults.save_dtype, choices=sorted(SAVE_DTYPES),
                         help="weights of the final pipeline folder")
-    parser.set_defaults(run=run_quickstart)
+    parser.set_defaults(run=run_quickstart_command)
 
 
-def run_quickstart(args: argparse.Namespace) -> None:
-    import dataclasses
-
-    from pipelines.training.quickstart import QuickstartConfig, run_quickstart
+def run_quickstart_command(args: argparse.Namespace) -> None:
 
     config = QuickstartConfig(**{field.name: getattr(args, field.name)
                                  for field in dataclasses.fields(QuickstartConfig)})

@@ -129,9 +129,8 @@ def generate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pipelines.core.io import atomic_write_text
+    from pipelines.core.io import atomic_write_text, save_image_grid
     from pipelines.core.version import tessera_version
-    from pipelines.training.common import save_image_grid
 
     device, dtype = resolve_device(args.device, args.dtype)
     pipe = load_pipeline(pipeline_dir, device, dtype, quiet=args.no_progress)

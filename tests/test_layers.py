@@ -117,7 +117,10 @@ def collect_imports(root: Path) -> list[Import]:
 
 
 def unit_of(module: str) -> tuple[int, str] | None:
-    """(layer index, unit) of a module; None for one outside every layer."""
+    """(layer index, unit) of a module; None for one outside every layer. The ``pipelines`` package itself is
+    an empty namespace and sits at the bottom."""
+    if module == "pipelines":
+        return 0, module
     for index, (_, units) in enumerate(LAYERS):
         for unit in units:
             if module == unit or module.startswith(unit + "."):

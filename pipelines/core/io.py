@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
 
@@ -53,3 +55,22 @@ def write_json_durably(path: Path, data: dict) -> None:
     tmp = temporary_path(path)
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     durable_replace(tmp, path)
+
+
+def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8) -> Path:
+    """(B, 3, H, W) in [-1, 1] -> one PNG grid, written atomically."""
+
+    images = images.detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    b, c, h, w = images.shape
+    ncol = min(nrow, b)
+    nrows = math.ceil(b / ncol)
+    grid = torch.zeros(c, nrows * (h + 2) + 2, ncol * (w + 2) + 2, dtype=torch.uint8)
+    for index in range(b):
+        row, col = divmod(index, ncol)
+        grid[:, 2 + row * (h + 2): 2 + row * (h + 2) + h, 2 + col * (w + 2): 2 + col * (w + 2) + w] = images[index]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp)  # (H, W, 3)
+    os.replace(tmp, path)
+    return path

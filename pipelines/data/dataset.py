@@ -213,22 +213,42 @@ def _is_usable(row: dict) -> bool:
 @dataclass
 class ImageCaptionData:
     """The dataset (rows ``{"pixel_values": (3, R, R) in [-1, 1], "caption": str, "source_id": str}``)
-    and its report."""
+    and its report. For map-style data, ``table`` and ``layout`` are the checked raw rows behind
+    ``dataset``, so ``example(row, epoch)`` can make a row with the random crop / flip of any epoch."""
 
     dataset: datasets.Dataset | datasets.IterableDataset
     report: DataReport
     processor: RowProcessor | None = field(default=None, repr=False)
+    table: datasets.Dataset | None = field(default=None, repr=False)
+    layout: RowLayout | None = field(default=None, repr=False)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw new random crops/flips for ``epoch`` (they depend on ``(seed, epoch, source_id)``).
 
         Call it before iterating an epoch; DataLoader workers see it when they start, so not with
-        ``persistent_workers=True``. Affects ``self.dataset`` (not copies made from it before).
+        ``persistent_workers=True``. Affects ``self.dataset`` (not copies made from it before). Training
+        uses ``example(row, epoch)`` instead, which needs no state.
         """
         if self.processor is not None:
             self.processor.epoch = epoch
         if isinstance(self.dataset, datasets.IterableDataset):
             self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def example(self, row: int, epoch: int) -> dict:
+        """Row ``row`` of map-style data as the model input of ``epoch`` (its own random crop and flip)."""
+        if self.table is None or self.processor is None:
+            raise TypeError("example() needs map-style data (streaming=False)")
+        transform = _TableTransform(dataclasses.replace(self.processor, epoch=epoch), self.layout)
+        return {name: values[0] for name, values in transform(self.table[row:row + 1]).items()}
+
+    def select(self, rows: range | list[int]) -> ImageCaptionData:
+        """The same data restricted to ``rows`` (map-style), sharing the report."""
+        if self.table is None:
+            raise TypeError("select() needs map-style data (streaming=False)")
+        return dataclasses.replace(self, dataset=self.dataset.select(rows), table=self.table.select(rows))
 
 
 def collate_image_captions(rows: list[dict]) -> dict:
@@ -260,14 +280,15 @@ def _check_rows(raw: RawSource, processor: RowProcessor, report: DataReport) -> 
     return usable
 
 
-def _table_data(raw: RawSource, processor: RowProcessor, report: DataReport) -> datasets.Dataset:
+def _checked_table(raw: RawSource, processor: RowProcessor, report: DataReport) -> datasets.Dataset:
+    """The usable raw rows (an index over the source; nothing is copied)."""
     usable = _check_rows(raw, processor, report)
     if not usable:
         raise DataSourceError(f"no usable rows in {report.source}\n{report.summary()}")
     table = raw.dataset
     if len(usable) < len(table):
-        table = table.select(usable, keep_in_memory=True)  # an index over the source; nothing is copied
-    return table.with_transform(_TableTransform(processor, raw.layout))
+        table = table.select(usable, keep_in_memory=True)
+    return table
 
 
 def _stream_data(raw: RawSource, processor: RowProcessor, report: DataReport) -> datasets.IterableDataset:
@@ -320,8 +341,9 @@ def load_image_caption_data(source: str, *, resolution: int = 32, split: str = "
     if streaming:
         dataset = _stream_data(raw, processor, report)
         logger.info("%s: streaming; rows are checked while iterating (data.report keeps running counts)", source)
-    else:
-        dataset = _table_data(raw, processor, report)
-        logger.log(logging.WARNING if report.skipped else logging.INFO, "%s", report.summary())
-    return ImageCaptionData(dataset, report, processor)
+        return ImageCaptionData(dataset, report, processor)
+    table = _checked_table(raw, processor, report)
+    logger.log(logging.WARNING if report.skipped else logging.INFO, "%s", report.summary())
+    return ImageCaptionData(table.with_transform(_TableTransform(processor, raw.layout)), report, processor, table,
+                            raw.layout)
 

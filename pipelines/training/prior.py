@@ -1,12 +1,13 @@
-"""The prior training loop (``python train.py prior`` and ``python train.py finetune``).
+"""The prior stage of the training loop (``python train.py prior``, and ``train.py finetune`` through
+``pipelines.training.finetune``).
 
 A run reads a tokenized dataset (``train.py tokenize``; or images, which are tokenized first into
-``output_dir/tokens``), checks that it was made by the VQ-GAN it is told to use, builds (or loads) the text
-conditioner and the prior, and trains them with accelerate: EMA, checkpoints every N steps and
-``--resume_from_checkpoint latest``, validation every N steps (held-out loss, a grid of decoded samples for
-the validation prompts, and on the built-in shapes the evaluator's accuracy on captions never seen in
-training). The final EMA weights are written as a pipeline-shaped folder:
-``vqgan/``, ``prior/``, ``text_encoder/``, ``text_tokenizer/``, ``text_config.json``.
+``output_dir/tokens``), checks that it was made by the VQ-GAN it is told to use, builds (or loads, when
+fine-tuning) the text conditioner and the prior, and trains them together in ``pipelines.training.loop``: the
+loss runs through the prepared ``PriorBundle`` (DDP-wrapped under ``accelerate launch``). Validation every N
+steps, on the main process from the EMA weights: held-out loss, a grid of samples for the validation prompts,
+and on the built-in shapes the evaluator's accuracy on captions never seen in training. Samples are drawn by
+``TextToImagePipeline``, the code path users get. The final EMA weights are written as a pipeline folder.
 """
 
 from __future__ import annotations
@@ -20,35 +21,26 @@ import datasets
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from pipelines.core.config import JSONConfig
-from pipelines.tokens.dataset import (
+from pipelines.core.io import save_image_grid
+from pipelines.pipeline_folder import PipelineConfig, check_components
+from pipelines.shapes import evaluate, parse_caption, shapes_dataset
+from pipelines.text_to_image import TextToImagePipeline
+from pipelines.tokens import (
     check_tokenizer_matches,
     collate_tokenized,
     load_tokenized_dataset,
     read_export_info,
 )
-from pipelines.training.common import (
-    EMA,
-    CheckpointManager,
-    MetricsLog,
-    MixedBatchSampler,
-    StepBatchSampler,
-    TrainingConfig,
-    check_finite,
-    is_due,
-    learning_rate_lambda,
-    log_step,
-    make_accelerator,
-    save_image_grid,
-    start_run,
-    step_loader,
-)
+from pipelines.training.batches import EpochDataset, MixedBatchSampler, StepBatchSampler
+from pipelines.training.config import TrainingConfig
+from pipelines.training.ema import EMA
+from pipelines.training.loop import TrainingLoop, TrainingStage, make_optimizer, make_scheduler
 from prior.config import PriorConfig, SamplingConfig
-from prior.context import TextContext
 from prior.kinds import build_prior, load_prior
 from prior.text import TextConditioner, TextEncoderConfig
+from prior.transformer import GridPrior, PriorLossOutput
 from tokenizer.model import VQGAN
 
 logger = logging.getLogger(__name__)
@@ -113,30 +105,29 @@ class PriorRunConfig(JSONConfig):
 
 
 class PriorBundle(nn.Module):
-    """The trainable part of a text-to-code model: text conditioner + prior, checkpointed and averaged together."""
+    """The trainable part of a text-to-code model: text conditioner + prior, trained, checkpointed and averaged
+    together. Its ``forward`` is the training loss, so that the accelerate-prepared (DDP) wrapper runs it."""
 
-    def __init__(self, text: TextConditioner, prior: nn.Module):
+    def __init__(self, text: TextConditioner, prior: GridPrior):
         super().__init__()
         self.text = text
         self.prior = prior
 
-    def context(self, captions: list[str]) -> TextContext:
-        return self.text(captions)
+    def forward(self, codes: torch.Tensor, captions: list[str], *,
+                drop_context: torch.Tensor | None = None) -> PriorLossOutput:
+        """Loss of ``codes`` (B, h, w) given ``captions`` (caption dropout as configured, or ``drop_context``)."""
+        return self.prior.loss(codes, self.text(captions), drop_context=drop_context)
 
 
 def shapes_evaluation_captions(count: int, seed: int, styles: tuple[str, ...] = ("en",)) -> dict[str, list[str]]:
     """Captions never seen in training: the shapes "test" split, and "holdout" (unseen colour-shape pairs), per
     caption style (keys ``test``/``holdout`` for "en", ``test_fr``/``holdout_fr`` for "fr", ...)."""
-    from pipelines.shapes.dataset import shapes_dataset
-
     return {split if style == "en" else f"{split}_{style}":
             shapes_dataset(count, seed=seed, split=split, caption_style=style)["caption"]
             for style in styles for split in ("test", "holdout")}
 
 
 def captions_are_shapes(captions: list[str]) -> bool:
-    from pipelines.shapes.dataset import parse_caption
-
     try:
         for caption in captions[:20]:
             parse_caption(caption)
@@ -145,53 +136,24 @@ def captions_are_shapes(captions: list[str]) -> bool:
     return True
 
 
-@torch.no_grad()
-def generate_codes(bundle: PriorBundle, captions: list[str], sampling: SamplingConfig, *, seed: int,
-                   batch_size: int = 64) -> torch.Tensor:
-    """Codes (N, h, w) for each caption, sampled with the validation settings and a fixed generator."""
-    device = next(bundle.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    prior = bundle.prior
-    options = dict(guidance_scale=sampling.guidance_scale, temperature=sampling.temperature,
-                   top_k=sampling.top_k, top_p=sampling.top_p, generator=generator)
-    if prior.config.kind == "masked":
-        options["num_steps"] = sampling.num_steps
-    chunks = []
-    for start in range(0, len(captions), batch_size):
-        context = bundle.context(list(captions[start:start + batch_size]))
-        chunks.append(prior.sample(context, **options))
-    return torch.cat(chunks)
-
-
-class PriorTrainer:
+class PriorStage(TrainingStage):
     def __init__(self, config: PriorRunConfig):
         self.config = config
-        training = config.training
-        self.output_dir = Path(training.output_dir)
-        self.accelerator = make_accelerator(training)
-        self.vqgan = VQGAN.from_pretrained(config.data.tokenizer).to(self.accelerator.device).eval()
-        check_tokenizer_matches(config.data.tokens, config.data.tokenizer)
-        tokens = load_tokenized_dataset(config.data.tokens)
-        self.train_rows, self.validation_rows = self.split_rows(tokens)
+        data = config.data
+        self.vqgan = VQGAN.from_pretrained(data.tokenizer).eval()
+        check_tokenizer_matches(data.tokens, data.tokenizer)
+        self.train_rows, self.validation_rows = self.split_rows(load_tokenized_dataset(data.tokens))
         self.replay_rows = None
         if config.finetune.replay_fraction > 0:
-            check_tokenizer_matches(config.finetune.replay_tokens, config.data.tokenizer)
+            check_tokenizer_matches(config.finetune.replay_tokens, data.tokenizer)
             self.replay_rows = load_tokenized_dataset(config.finetune.replay_tokens)
-        self.bundle = self.build_bundle(self.train_rows["caption"])
-        self.ema = EMA(self.bundle, training.ema_decay)
-        parameters = [p for p in self.bundle.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(parameters, lr=training.learning_rate,
-                                           betas=(training.adam_beta1, training.adam_beta2),
-                                           weight_decay=training.adam_weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, learning_rate_lambda(training.lr_warmup_steps, training.max_train_steps))
-        self.bundle, self.optimizer = self.accelerator.prepare(self.bundle, self.optimizer)
-        self.ema.to(self.accelerator.device)
-        self.accelerator.register_for_checkpointing(self.scheduler, self.ema)
-        self.checkpoints = CheckpointManager(self.output_dir, training.checkpoints_total_limit)
-        self.metrics_log = MetricsLog(self.output_dir, self.accelerator.is_main_process)
+        self.evaluation = None
+        if captions_are_shapes(self.train_rows["caption"]):
+            self.evaluation = shapes_evaluation_captions(data.num_evaluation_captions, config.training.seed + 7,
+                                                         data.evaluation_caption_styles)
+        self.name = f"{config.prior.kind} prior"
 
-    def split_rows(self, tokens):
+    def split_rows(self, tokens: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
         data = self.config.data
         if data.validation_tokens:
             check_tokenizer_matches(data.validation_tokens, data.tokenizer)
@@ -202,8 +164,6 @@ class PriorTrainer:
     def build_bundle(self, captions: list[str]) -> PriorBundle:
         config = self.config
         if config.finetune.pipeline:
-            from pipelines.pipeline_folder import check_components
-
             source = Path(config.finetune.pipeline)
             text = TextConditioner.from_pretrained(source)
             prior = load_prior(source / "prior")
@@ -219,113 +179,89 @@ class PriorTrainer:
         config.prior.context_length = config.text.max_length
         return PriorBundle(text, build_prior(config.prior))
 
+    def setup(self, accelerator) -> None:
+        training = self.config.training
+        self.accelerator = accelerator
+        self.vqgan.to(accelerator.device)
+        bundle = self.build_bundle(self.train_rows["caption"])
+        self.ema = EMA(bundle, training.ema_decay)
+        optimizer = make_optimizer(bundle.parameters(), training)
+        self.schedulers = [make_scheduler(optimizer, training)]
+        self.bundle, self.optimizer = accelerator.prepare(bundle, optimizer)
+        self.models = [self.bundle]
+
     @property
-    def unwrapped(self) -> PriorBundle:
+    def ema_source(self) -> PriorBundle:
         return self.accelerator.unwrap_model(self.bundle)
 
-    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+    def train_data(self):
+        if self.replay_rows is None:
+            return EpochDataset(self.train_rows), collate_tokenized
+        columns = ["codes", "caption", "source_id"]
+        rows = datasets.concatenate_datasets([self.train_rows.select_columns(columns),
+                                              self.replay_rows.select_columns(columns)])
+        return rows, collate_tokenized
+
+    def train_sampler(self, sampler: StepBatchSampler) -> StepBatchSampler | MixedBatchSampler:
+        if self.replay_rows is None:
+            return sampler
+        sampler.num_rows = len(self.train_rows)  # the new rows come first in the concatenation
+        return MixedBatchSampler(sampler, len(self.replay_rows), self.config.finetune.replay_fraction)
+
+    def train_step(self, loop: TrainingLoop, batch: dict, step: int) -> dict[str, torch.Tensor]:
         codes = batch["codes"].to(self.accelerator.device)
         with self.accelerator.autocast():
-            context = self.unwrapped.context(batch["caption"])
-            output = self.unwrapped.prior.loss(codes, context)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.accelerator.backward(output.loss)
-        if self.config.training.max_grad_norm > 0:
-            self.accelerator.clip_grad_norm_(self.bundle.parameters(), self.config.training.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.ema.update(self.unwrapped)
+            output = self.bundle(codes, batch["caption"])
+        loop.optimize(output.loss, self.optimizer, self.bundle.parameters())
         return {"loss/train": output.loss, "train/accuracy": output.accuracy}
 
-    @torch.no_grad()
-    def validate(self, done: int, evaluation: dict[str, list[str]] | None) -> dict[str, float]:
-        bundle = self.ema.model
-        metrics: dict[str, float] = {}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # the same masks / dropout draws at every validation
-            losses, weights = [], []
-            loader = DataLoader(self.validation_rows, batch_size=64, collate_fn=collate_tokenized)
-            for batch in loader:
-                output = bundle.prior.loss(batch["codes"].to(self.accelerator.device),
-                                           bundle.context(batch["caption"]),
-                                           drop_context=torch.zeros(len(batch["caption"]), dtype=torch.bool))
-                losses.append(float(output.loss) * float(output.num_tokens))
-                weights.append(float(output.num_tokens))
-            metrics["val/loss"] = sum(losses) / max(1.0, sum(weights))
-            prompts = list(self.config.data.validation_prompts) or self.validation_rows["caption"][:16]
-            codes = generate_codes(bundle, prompts, self.config.sampling, seed=0)
-            save_image_grid(self.vqgan.decode(codes), self.output_dir / "samples" / f"samples-{done:07d}.png")
-            if evaluation:
-                from pipelines.shapes.evaluate import evaluate
+    def progress_values(self, logs: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{logs['loss/train']:.3f}", "acc": f"{logs['train/accuracy']:.3f}"}
 
-                for split, captions in evaluation.items():
-                    images = self.vqgan.decode(generate_codes(bundle, captions, self.config.sampling, seed=1))
-                    metrics[f"val/evaluator_accuracy_{split}"] = evaluate(images.cpu(), captions).accuracy["all_correct"]
-        return metrics
-
-    def save_final(self) -> Path:
-        """The EMA weights as a text-to-image pipeline folder (``pipeline.json`` + one subfolder per component)."""
-        from pipelines.text_to_image import TextToImagePipeline
-
+    def pipeline(self) -> TextToImagePipeline:
+        """The EMA weights as the pipeline users get (modules shared, not copied)."""
         bundle = self.ema.model
         pipeline = TextToImagePipeline.from_components(self.vqgan, bundle.text, bundle.prior, self.config.sampling,
                                                        training_data=self.training_data)
-        return pipeline.save_pretrained(self.output_dir)
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
+
+    def generate(self, pipeline: TextToImagePipeline, captions: list[str], seed: int) -> torch.Tensor:
+        generator = torch.Generator(device=pipeline.device).manual_seed(seed)
+        return pipeline(list(captions), generator=generator, output_type="pt").images  # (N, 3, H, W)
+
+    @torch.no_grad()
+    def validate(self, step: int) -> dict[str, float]:
+        bundle = self.ema.model
+        torch.manual_seed(0)  # the same masks / dropout draws at every validation
+        losses, weights = [], []
+        for batch in DataLoader(self.validation_rows, batch_size=64, collate_fn=collate_tokenized):
+            no_dropout = torch.zeros(len(batch["caption"]), dtype=torch.bool)
+            output = bundle(batch["codes"].to(self.accelerator.device), batch["caption"], drop_context=no_dropout)
+            losses.append(float(output.loss) * float(output.num_tokens))
+            weights.append(float(output.num_tokens))
+        metrics = {"val/loss": sum(losses) / max(1.0, sum(weights))}
+        pipeline = self.pipeline()
+        prompts = list(self.config.data.validation_prompts) or self.validation_rows["caption"][:16]
+        save_image_grid(self.generate(pipeline, prompts, seed=0),
+                        Path(self.config.training.output_dir) / "samples" / f"samples-{step:07d}.png")
+        for split, captions in (self.evaluation or {}).items():
+            images = self.generate(pipeline, captions, seed=1)
+            metrics[f"val/evaluator_accuracy_{split}"] = evaluate(images, captions).accuracy["all_correct"]
+        return metrics
+
+    def save_final(self, output_dir: Path) -> Path:
+        return self.pipeline().save_pretrained(output_dir)
 
     @property
     def training_data(self) -> str | None:
         """For ``pipeline.json``: the image-caption source of the training tokens (from the export's sidecar); when
         fine-tuning, the base pipeline's own record, so that the next fine-tune replays the original data too."""
         if self.config.finetune.pipeline:
-            from pipelines.pipeline_folder import PipelineConfig
-
             return PipelineConfig.read(Path(self.config.finetune.pipeline)).training_data
         return read_export_info(self.config.data.tokens).get("source", {}).get("data")
-
-    def train(self) -> Path:
-        config, training, accelerator = self.config, self.config.training, self.accelerator
-        start_step = start_run(accelerator, self.checkpoints, self.metrics_log, config, training, "prior")
-        evaluation = None
-        if captions_are_shapes(self.train_rows["caption"]):
-            evaluation = shapes_evaluation_captions(config.data.num_evaluation_captions, training.seed + 7,
-                                                    config.data.evaluation_caption_styles)
-        rows, sampler = self.train_rows, StepBatchSampler(
-            len(self.train_rows), training.train_batch_size, seed=training.seed, start_step=start_step,
-            end_step=training.max_train_steps, process_index=accelerator.process_index,
-            num_processes=accelerator.num_processes)
-        if self.replay_rows is not None:
-            columns = ["codes", "caption", "source_id"]
-            rows = datasets.concatenate_datasets([self.train_rows.select_columns(columns),
-                                                  self.replay_rows.select_columns(columns)])
-            sampler = MixedBatchSampler(sampler, len(self.replay_rows), config.finetune.replay_fraction)
-        loader = step_loader(rows, sampler, collate_tokenized, training.dataloader_num_workers)
-        progress = tqdm(total=training.max_train_steps, initial=start_step, desc=f"{config.prior.kind} prior",
-                        disable=not accelerator.is_local_main_process)
-        self.bundle.train()
-        for step, batch in zip(range(start_step, training.max_train_steps), loader):
-            logs = self.train_step(batch)
-            check_finite(logs, step, self.checkpoints)
-            done = step + 1
-            progress.update(1)
-            if is_due(done, 10, training.max_train_steps):
-                values = log_step(accelerator, self.metrics_log, done, {**logs, "lr": self.scheduler.get_last_lr()[0]})
-                progress.set_postfix(loss=f"{values['loss/train']:.3f}", acc=f"{values['train/accuracy']:.3f}")
-            if is_due(done, training.checkpointing_steps, training.max_train_steps):
-                self.checkpoints.save(accelerator, done)
-            if is_due(done, training.validation_steps, training.max_train_steps) and accelerator.is_main_process:
-                metrics = self.validate(done, evaluation)
-                log_step(accelerator, self.metrics_log, done, metrics)
-                progress.write(f"step {done}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        progress.close()
-        if accelerator.is_main_process:
-            self.save_final()
-        accelerator.wait_for_everyone()
-        accelerator.end_training()
-        return self.output_dir
 
 
 def train_prior(config: PriorRunConfig) -> Path:
     """Train (or fine-tune, with ``config.finetune.pipeline``) a text-conditioned prior; returns the output folder."""
-    return PriorTrainer(config).train()
-
-
+    return TrainingLoop(PriorStage(config), config.training, config).run()

@@ -26,6 +26,17 @@ import torch
 from pipelines.core.config import JSONConfig
 from pipelines.core.io import atomic_write_text
 from pipelines.core.pretrained import WEIGHTS_NAME
+from pipelines.text_to_image import TextToImagePipeline
+from pipelines.tokens import ExportConfig, export_tokenized_dataset
+from pipelines.training.prior import PRIOR_TRAINING_DEFAULTS, PriorDataOptions, PriorRunConfig, train_prior
+from pipelines.training.vqgan import (
+    TOKENIZER_TRAINING_DEFAULTS,
+    DataOptions,
+    TokenizerRunConfig,
+    train_tokenizer,
+)
+from prior.config import prior_preset
+from tokenizer.config import vqgan_preset
 
 logger = logging.getLogger(__name__)
 
@@ -83,23 +94,6 @@ def last_metrics(run_dir: Path) -> dict[str, float]:
 
 
 def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
-    from pipelines.text_to_image import TextToImagePipeline
-    from pipelines.tokens.export import ExportConfig, export_tokenized_dataset
-    from pipelines.training.prior import (
-        PRIOR_TRAINING_DEFAULTS,
-        PriorDataOptions,
-        PriorRunConfig,
-        train_prior,
-    )
-    from pipelines.training.vqgan import (
-        TOKENIZER_TRAINING_DEFAULTS,
-        DataOptions,
-        TokenizerRunConfig,
-        train_tokenizer,
-    )
-    from prior.config import prior_preset
-    from tokenizer.config import vqgan_preset
-
     root = Path(config.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     vqgan_dir, tokens_dir, prior_dir, pipeline_dir = (root / name for name in ("vqgan", "tokens", "prior", "pipeline"))

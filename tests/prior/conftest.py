@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipelines.tokens.export import ExportConfig, export_tokenized_dataset
-from pipelines.training.common import TrainingConfig
+from pipelines.training.config import TrainingConfig
 from pipelines.training.prior import PriorDataOptions, PriorRunConfig
 from prior.config import prior_preset
 from prior.text import TextEncoderConfig

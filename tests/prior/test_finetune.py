@@ -14,8 +14,8 @@ import torch
 import train
 from pipelines.core.config import CheckpointMismatchError
 from pipelines.text_to_image import TextToImagePipeline
-from pipelines.training.common import MixedBatchSampler, StepBatchSampler
-from pipelines.training.prior import FinetuneOptions, PriorTrainer
+from pipelines.training.batches import MixedBatchSampler, StepBatchSampler
+from pipelines.training.prior import FinetuneOptions, PriorStage, train_prior
 from prior.kinds import load_prior
 from prior.text import TextConditioner, TextEncoderConfig
 from tokenizer.config import vqgan_preset
@@ -33,7 +33,7 @@ def base_pipeline(tokens, tiny_config, tmp_path_factory) -> Path:
     """A tiny trained pipeline folder (English shapes captions), as ``train.py prior`` writes it."""
     vqgan, token_dir = tokens
     output = tmp_path_factory.mktemp("base")
-    PriorTrainer(tiny_config(output, vqgan, token_dir, "masked", max_train_steps=4)).train()
+    train_prior(tiny_config(output, vqgan, token_dir, "masked", max_train_steps=4))
     return output
 
 
@@ -91,16 +91,16 @@ def test_finetune_grows_the_vocabulary_and_writes_a_pipeline(base_pipeline, tmp_
 
 def test_interrupted_finetune_resumes_to_the_same_weights(base_pipeline, tmp_path, monkeypatch):
     finetune(base_pipeline, tmp_path / "reference")
-    original, calls = PriorTrainer.train_step, []
+    original, calls = PriorStage.train_step, []
 
-    def crash_after_two_steps(self, batch):
+    def crash_after_two_steps(self, loop, batch, step):
         calls.append(1)
         if len(calls) > 2:
             raise KeyboardInterrupt("simulated crash after the step-2 checkpoint")
-        return original(self, batch)
+        return original(self, loop, batch, step)
 
     with monkeypatch.context() as patch:
-        patch.setattr(PriorTrainer, "train_step", crash_after_two_steps)
+        patch.setattr(PriorStage, "train_step", crash_after_two_steps)
         with pytest.raises(KeyboardInterrupt):
             finetune(base_pipeline, tmp_path / "resumed")
     assert not (tmp_path / "resumed" / "pipeline.json").exists()
@@ -143,7 +143,7 @@ def test_finetune_with_a_frozen_pretrained_encoder_trains_only_the_prior(tokens,
     vqgan, token_dir = tokens
     config = tiny_config(tmp_path / "base", vqgan, token_dir, "masked", max_train_steps=2)
     config.text = TextEncoderConfig(pretrained=minilm, max_length=16)
-    PriorTrainer(config).train()
+    train_prior(config)
     output = finetune(tmp_path / "base", tmp_path / "ft")
     base, tuned = TextToImagePipeline.from_pretrained(tmp_path / "base"), TextToImagePipeline.from_pretrained(output)
     assert json.loads((output / "run_config.json").read_text())["finetune"]["new_text_tokens"] == 0

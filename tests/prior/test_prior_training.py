@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipelines.tokens.dataset import TokenizerMismatchError
-from pipelines.training.prior import PriorRunConfig, PriorTrainer
+from pipelines.training.prior import PriorRunConfig, PriorStage, train_prior
 from prior.kinds import load_prior
 from prior.text import TextConditioner
 from tokenizer.config import vqgan_preset
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
 @pytest.mark.parametrize("kind", ["autoregressive", "masked"])
 def test_training_reduces_loss_and_saves_a_loadable_folder(tokens, tiny_config, tmp_path, kind):
     vqgan, token_dir = tokens
-    PriorTrainer(tiny_config(tmp_path, vqgan, token_dir, kind)).train()
+    train_prior(tiny_config(tmp_path, vqgan, token_dir, kind))
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train_losses = [line["loss/train"] for line in lines if "loss/train" in line]
     assert train_losses[-1] < train_losses[0]
@@ -39,31 +39,31 @@ def test_mismatched_tokenizer_is_refused(tokens, tiny_config, tmp_path):
     torch.manual_seed(1)
     VQGAN(vqgan_preset("tiny")).save_pretrained(tmp_path / "other")
     with pytest.raises(TokenizerMismatchError):
-        PriorTrainer(tiny_config(tmp_path / "run", tmp_path / "other", token_dir, "autoregressive"))
+        train_prior(tiny_config(tmp_path / "run", tmp_path / "other", token_dir, "autoregressive"))
 
 
-def test_resume_continues_the_same_run(tokens, tiny_config, tmp_path):
+def test_resume_continues_the_same_run(tokens, tiny_config, tmp_path, monkeypatch):
     vqgan, token_dir = tokens
 
     def config(name: str, **extra) -> PriorRunConfig:
         return tiny_config(tmp_path / name, vqgan, token_dir, "masked", max_train_steps=20, checkpointing_steps=10,
                            validation_steps=1000, **extra)
 
-    PriorTrainer(config("reference")).train()
-    interrupted = PriorTrainer(config("resumed"))
-    original, calls = interrupted.train_step, []
+    train_prior(config("reference"))
+    original, calls = PriorStage.train_step, []
 
-    def crash_after_ten_steps(batch):
+    def crash_after_ten_steps(self, loop, batch, step):
         calls.append(1)
         if len(calls) > 10:
             raise KeyboardInterrupt("simulated crash after the step-10 checkpoint")
-        return original(batch)
+        return original(self, loop, batch, step)
 
-    interrupted.train_step = crash_after_ten_steps
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.train()
+    with monkeypatch.context() as patch:
+        patch.setattr(PriorStage, "train_step", crash_after_ten_steps)
+        with pytest.raises(KeyboardInterrupt):
+            train_prior(config("resumed"))
     assert not (tmp_path / "resumed" / "prior").exists()
-    PriorTrainer(config("resumed", resume_from_checkpoint="latest")).train()
+    train_prior(config("resumed", resume_from_checkpoint="latest"))
     expected = load_prior(tmp_path / "reference" / "prior").state_dict()
     actual = load_prior(tmp_path / "resumed" / "prior").state_dict()
     for name in expected:

@@ -13,8 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from pipelines.training.common import TrainingConfig, TrainingDivergedError
-from pipelines.training.vqgan import DataOptions, TokenizerRunConfig, TokenizerTrainer
+from pipelines.training.checkpoints import TrainingDivergedError
+from pipelines.training.config import TrainingConfig
+from pipelines.training.vqgan import DataOptions, TokenizerRunConfig, VQGANStage, train_tokenizer
 from tokenizer.config import vqgan_preset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ def metric_lines(output_dir: Path) -> list[dict]:
 def test_few_steps_reduce_reconstruction_loss(tmp_path):
     config = tiny_run(tmp_path, max_train_steps=60)
     config.loss.disc_start = 40
-    TokenizerTrainer(config).train()
+    train_tokenizer(config)
     lines = [line for line in metric_lines(tmp_path) if "loss/reconstruction" in line]
     assert lines[-1]["loss/reconstruction"] < 0.7 * lines[0]["loss/reconstruction"]
     # the GAN terms appear only from disc_start on
@@ -54,20 +55,19 @@ def test_few_steps_reduce_reconstruction_loss(tmp_path):
     assert list((tmp_path / "samples").glob("reconstructions-*.png"))
 
 
-def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
+def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch):
     config = tiny_run(tmp_path, max_train_steps=10, checkpointing_steps=4)
-    trainer = TokenizerTrainer(config)
-    original = trainer.generator_step
+    original = VQGANStage.generator_step
 
-    def poisoned(images, step):
-        logs, reconstructions = original(images, step)
+    def poisoned(self, loop, images, step):
+        logs, reconstructions = original(self, loop, images, step)
         if step == 6:
             logs["loss/total"] = torch.tensor(float("nan"))
         return logs, reconstructions
 
-    trainer.generator_step = poisoned
+    monkeypatch.setattr(VQGANStage, "generator_step", poisoned)
     with pytest.raises(TrainingDivergedError, match="checkpoint-4"):
-        trainer.train()
+        train_tokenizer(config)
     assert (tmp_path / "checkpoints" / "checkpoint-4" / "training_state.json").is_file()
     assert not (tmp_path / "model.safetensors").exists()
 

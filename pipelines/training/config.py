@@ -1,0 +1,58 @@
+"""``TrainingConfig``: the settings every training stage shares, one diffusers-style flag per field."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+
+from pipelines.core.config import JSONConfig
+
+
+@dataclass
+class TrainingConfig(JSONConfig):
+    output_dir: str = "outputs/run"
+    seed: int = 0
+    train_batch_size: int = 32
+    learning_rate: float = 2e-4
+    adam_beta1: float = 0.5
+    adam_beta2: float = 0.9
+    adam_weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    lr_warmup_steps: int = 100
+    max_train_steps: int = 2000
+    mixed_precision: str = "no"
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int = 2
+    resume_from_checkpoint: str | None = None
+    validation_steps: int = 500
+    num_validation_images: int = 256
+    ema_decay: float = 0.99
+    report_to: str = "auto"  # "auto" = tensorboard when installed, else metrics.jsonl only
+    dataloader_num_workers: int = 1
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step (effective batch: batch x this x processes)
+
+    def __post_init__(self) -> None:
+        if self.gradient_accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
+        if self.train_batch_size < 1 or self.max_train_steps < 1:
+            raise ValueError("train_batch_size and max_train_steps must be >= 1")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainingConfig) -> None:
+    """One flag per ``TrainingConfig`` field, named as in diffusers' example scripts."""
+    group = parser.add_argument_group("training")
+    for field in dataclasses.fields(TrainingConfig):
+        default = getattr(defaults, field.name)
+        if field.name == "mixed_precision":
+            group.add_argument("--mixed_precision", default=default, choices=["no", "fp16", "bf16"])
+        elif field.name == "resume_from_checkpoint":
+            group.add_argument("--resume_from_checkpoint", default=default,
+                               help='a checkpoint folder, or "latest" to continue the newest one in --output_dir')
+        else:
+            kind = type(default) if default is not None else str
+            group.add_argument(f"--{field.name}", type=kind, default=default)
+
+
+def training_config_from_args(args: argparse.Namespace) -> TrainingConfig:
+    return TrainingConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(TrainingConfig)})

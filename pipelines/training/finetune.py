@@ -1,0 +1,107 @@
+"""Fine-tuning a saved pipeline on new captions (``python train.py finetune``), callable from Python too.
+
+    from pipelines.training.finetune import FinetuneRequest, finetune_pipeline
+    finetune_pipeline(FinetuneRequest(pipeline="models/tessera-shapes", data="path/to/imagefolder"),
+                      dataclasses.replace(FINETUNE_TRAINING_DEFAULTS, output_dir="runs/ft"))
+
+The new images are tokenized with the pipeline's own VQ-GAN into ``OUTPUT_DIR/tokens``; a share of each batch
+replays the original data (the source recorded in ``pipeline.json``, tokenized into ``OUTPUT_DIR/replay_tokens``)
+against forgetting; the scratch text tokenizer grows by the frequent new words. Both exports resume. Then the
+prior stage continues the pipeline's prior and text encoder, and writes a new pipeline folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.core.config import JSONConfig
+from pipelines.pipeline_folder import PipelineConfig
+from pipelines.shapes import caption_style
+from pipelines.tokens import ExportConfig, export_tokenized_dataset, load_tokenized_dataset
+from pipelines.training.config import TrainingConfig
+from pipelines.training.prior import FinetuneOptions, PriorDataOptions, PriorRunConfig, train_prior
+from prior.config import SamplingConfig
+from prior.text import TEXT_CONFIG_NAME, TextEncoderConfig
+
+DEFAULT_NEW_TEXT_TOKENS = 512  # with the jointly trained scratch text encoder
+
+
+@dataclass
+class FinetuneRequest(JSONConfig):
+    """What to fine-tune on (``train.py finetune`` has one flag per field)."""
+
+    pipeline: str = ""  # a saved pipeline folder
+    data: str | None = None  # new images + captions (any data-layer source); or:
+    tokens: str | None = None  # new data already tokenized with the pipeline's VQ-GAN
+    image_column: str | None = None
+    caption_column: str | None = None
+    replay_fraction: float = 0.25  # share of each batch drawn from the original data (0: none)
+    replay_data: str | None = None  # default: the source recorded in pipeline.json
+    replay_tokens: str | None = None  # the original data already tokenized
+    max_replay_samples: int = 5000  # rows of the replayed source to tokenize
+    new_text_tokens: int | None = None  # None: 512 for a scratch text encoder, 0 for a frozen pretrained one
+    validation_prompts: tuple[str, ...] = ()
+    evaluation_caption_styles: tuple[str, ...] | None = None  # shapes: default "en" + the new data's styles
+    sampling: SamplingConfig | None = None  # validation sampling; default: the pipeline's own
+
+    def __post_init__(self) -> None:
+        if not self.pipeline:
+            raise ValueError("FinetuneRequest.pipeline (a saved pipeline folder) is required")
+        if (self.data is None) == (self.tokens is None):
+            raise ValueError("give exactly one of data (new images + captions) and tokens (already tokenized)")
+
+
+def shapes_caption_styles(captions: list[str]) -> tuple[str, ...]:
+    """"en" plus the shapes caption styles of ``captions`` (those that parse), in first-seen order."""
+    styles = ["en"]
+    for caption in captions[:200]:
+        style = caption_style(caption)
+        if style is not None and style not in styles:
+            styles.append(style)
+    return tuple(styles)
+
+
+def finetune_run_config(request: FinetuneRequest, training: TrainingConfig) -> PriorRunConfig:
+    """Tokenize what needs tokenizing (resumable) and build the prior run's config."""
+    pipeline_dir, output_dir = Path(request.pipeline), Path(training.output_dir)
+    if output_dir.resolve() == pipeline_dir.resolve():
+        raise ValueError("the output folder must differ from the pipeline folder: the fine-tuned pipeline is a new "
+                         "folder, and the one it starts from stays as it is")
+    pipeline = PipelineConfig.read(pipeline_dir)
+    vqgan = str(pipeline_dir / pipeline.components["vqgan"])
+    tokens = request.tokens
+    if tokens is None:
+        tokens = str(output_dir / "tokens")
+        export_tokenized_dataset(ExportConfig(tokenizer=vqgan, data=request.data, output_dir=tokens,
+                                              image_column=request.image_column,
+                                              caption_column=request.caption_column))
+    replay_tokens = request.replay_tokens
+    if request.replay_fraction > 0 and replay_tokens is None:
+        replay_data = request.replay_data or pipeline.training_data
+        if replay_data is None:
+            raise ValueError(f"{pipeline_dir / 'pipeline.json'} does not record the data the pipeline was trained "
+                             "on: pass replay_data (--replay_data) or replay_tokens, or replay_fraction 0")
+        replay_tokens = str(output_dir / "replay_tokens")
+        export_tokenized_dataset(ExportConfig(tokenizer=vqgan, data=replay_data, output_dir=replay_tokens,
+                                              max_samples=request.max_replay_samples))
+    text = TextEncoderConfig.load(pipeline_dir / TEXT_CONFIG_NAME)
+    new_text_tokens = request.new_text_tokens
+    if new_text_tokens is None:
+        new_text_tokens = DEFAULT_NEW_TEXT_TOKENS if text.pretrained is None and text.is_trainable else 0
+    styles = request.evaluation_caption_styles
+    if styles is None:
+        styles = shapes_caption_styles(load_tokenized_dataset(tokens)["caption"][:200])
+    return PriorRunConfig(
+        data=PriorDataOptions(tokens=tokens, tokenizer=vqgan, validation_prompts=tuple(request.validation_prompts),
+                              evaluation_caption_styles=tuple(styles)),
+        sampling=request.sampling or pipeline.sampling,
+        training=training,
+        finetune=FinetuneOptions(pipeline=str(pipeline_dir), replay_tokens=replay_tokens,
+                                 replay_fraction=request.replay_fraction, new_text_tokens=new_text_tokens),
+    )
+
+
+def finetune_pipeline(request: FinetuneRequest, training: TrainingConfig) -> Path:
+    """Fine-tune ``request.pipeline`` into ``training.output_dir`` (a new pipeline folder); returns it."""
+    return train_prior(finetune_run_config(request, training))

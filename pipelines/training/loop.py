@@ -1,0 +1,250 @@
+"""The one training loop every stage runs (VQ-GAN, prior, fine-tuning): one code path for one CPU, one GPU or
+many processes under ``accelerate launch``.
+
+A stage (``TrainingStage``) supplies its models, its loss step, its validation and its final save; the loop
+does the rest, the same way for every stage:
+
+- devices, mixed precision and DDP through ``accelerate``; every forward that trains goes through the
+  prepared (DDP-wrapped) modules, so gradients are averaged over processes;
+- gradient accumulation (``gradient_accumulation_steps`` micro-batches per optimizer step, with
+  ``accelerator.accumulate``: no gradient sync before the last micro-batch), clipping, LR schedules, EMA;
+- step-indexed batches (``pipelines.training.batches``), so ``--resume_from_checkpoint latest`` continues the
+  run exactly; checkpoints every N steps, written atomically;
+- a stop on a non-finite loss; metrics every 10 steps (``metrics.jsonl``, tensorboard when installed), a tqdm
+  bar; validation every N steps on the main process only, from the EMA weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from torch import nn
+from tqdm.auto import tqdm
+
+from pipelines.core.config import JSONConfig
+from pipelines.core.io import atomic_write_text
+from pipelines.training.batches import MixedBatchSampler, StepBatchSampler, step_loader
+from pipelines.training.checkpoints import CheckpointManager, check_finite
+from pipelines.training.config import TrainingConfig
+from pipelines.training.ema import EMA
+from pipelines.training.tracking import MetricsLog, resolve_trackers
+
+logger = logging.getLogger(__name__)
+
+LOG_EVERY = 10  # steps between metric lines
+
+
+def learning_rate_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def make_accelerator(training: TrainingConfig) -> Accelerator:
+    """The ``Accelerator`` of a run: mixed precision, gradient accumulation, trackers, project folder; seeds
+    everything. Parameters a step leaves unused (the null context when no caption is dropped) are allowed."""
+    output_dir = Path(training.output_dir)
+    trackers = resolve_trackers(training.report_to)
+    accelerator = Accelerator(
+        mixed_precision=training.mixed_precision,
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    set_seed(training.seed)
+    return accelerator
+
+
+def is_due(done: int, every: int, total: int) -> bool:
+    """True every ``every`` steps and at the last step."""
+    return (every > 0 and done % every == 0) or done == total
+
+
+def make_optimizer(parameters: Iterable[nn.Parameter], training: TrainingConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW([p for p in parameters if p.requires_grad], lr=training.learning_rate,
+                             betas=(training.adam_beta1, training.adam_beta2),
+                             weight_decay=training.adam_weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, learning_rate_lambda(training.lr_warmup_steps, training.max_train_steps))
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """No gradients into ``module``'s parameters inside the block (e.g. the discriminator while the generator's
+    adversarial loss flows through it); restored after."""
+    flags = [parameter.requires_grad for parameter in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in zip(module.parameters(), flags):
+            parameter.requires_grad_(flag)
+
+
+class TrainingStage:
+    """What a stage supplies to ``TrainingLoop``.
+
+    ``setup`` builds the models and optimizers and passes them through ``accelerator.prepare``; after it the
+    loop reads ``models`` (the prepared modules: put in train mode, and in ``accelerator.accumulate``),
+    ``schedulers`` (stepped once per optimizer step), ``ema`` and ``ema_source`` (averaged after each optimizer
+    step). ``train_step`` runs one micro-batch: forward through the prepared modules, then ``loop.optimize``
+    for each optimizer. ``validate`` (main process only) and ``save_final`` (main process only) use the EMA.
+    """
+
+    name: str = "stage"
+    models: list[nn.Module]
+    schedulers: list[torch.optim.lr_scheduler.LRScheduler]
+    ema: EMA
+
+    def setup(self, accelerator: Accelerator) -> None:
+        raise NotImplementedError
+
+    @property
+    def ema_source(self) -> nn.Module:
+        raise NotImplementedError
+
+    def train_sampler(self, sampler: StepBatchSampler) -> StepBatchSampler | MixedBatchSampler:
+        """The batch sampler of the run (e.g. mixed with replayed data); the plain one by default."""
+        return sampler
+
+    def train_data(self) -> tuple[Any, Callable[[list], dict]]:
+        """(a map-style dataset addressed by the sampler's indices, its collate function)."""
+        raise NotImplementedError
+
+    def train_step(self, loop: TrainingLoop, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def schedulers_to_step(self, step: int) -> list[torch.optim.lr_scheduler.LRScheduler]:
+        """The schedulers whose optimizer stepped at ``step`` (all of them by default)."""
+        return self.schedulers
+
+    def progress_values(self, logs: dict[str, float]) -> dict[str, str]:
+        return {}
+
+    def validate(self, step: int) -> dict[str, float]:
+        return {}
+
+    def save_final(self, output_dir: Path) -> Path:
+        raise NotImplementedError
+
+
+class TrainingLoop:
+    def __init__(self, stage: TrainingStage, training: TrainingConfig, run_config: JSONConfig):
+        self.stage, self.training, self.run_config = stage, training, run_config
+        self.output_dir = Path(training.output_dir)
+        self.accelerator = make_accelerator(training)
+        stage.setup(self.accelerator)
+        stage.ema.to(self.accelerator.device)
+        self.accelerator.register_for_checkpointing(*stage.schedulers, stage.ema)
+        self.checkpoints = CheckpointManager(self.output_dir, training.checkpoints_total_limit)
+        self.metrics_log = MetricsLog(self.output_dir, self.accelerator.is_main_process)
+
+    def optimize(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters: Iterable[nn.Parameter]
+                 ) -> None:
+        """Backward of one micro-batch's loss; on the last micro-batch of a step, clip, step and zero the
+        gradients (the prepared optimizer skips these until ``accelerator.sync_gradients``)."""
+        self.accelerator.backward(loss)  # divides by gradient_accumulation_steps
+        if self.accelerator.sync_gradients and self.training.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(parameters, self.training.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def start(self) -> int:
+        """Restore the newest (or named) checkpoint if asked, record the run's config; the first step."""
+        start_step = 0
+        checkpoint = self.checkpoints.resolve(self.training.resume_from_checkpoint)
+        if checkpoint is not None:
+            self.accelerator.load_state(str(checkpoint))
+            start_step = CheckpointManager.step_of(checkpoint)
+            logger.info("resumed from %s at step %d", checkpoint, start_step)
+        self.metrics_log.truncate_after(start_step)  # a fresh run into an old folder starts a fresh log
+        if self.accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.output_dir / "run_config.json", json.dumps(self.run_config.to_dict(), indent=2))
+            scalars = {key: value for key, value in dataclasses.asdict(self.training).items()
+                       if isinstance(value, (int, float, str, bool))}
+            self.accelerator.init_trackers(self.stage.name, config=scalars)
+        return start_step
+
+    def log(self, done: int, values: dict[str, Any]) -> dict[str, float]:
+        floats = {name: float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+                  for name, value in values.items()}
+        self.accelerator.log(floats, step=done)
+        self.metrics_log.write(done, floats)
+        return floats
+
+    def micro_batches(self, start_step: int) -> Iterator[dict]:
+        training, accelerator = self.training, self.accelerator
+        dataset, collate = self.stage.train_data()
+        sampler = self.stage.train_sampler(StepBatchSampler(
+            len(dataset), training.train_batch_size, seed=training.seed, start_step=start_step,
+            end_step=training.max_train_steps, process_index=accelerator.process_index,
+            num_processes=accelerator.num_processes, accumulation=training.gradient_accumulation_steps))
+        return iter(step_loader(dataset, sampler, collate, training.dataloader_num_workers))
+
+    def step(self, batches: Iterator[dict], step: int) -> dict[str, torch.Tensor]:
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches; the logs are their mean."""
+        accumulation = self.training.gradient_accumulation_steps
+        totals: dict[str, torch.Tensor] = {}
+        for _ in range(accumulation):
+            with self.accelerator.accumulate(*self.stage.models):
+                logs = self.stage.train_step(self, next(batches), step)
+            for name, value in logs.items():
+                value = torch.as_tensor(value).detach().float()
+                totals[name] = totals[name] + value if name in totals else value
+        if not self.accelerator.sync_gradients:
+            raise RuntimeError("gradient accumulation is out of step with the optimizer steps")
+        for scheduler in self.stage.schedulers_to_step(step):
+            scheduler.step()
+        self.stage.ema.update(self.stage.ema_source)
+        return {name: total / accumulation for name, total in totals.items()}
+
+    def run(self) -> Path:
+        training, accelerator, stage = self.training, self.accelerator, self.stage
+        start_step = self.start()
+        batches = self.micro_batches(start_step)
+        progress = tqdm(total=training.max_train_steps, initial=start_step, desc=stage.name,
+                        disable=not accelerator.is_local_main_process)
+        for model in stage.models:
+            model.train()
+        for step in range(start_step, training.max_train_steps):
+            logs = self.step(batches, step)
+            check_finite(logs, step, self.checkpoints)
+            done = step + 1
+            progress.update(1)
+            if is_due(done, LOG_EVERY, training.max_train_steps):
+                values = self.log(done, {**logs, "lr": stage.schedulers[0].get_last_lr()[0]})
+                progress.set_postfix(stage.progress_values(values))
+            if is_due(done, training.checkpointing_steps, training.max_train_steps):
+                self.checkpoints.save(accelerator, done)
+            if is_due(done, training.validation_steps, training.max_train_steps) and accelerator.is_main_process:
+                with torch.random.fork_rng(devices=[]):
+                    metrics = stage.validate(done)
+                self.log(done, metrics)
+                progress.write(f"step {done}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        progress.close()
+        if accelerator.is_main_process:
+            stage.save_final(self.output_dir)
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return self.output_dir
