@@ -44,6 +44,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from accelerate import PartialState
+
 from pipelines.core.config import dataclass_from_dict
 from pipelines.pipeline_folder import PipelineConfig
 from pipelines.tokens import ExportConfig, export_tokenized_dataset
@@ -66,6 +68,12 @@ from pipelines.training.vqgan import (
 from prior.config import PRIOR_KINDS, PRIOR_PRESETS, SamplingConfig, prior_preset
 from prior.text import TextEncoderConfig
 from tokenizer.config import VQGAN_PRESETS, vqgan_preset
+
+
+def report(message: str) -> None:
+    """Print on the main process only (one line per run, however many processes were launched)."""
+    if PartialState().is_main_process:
+        print(message)
 
 
 def apply_overrides(config: dict, assignments: list[str]) -> dict:
@@ -114,7 +122,7 @@ def run_tokenizer(args: argparse.Namespace) -> None:
     )
     config = dataclass_from_dict(TokenizerRunConfig, apply_overrides(config.to_dict(), args.set))
     output = train_tokenizer(config)
-    print(f"saved the image tokenizer to {output}")
+    report(f"saved the image tokenizer to {output}")
 
 
 def add_tokenize_parser(subparsers) -> None:
@@ -210,7 +218,7 @@ def run_prior(args: argparse.Namespace) -> None:
     )
     config = dataclass_from_dict(PriorRunConfig, apply_overrides(config.to_dict(), args.set))
     output = train_prior(config)
-    print(f"saved the prior, text encoder and VQ-GAN to {output}")
+    report(f"saved the prior, text encoder and VQ-GAN to {output}")
 
 
 def add_finetune_parser(subparsers) -> None:
@@ -263,7 +271,7 @@ def run_finetune(args: argparse.Namespace) -> None:
         raise SystemExit(str(error)) from error
     config = dataclass_from_dict(PriorRunConfig, apply_overrides(config.to_dict(), args.set))
     output = train_prior(config)
-    print(f"saved the fine-tuned pipeline to {output}")
+    report(f"saved the fine-tuned pipeline to {output}")
 
 
 def add_quickstart_parser(subparsers) -> None:
@@ -292,6 +300,8 @@ def run_quickstart_command(args: argparse.Namespace) -> None:
     config = QuickstartConfig(**{field.name: getattr(args, field.name)
                                  for field in dataclasses.fields(QuickstartConfig)})
     result = run_quickstart(config)
+    if not PartialState().is_main_process:
+        return
     times = ", ".join(f"{stage} {value / 60:.1f} min" for stage, value in result.stage_seconds.items())
     figures = ", ".join(f"{key} {value:.3f}" for key, value in result.final_metrics.items())
     print(f"saved the pipeline to {result.pipeline_dir}" + (f" ({times})" if times else ""))

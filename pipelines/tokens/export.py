@@ -76,8 +76,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 
 from pipelines.core.io import write_json_durably
+from pipelines.core.launch import launched_on_cpu, launched_processes
 from pipelines.core.version import tessera_version
 from pipelines.data.dataset import MAX_EXAMPLES, DataReport, DataSourceError
 from pipelines.tokens.config import ExportConfig
@@ -158,12 +160,9 @@ def spec_fingerprint(spec: dict) -> str:
 
 def _launched_state():
     """``accelerate.PartialState`` when started by ``accelerate launch`` / ``torchrun`` with several processes."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if launched_processes() <= 1:
         return None
-    from accelerate import PartialState
-
-    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") or not torch.cuda.is_available()
-    return PartialState(cpu=cpu)  # accelerate's multi-CPU mode is only detected with cpu=True
+    return PartialState(cpu=launched_on_cpu())
 
 
 def _prepare_output(output: Path, spec: dict, fingerprint: str, command: str) -> bool:

@@ -1,5 +1,5 @@
 """The one training loop every stage runs (VQ-GAN, prior, fine-tuning): one code path for one CPU, one GPU or
-many processes under ``accelerate launch``.
+many processes (``accelerate launch`` on GPUs, ``torchrun`` on CPUs).
 
 A stage (``TrainingStage``) supplies its models, its loss step, its validation and its final save; the loop
 does the rest, the same way for every stage:
@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from pipelines.core.config import JSONConfig
 from pipelines.core.io import atomic_write_text
+from pipelines.core.launch import launched_on_cpu
 from pipelines.training.batches import MixedBatchSampler, StepBatchSampler, step_loader
 from pipelines.training.checkpoints import CheckpointManager, check_finite
 from pipelines.training.config import TrainingConfig
@@ -62,6 +63,7 @@ def make_accelerator(training: TrainingConfig) -> Accelerator:
     output_dir = Path(training.output_dir)
     trackers = resolve_trackers(training.report_to)
     accelerator = Accelerator(
+        cpu=launched_on_cpu(),  # torchrun on a machine without GPUs: the processes find each other over gloo
         mixed_precision=training.mixed_precision,
         gradient_accumulation_steps=training.gradient_accumulation_steps,
         log_with=trackers or None,
@@ -179,6 +181,13 @@ class TrainingLoop:
             logger.info("resumed from %s at step %d", checkpoint, start_step)
         self.metrics_log.truncate_after(start_step)  # a fresh run into an old folder starts a fresh log
         if self.accelerator.is_main_process:
+            accelerator, training = self.accelerator, self.training
+            logger.info("%s: %d processes (%s on %s), effective batch %d = %d per micro-batch x %d accumulated x "
+                        "%d processes, steps %d..%d", self.stage.name, accelerator.num_processes,
+                        accelerator.distributed_type.value, accelerator.device,
+                        training.train_batch_size * training.gradient_accumulation_steps * accelerator.num_processes,
+                        training.train_batch_size, training.gradient_accumulation_steps, accelerator.num_processes,
+                        start_step, training.max_train_steps)
             self.output_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.output_dir / "run_config.json", json.dumps(self.run_config.to_dict(), indent=2))
             scalars = {key: value for key, value in dataclasses.asdict(self.training).items()

@@ -155,12 +155,14 @@ def test_finetune_with_a_frozen_pretrained_encoder_trains_only_the_prior(tokens,
 
 
 @pytest.mark.e2e
-def test_finetune_under_accelerate_launch_with_two_processes(base_pipeline, tmp_path):
-    """The multi-GPU path on CPU: two processes (gloo), the export split between them, DDP training, one save."""
+def test_finetune_under_torchrun_with_two_processes(base_pipeline, tmp_path):
+    """The multi-process path on CPU: two processes (gloo), the export split between them, DDP training, one
+    save. (``accelerate launch --cpu --num_processes 2`` starts one process: accelerate's multi-CPU launch
+    needs MPI; torchrun is the CPU launcher.)"""
     root = Path(__file__).resolve().parents[2]
     output = tmp_path / "launched"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "train.py", "finetune",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "train.py", "finetune",
                "--pipeline", str(base_pipeline), "--data", "shapes:caption_style=fr,num_samples=48",
                "--output_dir", str(output), "--max_replay_samples", "32", *TINY_RUN]
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
@@ -168,6 +170,7 @@ def test_finetune_under_accelerate_launch_with_two_processes(base_pipeline, tmp_
     launched = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert launched.stdout.count("saved the fine-tuned pipeline") == 1  # the main process only
+    assert "2 processes" in launched.stderr  # the run knew it was one of two
     pipeline = TextToImagePipeline.from_pretrained(output)
     assert len(pipeline.text.tokenizer.tokenize(" cercle")) == 1
     assert json.loads((output / "checkpoints" / "checkpoint-4" / "training_state.json").read_text())["step"] == 4
