@@ -264,7 +264,7 @@ class TextToImagePipeline:
             raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
         if top_p is not None and not 0 < top_p <= 1:
             raise ValueError(f"top_p must lie in (0, 1] (1 = off), got {top_p}")
-        options = {"guidance_scale": guidance_scale, "temperature": temperature, "top_k": top_k or None,
+        options = {"guidance_scale": guidance_scale, "temperature": temperature, "top_k": top_k,
                    "top_p": top_p}
         if self.prior.config.kind == "masked":
             options["num_steps"] = _positive_int(defaults.num_steps if num_steps is None else num_steps, "num_steps")

@@ -52,8 +52,8 @@ class SamplingConfig(JSONConfig):
 
     guidance_scale: float = 2.0
     temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
+    top_k: int | None = None  # None or 0: off
+    top_p: float | None = None  # None or 1: off
     num_steps: int = 8  # masked prior only
 
 

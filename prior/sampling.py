@@ -24,15 +24,16 @@ def filter_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int 
                   top_p: float | None = None) -> torch.Tensor:
     """Float32 logits (..., V) divided by ``temperature`` (unless it is 0, i.e. greedy), then the tokens
     outside the ``top_k`` largest and outside the smallest set whose probability reaches ``top_p`` set to
-    -inf. The most likely token is always kept. Ties at the k-th value are all kept."""
+    -inf. The most likely token is always kept. Ties at the k-th value are all kept. ``top_k`` None or 0 and
+    ``top_p`` None or 1 are off (the same meaning as in the pipeline and ``SamplingConfig``)."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     logits = logits.float()
     if temperature > 0:
         logits = logits / temperature
-    if top_k is not None:
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_k is not None and top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+    if top_k:
         if top_k < logits.shape[-1]:
             kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (..., 1)
             logits = logits.masked_fill(logits < kth, -math.inf)

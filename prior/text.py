@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from torch import nn
 
@@ -174,7 +175,7 @@ def load_pretrained_text_encoder(
         with quiet_transformers_bars():
             model, info = transformers.AutoModel.from_pretrained(folder, local_files_only=True,
                                                                  output_loading_info=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
         raise ValueError(f"{folder} could not be loaded as a transformers tokenizer + model: "
                          f"{type(error).__name__}: {error}") from error
     if not getattr(tokenizer, "is_fast", False):
@@ -380,6 +381,11 @@ class TextConditioner(nn.Module):
                     dtype=torch.float32, **extra)
         except RuntimeError as error:  # transformers refuses weights of the wrong shape
             raise CheckpointMismatchError(f"{encoder_dir} weights do not match its config: {error}") from error
+        except SafetensorError as error:
+            raise CheckpointMismatchError(
+                f"{encoder_dir / 'model.safetensors'} (the text encoder weights) is truncated or not a safetensors "
+                f"file ({error}). Re-save or re-download it; an interrupted copy or save leaves such a file."
+            ) from error
         wrong = {kind: sorted(map(str, info[kind]))
                  for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[kind]}
         if wrong:

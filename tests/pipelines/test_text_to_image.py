@@ -26,6 +26,7 @@ from prior.text import TextConditioner, TextEncoderConfig
 from tokenizer.config import vqgan_preset
 from tokenizer.model import VQGAN
 
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "tessera-shapes"
 KINDS = ["autoregressive", "masked"]
 ROOT = Path(__file__).resolve().parents[2]
 CAPTIONS = [caption(sample_spec(np.random.default_rng(index))) for index in range(200)]
@@ -306,3 +307,14 @@ def test_same_seed_same_images_in_another_process(saved, tmp_path, capsys):
     assert names == ["00000.png", "00001.png", "00002.png"]
     for name in names:
         assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "there" / name).read_bytes()
+
+
+@pytest.mark.parametrize("component, name", [("vqgan", "VQGAN"), ("prior", "Prior"), ("text_encoder", "text encoder")])
+def test_a_truncated_weights_file_is_an_error_naming_file_and_component(tmp_path, component, name):
+    folder = tmp_path / "pipeline"
+    shutil.copytree(SHIPPED, folder)
+    weights = folder / component / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointMismatchError, match=name) as error:
+        TextToImagePipeline.from_pretrained(folder)
+    assert str(weights) in str(error.value) and "truncated" in str(error.value)

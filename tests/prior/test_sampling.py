@@ -37,8 +37,9 @@ def test_top_k_keeps_the_k_largest():
     assert torch.equal(torch.isfinite(out), torch.tensor([[False, True, True, False], [False, False, True, True]]))
     torch.testing.assert_close(out[0, 1:3], logits[0, 1:3])
     assert torch.equal(filter_logits(logits, top_k=10), logits)  # k >= V: nothing removed
+    assert torch.equal(filter_logits(logits, top_k=0), filter_logits(logits, top_k=None))  # 0 = off, as everywhere
     with pytest.raises(ValueError, match="top_k"):
-        filter_logits(logits, top_k=0)
+        filter_logits(logits, top_k=-1)
 
 
 @pytest.mark.parametrize("top_p, expected", [(0.4, [1]), (0.7, [1, 3]), (0.9, [0, 1, 3]), (1.0, [0, 1, 2, 3])])
