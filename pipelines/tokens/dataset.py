@@ -38,7 +38,7 @@ from pipelines.core.pretrained import CONFIG_NAME, WEIGHTS_NAME
 
 __all__ = [
     "DATA_DIR", "IncompleteExportError", "PARTIAL_NAME", "RECORDS_DIR", "SIDECAR_NAME", "TokenizerMismatchError",
-    "check_tokenizer_matches", "collate_tokenized", "dict_differences", "file_sha256", "folder_weights_sha256", "load_tokenized_dataset",
+    "check_tokenizer_matches", "collate_tokenized", "dict_differences", "file_sha256", "load_tokenized_dataset",
     "read_export_info", "state_dict_sha256", "tokenizer_identity",
 ]
 
@@ -48,7 +48,6 @@ PARTIAL_NAME = "tokenized_dataset.partial.json"
 DATA_DIR = "data"
 RECORDS_DIR = "shards"
 TEXT_COLUMNS = ("text_hidden_states", "text_mask")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 class IncompleteExportError(FileNotFoundError):
@@ -69,21 +68,6 @@ def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
-    return digest.hexdigest()
-
-
-def folder_weights_sha256(folder: str | os.PathLike) -> str:
-    """sha256 over the weight files of a model folder (``*.safetensors``, else ``*.bin`` ...), by name."""
-    folder = Path(folder)
-    for suffix in _WEIGHT_SUFFIXES:
-        files = sorted(folder.glob(f"*{suffix}"))
-        if files:
-            break
-    else:
-        raise FileNotFoundError(f"{folder} holds no weight files ({', '.join('*' + s for s in _WEIGHT_SUFFIXES)})")
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode() + b"\0" + file_sha256(file).encode())
     return digest.hexdigest()
 
 

@@ -149,7 +149,7 @@ def export_spec(config: ExportConfig) -> dict:
         "augmentations": config.augmentations,
         "seed": config.seed,
         "dtype": config.dtype,
-        "text_encoder": (CaptionEncoder.identity(config.text_encoder, config.max_text_length)
+        "text_encoder": (CaptionEncoder(config.text_encoder, config.max_text_length).identity
                          if config.text_encoder else None),
     }
 

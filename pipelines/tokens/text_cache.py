@@ -1,37 +1,42 @@
-"""Cached text-encoder outputs for tokenized datasets (``train.py tokenize --text_encoder DIR``)."""
+"""Cached text-encoder outputs in a tokenized dataset (``train.py tokenize --text_encoder DIR``), computed by
+the same ``TextConditioner`` that conditions the prior in training and inference: the same loading rules
+(encoder-only ``transformers`` models from a local folder), the same tokenization and truncation, padded
+positions zeroed. Rows are padded to ``max_text_length`` and stored in float16.
+
+A frozen text encoder's outputs do not change during training, so the prior trainer reads these columns
+instead of running the encoder (``pipelines.training.prior``) when ``text_cache_identity`` of its conditioner
+equals the one recorded in the dataset: the same weights (hashed as tensors) and the same text length.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from pipelines.tokens.dataset import folder_weights_sha256
+from pipelines.tokens.dataset import state_dict_sha256
+from prior.text import TextConditioner, TextEncoderConfig
+
+
+def text_cache_identity(text: TextConditioner) -> dict:
+    """What cached outputs depend on: the encoder's weights (as tensors, so a re-saved copy matches), the text
+    tokenizer's vocabulary size and the context length."""
+    return {"encoder_state_dict_sha256": state_dict_sha256(text.encoder.state_dict()),
+            "vocab_size": len(text.tokenizer), "max_text_length": text.config.max_length}
 
 
 class CaptionEncoder:
-    """A frozen ``transformers`` text encoder from a local folder: captions -> last hidden states
-    (float16, padded to ``max_length``) and their mask. Encoder-decoder models use their encoder."""
+    """Captions -> ``(hidden (B, L, D) float16, mask (B, L) bool)`` with a frozen pretrained encoder."""
 
-    def __init__(self, path: str, max_length: int, device: torch.device):
-        from transformers import AutoModel, AutoTokenizer
+    def __init__(self, path: str, max_length: int, device: torch.device | str = "cpu"):
+        self.text = TextConditioner.from_captions([], TextEncoderConfig(pretrained=path, max_length=max_length))
+        self.text.to(device).eval()
+        self.max_length, self.hidden_size = max_length, self.text.hidden_size
 
-        self.path, self.max_length, self.device = path, max_length, device
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True)
-        if getattr(model.config, "is_encoder_decoder", False):
-            model = model.get_encoder()
-        self.model = model.to(device).eval().requires_grad_(False)
-        self.hidden_size = int(model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.d_model)
-
-    @staticmethod
-    def identity(path: str, max_length: int) -> dict:
-        """What a cache depends on: the weights (hashed) and the padding length."""
-        return {"weights_sha256": folder_weights_sha256(path), "max_text_length": max_length}
+    @property
+    def identity(self) -> dict:
+        return text_cache_identity(self.text)
 
     def __call__(self, captions: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """``(hidden (B, L, D) float16, mask (B, L) bool)``."""
-        inputs = self.tokenizer(captions, padding="max_length", truncation=True, max_length=self.max_length,
-                                return_tensors="pt").to(self.device)
         with torch.inference_mode():
-            hidden = self.model(**inputs).last_hidden_state  # (B, L, D)
-        return hidden.to(torch.float16).cpu().numpy(), inputs["attention_mask"].bool().cpu().numpy()
+            context = self.text.encode_ids(**self.text.tokenize(captions, padding="max_length"))  # (B, L, D)
+        return context.hidden_states.to(torch.float16).cpu().numpy(), context.mask.cpu().numpy()

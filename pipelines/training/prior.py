@@ -33,11 +33,14 @@ from pipelines.tokens import (
     load_tokenized_dataset,
     read_export_info,
 )
+from pipelines.tokens.dataset import TEXT_COLUMNS
+from pipelines.tokens.text_cache import text_cache_identity
 from pipelines.training.batches import EpochDataset, MixedBatchSampler, StepBatchSampler
 from pipelines.training.config import TrainingConfig
 from pipelines.training.ema import EMA
 from pipelines.training.loop import TrainingLoop, TrainingStage, make_optimizer, make_scheduler
 from prior.config import PriorConfig, SamplingConfig
+from prior.context import TextContext
 from prior.kinds import build_prior, load_prior
 from prior.text import TextConditioner, TextEncoderConfig
 from prior.transformer import GridPrior, PriorLossOutput
@@ -113,10 +116,13 @@ class PriorBundle(nn.Module):
         self.text = text
         self.prior = prior
 
-    def forward(self, codes: torch.Tensor, captions: list[str], *,
+    def forward(self, codes: torch.Tensor, captions: list[str], *, text_context: TextContext | None = None,
                 drop_context: torch.Tensor | None = None) -> PriorLossOutput:
-        """Loss of ``codes`` (B, h, w) given ``captions`` (caption dropout as configured, or ``drop_context``)."""
-        return self.prior.loss(codes, self.text(captions), drop_context=drop_context)
+        """Loss of ``codes`` (B, h, w) given ``captions`` (caption dropout as configured, or ``drop_context``).
+        ``text_context``: the captions' cached encoding by a frozen text encoder, used instead of running it."""
+        if text_context is None:
+            text_context = self.text(captions)
+        return self.prior.loss(codes, text_context, drop_context=drop_context)
 
 
 def shapes_evaluation_captions(count: int, seed: int, styles: tuple[str, ...] = ("en",)) -> dict[str, list[str]]:
@@ -189,6 +195,23 @@ class PriorStage(TrainingStage):
         self.schedulers = [make_scheduler(optimizer, training)]
         self.bundle, self.optimizer = accelerator.prepare(bundle, optimizer)
         self.models = [self.bundle]
+        self.use_text_cache = self.text_cache_matches(bundle.text)
+
+    def text_cache_matches(self, text: TextConditioner) -> bool:
+        """Whether every training dataset holds cached outputs of this (frozen) text encoder, so that a step
+        needs no text-encoder forward."""
+        if text.trainable:
+            return False
+        folders = [self.config.data.tokens] + ([self.config.finetune.replay_tokens] if self.replay_rows is not None else [])
+        wanted = text_cache_identity(text)
+        found = {folder: read_export_info(folder).get("text_encoder") for folder in folders}
+        if all(identity == wanted for identity in found.values()):
+            logger.info("using the text-encoder outputs cached in %s (no text-encoder forward per step)", folders)
+            return True
+        if any(identity is not None for identity in found.values()):
+            logger.warning("the text-encoder outputs cached in %s were made with another encoder or length than "
+                           "this run's (%s); encoding the captions at every step instead", folders, wanted)
+        return False
 
     @property
     def ema_source(self) -> PriorBundle:
@@ -197,7 +220,7 @@ class PriorStage(TrainingStage):
     def train_data(self):
         if self.replay_rows is None:
             return EpochDataset(self.train_rows), collate_tokenized
-        columns = ["codes", "caption", "source_id"]
+        columns = ["codes", "caption", "source_id", *(TEXT_COLUMNS if self.use_text_cache else ())]
         rows = datasets.concatenate_datasets([self.train_rows.select_columns(columns),
                                               self.replay_rows.select_columns(columns)])
         return rows, collate_tokenized
@@ -209,9 +232,13 @@ class PriorStage(TrainingStage):
         return MixedBatchSampler(sampler, len(self.replay_rows), self.config.finetune.replay_fraction)
 
     def train_step(self, loop: TrainingLoop, batch: dict, step: int) -> dict[str, torch.Tensor]:
-        codes = batch["codes"].to(self.accelerator.device)
+        device = self.accelerator.device
+        codes = batch["codes"].to(device)
+        cached = None
+        if self.use_text_cache:
+            cached = TextContext(batch["text_hidden_states"].to(device, torch.float32), batch["text_mask"].to(device))
         with self.accelerator.autocast():
-            output = self.bundle(codes, batch["caption"])
+            output = self.bundle(codes, batch["caption"], text_context=cached)
         loop.optimize(output.loss, self.optimizer, self.bundle.parameters())
         return {"loss/train": output.loss, "train/accuracy": output.accuracy}
 

@@ -20,7 +20,7 @@ import torch
 import train
 from pipelines.data.dataset import load_image_caption_data
 from pipelines.shapes.dataset import shapes_dataset
-from pipelines.tokens.dataset import PARTIAL_NAME, SIDECAR_NAME, file_sha256, folder_weights_sha256
+from pipelines.tokens.dataset import PARTIAL_NAME, SIDECAR_NAME, file_sha256
 from pipelines.tokens.export import (
     ExportConfig,
     ExportMismatchError,
@@ -32,6 +32,8 @@ from pipelines.tokens.export import (
     load_tokenized_dataset,
     read_export_info,
 )
+from pipelines.tokens.text_cache import text_cache_identity
+from prior.text import TextConditioner, TextEncoderConfig
 from tokenizer.config import vqgan_preset
 from tokenizer.model import VQGAN
 
@@ -362,12 +364,15 @@ def test_cached_text_encoder_outputs(tmp_path, vqgan_dir):
     inputs = tokenizer(captions, padding="max_length", truncation=True, max_length=16, return_tensors="pt")
     with torch.inference_mode():
         expected = model(**inputs).last_hidden_state.half().float()  # (6, 16, 384)
+    padding = ~inputs["attention_mask"].bool()
+    expected = expected.masked_fill(padding[..., None], 0.0)  # the TextConditioner rule: padding is zero
     assert torch.allclose(rows["text_hidden_states"][::2].float(), expected, atol=1e-3)
     assert torch.equal(rows["text_hidden_states"][::2], rows["text_hidden_states"][1::2])  # views share the text
     assert torch.equal(rows["text_mask"][::2].bool(), inputs["attention_mask"].bool())
 
     info = read_export_info(tmp_path / "out")
-    assert info["text_encoder"] == {"weights_sha256": folder_weights_sha256(folder), "max_text_length": 16}
+    text = TextConditioner.from_captions([], TextEncoderConfig(pretrained=str(folder), max_length=16))
+    assert info["text_encoder"] == text_cache_identity(text)
     assert info["columns"][-2:] == ["text_hidden_states", "text_mask"]
     batch = collate_tokenized([dataset[i] for i in range(4)])
     assert batch["text_hidden_states"].shape == (4, 16, 384) and batch["text_mask"].dtype == torch.bool
