@@ -25,6 +25,7 @@ processes); images made on a GPU differ from those made on the CPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -100,18 +101,11 @@ def save_png(image, path: Path) -> None:
 
 def load_pipeline(directory: Path, device, dtype, *, quiet: bool):
     """``TextToImagePipeline.from_pretrained``; ``quiet`` also hides transformers' "Loading weights" bar."""
-    from transformers.utils import logging as transformers_logging
-
     from pipelines.text_to_image import TextToImagePipeline
+    from prior.text import quiet_transformers_bars
 
-    shown = transformers_logging.is_progress_bar_enabled()
-    if quiet:
-        transformers_logging.disable_progress_bar()
-    try:
+    with quiet_transformers_bars() if quiet else contextlib.nullcontext():
         return TextToImagePipeline.from_pretrained(directory, device=device, dtype=dtype)
-    finally:
-        if shown:
-            transformers_logging.enable_progress_bar()
 
 
 def generate(args: argparse.Namespace) -> int:
