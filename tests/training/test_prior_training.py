@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from pipelines.tokens.dataset import TokenizerMismatchError
-from pipelines.training.prior import PriorRunConfig, PriorStage, train_prior
+from pipelines.training.prior import PriorRunConfig, train_prior
 from prior.kinds import load_prior
 from prior.text import TextConditioner
+from tests.training.step_counter import counting_train_steps
 from tokenizer.config import vqgan_preset
 from tokenizer.model import VQGAN
 
@@ -50,16 +51,8 @@ def test_resume_continues_the_same_run(tokens, tiny_config, tmp_path, monkeypatc
                            validation_steps=1000, **extra)
 
     train_prior(config("reference"))
-    original, calls = PriorStage.train_step, []
-
-    def crash_after_ten_steps(self, loop, batch, step):
-        calls.append(1)
-        if len(calls) > 10:
-            raise KeyboardInterrupt("simulated crash after the step-10 checkpoint")
-        return original(self, loop, batch, step)
-
     with monkeypatch.context() as patch:
-        patch.setattr(PriorStage, "train_step", crash_after_ten_steps)
+        counting_train_steps(patch, crash_after=10)  # after the step-10 checkpoint
         with pytest.raises(KeyboardInterrupt):
             train_prior(config("resumed"))
     assert not (tmp_path / "resumed" / "prior").exists()

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import train
 from pipelines.text_to_image import TextToImagePipeline
-from pipelines.training.prior import PriorStage
+from tests.training.step_counter import counting_train_steps
 
 pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
 
@@ -21,16 +21,8 @@ TINY = ["--tokenizer_preset", "tiny", "--prior_preset", "tiny", "--tokenizer_ste
 
 def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys, monkeypatch):
     output = tmp_path / "quickstart"
-    original, calls = PriorStage.train_step, []
-
-    def crash_in_the_prior_stage(self, loop, batch, step):
-        calls.append(1)
-        if len(calls) > 1:
-            raise KeyboardInterrupt("simulated crash in the prior stage")
-        return original(self, loop, batch, step)
-
     with monkeypatch.context() as patch:
-        patch.setattr(PriorStage, "train_step", crash_in_the_prior_stage)
+        counting_train_steps(patch, crash_after=1)  # in the prior stage
         patch.setattr("pipelines.training.prior.PRIOR_TRAINING_DEFAULTS.checkpointing_steps", 1)
         with pytest.raises(KeyboardInterrupt):
             train.main(["quickstart", "--output_dir", str(output), *TINY])
@@ -38,9 +30,8 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys, monkeypatch):
     assert (output / "prior" / "checkpoints" / "checkpoint-1").is_dir()
     assert not (output / "pipeline").exists()
 
-    calls.clear()
     with monkeypatch.context() as patch:
-        patch.setattr(PriorStage, "train_step", lambda self, loop, batch, step: calls.append(1) or original(self, loop, batch, step))
+        calls = counting_train_steps(patch)
         train.main(["quickstart", "--output_dir", str(output), *TINY])
     assert len(calls) == 2  # steps 2 and 3: the prior stage resumed from its step-1 checkpoint
     assert "saved the pipeline to" in capsys.readouterr().out

@@ -1,0 +1,22 @@
+"""Counting (and interrupting) the prior stage's training steps, for the resume tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.training.prior import PriorStage
+
+
+def counting_train_steps(patch: pytest.MonkeyPatch, crash_after: int | None = None) -> list[int]:
+    """Count the prior stage's micro-batch steps (the list grows by one per step); with ``crash_after``,
+    raise ``KeyboardInterrupt`` on the step after that many, as a kill would stop the run."""
+    original, calls = PriorStage.train_step, []
+
+    def counted(self, loop, batch, step):
+        calls.append(step)
+        if crash_after is not None and len(calls) > crash_after:
+            raise KeyboardInterrupt(f"simulated crash after {crash_after} steps")
+        return original(self, loop, batch, step)
+
+    patch.setattr(PriorStage, "train_step", counted)
+    return calls
