@@ -73,6 +73,7 @@ class CheckpointManager:
             shutil.rmtree(staging, ignore_errors=True)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(staging))
+        accelerator.wait_for_everyone()  # every process's RNG state is in the folder before it is renamed
         if accelerator.is_main_process:
             state = {"step": step, "time": time.time(), **(extra or {})}
             (staging / "training_state.json").write_text(json.dumps(state, indent=2))

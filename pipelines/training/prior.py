@@ -145,19 +145,22 @@ def captions_are_shapes(captions: list[str]) -> bool:
 class PriorStage(TrainingStage):
     def __init__(self, config: PriorRunConfig):
         self.config = config
-        data = config.data
+        self.name = f"{config.prior.kind} prior"
+        check_tokenizer_matches(config.data.tokens, config.data.tokenizer)
+        if config.finetune.replay_fraction > 0:
+            check_tokenizer_matches(config.finetune.replay_tokens, config.data.tokenizer)
+
+    def load_data(self) -> None:
+        config, data = self.config, self.config.data
         self.vqgan = VQGAN.from_pretrained(data.tokenizer).eval()
-        check_tokenizer_matches(data.tokens, data.tokenizer)
         self.train_rows, self.validation_rows = self.split_rows(load_tokenized_dataset(data.tokens))
         self.replay_rows = None
         if config.finetune.replay_fraction > 0:
-            check_tokenizer_matches(config.finetune.replay_tokens, data.tokenizer)
             self.replay_rows = load_tokenized_dataset(config.finetune.replay_tokens)
         self.evaluation = None
         if captions_are_shapes(self.train_rows["caption"]):
             self.evaluation = shapes_evaluation_captions(data.num_evaluation_captions, config.training.seed + 7,
                                                          data.evaluation_caption_styles)
-        self.name = f"{config.prior.kind} prior"
 
     def split_rows(self, tokens: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
         data = self.config.data
@@ -188,6 +191,8 @@ class PriorStage(TrainingStage):
     def setup(self, accelerator) -> None:
         training = self.config.training
         self.accelerator = accelerator
+        with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
+            self.load_data()
         self.vqgan.to(accelerator.device)
         bundle = self.build_bundle(self.train_rows["caption"])
         self.ema = EMA(bundle, training.ema_decay)

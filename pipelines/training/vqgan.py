@@ -131,14 +131,14 @@ class VQGANStage(TrainingStage):
 
     def __init__(self, config: TokenizerRunConfig):
         self.config = config
-        training = config.training
-        self.train, self.validation, self.judge_captions = build_datasets(
-            config.data, config.model.resolution, training.num_validation_images, training.seed)
-        logger.info("training data: %s", self.train.report.summary())
 
     def setup(self, accelerator) -> None:
         config, training = self.config, self.config.training
         self.accelerator = accelerator
+        with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
+            self.train, self.validation, self.judge_captions = build_datasets(
+                config.data, config.model.resolution, training.num_validation_images, training.seed)
+        logger.info("training data: %s", self.train.report.summary())
         model = VQGAN(config.model)
         discriminator = PatchDiscriminator(config.discriminator, config.model.in_channels)
         self.lecam = LeCamRegularizer(config.loss.lecam_decay).to(accelerator.device)

@@ -40,7 +40,8 @@ def launch_two_processes(stage: str, config: JSONConfig, folder: Path) -> list[d
                str(WORKER), stage, str(config_path), str(folder / "parameters")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
     launched = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert launched.returncode == 0, launched.stderr[-4000:]
+    errors = [line for line in launched.stderr.splitlines() if "Error" in line or "error" in line]
+    assert launched.returncode == 0, "\n".join(errors[-20:]) + "\n" + launched.stderr[-3000:]
     return [load_file(str(folder / "parameters" / f"rank{rank}.safetensors")) for rank in (0, 1)]
 
 
