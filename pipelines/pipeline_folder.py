@@ -82,7 +82,8 @@ def load_components(directory: Path) -> tuple[VQGAN, TextConditioner, GridPrior]
     """VQ-GAN, text conditioner and prior from a pipeline-shaped folder, each loaded strictly, on the CPU."""
     if not directory.is_dir():
         raise FileNotFoundError(f"no pipeline folder at {directory}")
-    required = [*COMPONENTS.values(), TEXT_CONFIG_NAME]
+    # text_encoder/ is checked by TextConditioner: a frozen encoder may come from an installed package instead
+    required = [COMPONENTS["vqgan"], COMPONENTS["prior"], COMPONENTS["text_tokenizer"], TEXT_CONFIG_NAME]
     missing = [name for name in required if not (directory / name).exists()]
     if missing:
         raise FileNotFoundError(f"{directory} is not a complete pipeline folder: it has no {', '.join(missing)} "

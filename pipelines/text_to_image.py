@@ -112,6 +112,9 @@ def select_rows(context: TextContext, index: torch.Tensor) -> TextContext:
 
 
 def _prompt_list(prompt: str | list[str], name: str) -> list[str]:
+    if prompt is None or not isinstance(prompt, (str, list, tuple)):
+        hint = ' (use "" for an unconditional image)' if prompt is None else ""
+        raise TypeError(f"{name} must be a string or a list of strings, got {type(prompt).__name__}{hint}")
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts:
         raise ValueError(f"{name} must be a string or a non-empty list of strings")

@@ -18,28 +18,38 @@ A saved conditioner is three entries of a folder: ``text_config.json``, ``text_t
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 import transformers
 from safetensors import SafetensorError
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from torch import nn
 
 from pipelines.core.config import CheckpointMismatchError, JSONConfig
+from pipelines.core.hashing import state_dict_sha256
 from prior.context import TextContext
+from prior.text_sources import (
+    is_package_reference,
+    load_pretrained_text_encoder,
+    quiet_transformers_bars,
+    resolve_pretrained_folder,
+    transformers_model_folder,
+)
+from prior.text_tokenizer import (
+    add_text_normalizer,
+    reset_backend_state,
+    train_text_tokenizer,
+    wrap_text_tokenizer,
+)
 from prior.text_vocabulary import extend_bpe_tokenizer
 
 logger = logging.getLogger(__name__)
 
-PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "[PAD]", "[BOS]", "[EOS]"
 TEXT_CONFIG_NAME = "text_config.json"
 TOKENIZER_FOLDER = "text_tokenizer"
 ENCODER_FOLDER = "text_encoder"
@@ -54,7 +64,9 @@ ARCHITECTURE_FIELDS = {
 
 @dataclasses.dataclass
 class TextEncoderConfig(JSONConfig):
-    pretrained: str | None = None  # None: small encoder trained jointly; else a local folder of a transformers encoder
+    # None: small encoder trained jointly; else a local folder of a transformers encoder, or "package:<module>" for
+    # one an installed Python package ships (a saved pipeline then refers to the package instead of copying it)
+    pretrained: str | None = None
     hidden_size: int = 256  # the architecture fields are filled in from the model when ``pretrained`` is set
     num_layers: int = 2
     num_heads: int = 4
@@ -63,6 +75,10 @@ class TextEncoderConfig(JSONConfig):
     vocab_size: int = 2048  # BPE vocabulary size when training the text tokenizer (the trained one may be smaller)
     dropout: float = 0.0  # hidden and attention dropout of the scratch encoder
     trainable: bool | None = None  # None: True for the scratch encoder, False (frozen) for a pretrained one
+    encoder_sha256: str | None = None  # package references: the weights' hash, checked when the pipeline loads
+    # Text normalisation (prior.text_tokenizer.text_normalizer) before tokenizing. New text sides have it; a
+    # config saved before it existed has none and its pipeline reads text exactly as it did.
+    normalize: bool = False
 
     def __post_init__(self) -> None:
         if self.max_length < 2:
@@ -75,125 +91,6 @@ class TextEncoderConfig(JSONConfig):
     @property
     def is_trainable(self) -> bool:
         return self.pretrained is None if self.trainable is None else self.trainable
-
-
-def train_text_tokenizer(
-    captions: Iterable[str], vocab_size: int = 2048, min_frequency: int = 2, *, max_length: int = 32
-) -> transformers.PreTrainedTokenizerFast:
-    """A byte-level BPE text tokenizer trained on ``captions``: every unicode string encodes without unknown
-    tokens and decodes back exactly. ``[BOS] text [EOS]`` framing, ``[PAD]`` padding, ``model_max_length`` =
-    ``max_length``. The same captions give the same tokenizer."""
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    special = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN]
-    if vocab_size < len(alphabet) + len(special):
-        raise ValueError(f"vocab_size must be at least {len(alphabet) + len(special)} (256 bytes + "
-                         f"{len(special)} special tokens), got {vocab_size}")
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # no normaliser: text is kept as is
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special,
-                                  initial_alphabet=alphabet, show_progress=False)
-
-    def checked(texts: Iterable[str]) -> Iterable[str]:
-        for text in texts:
-            if not isinstance(text, str):
-                raise TypeError(f"captions must be strings, got {type(text).__name__}: {text!r}")
-            yield text
-
-    backend.train_from_iterator(checked(captions), trainer)
-    bos, eos = backend.token_to_id(BOS_TOKEN), backend.token_to_id(EOS_TOKEN)
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"{BOS_TOKEN} $A {EOS_TOKEN}", special_tokens=[(BOS_TOKEN, bos), (EOS_TOKEN, eos)])
-    return wrap_text_tokenizer(backend, max_length)
-
-
-def wrap_text_tokenizer(backend: Tokenizer, max_length: int) -> transformers.PreTrainedTokenizerFast:
-    """The ``transformers`` tokenizer around a scratch byte-level BPE ``tokenizers.Tokenizer``."""
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=BOS_TOKEN, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN,
-        model_max_length=max_length, padding_side="right", truncation_side="right",
-        clean_up_tokenization_spaces=False,  # decoding must not touch spaces before punctuation
-    )
-    _reset_backend_state(tokenizer, max_length)
-    return tokenizer
-
-
-def _reset_backend_state(tokenizer: transformers.PreTrainedTokenizerBase, max_length: int) -> None:
-    """``transformers`` leaves the last call's truncation and padding in the backend ``tokenizers.Tokenizer``,
-    and ``save_pretrained`` writes them into ``tokenizer.json``; set them to this module's behaviour instead, so
-    the saved file is the same whatever was tokenized before, and a bare ``tokenizer.json`` pads as we do."""
-    backend = tokenizer.backend_tokenizer
-    backend.enable_truncation(max_length=max_length)
-    if tokenizer.pad_token_id is not None:
-        backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
-
-
-@contextlib.contextmanager
-def quiet_transformers_bars() -> Iterator[None]:
-    """Hide transformers' per-call "Loading weights" / "Writing model shards" bars (a small encoder loads in
-    milliseconds; the bars only clutter the CLI and training logs), restoring the caller's setting after."""
-    from transformers.utils import logging as transformers_logging
-
-    was_enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            transformers_logging.enable_progress_bar()
-
-
-def _transformers_folder(path: Path) -> Path:
-    """The folder holding the transformers model: ``path`` itself, or for a sentence-transformers folder whose
-    ``modules.json`` puts its Transformer module in a subfolder (older layout, e.g. ``0_Transformer/``), that."""
-    if (path / "config.json").is_file():
-        return path
-    modules = path / "modules.json"
-    if modules.is_file():
-        for module in json.loads(modules.read_text(encoding="utf-8")):
-            if str(module.get("type", "")).endswith("models.Transformer"):
-                candidate = path / module.get("path", "")
-                if (candidate / "config.json").is_file():
-                    return candidate
-    raise ValueError(f"{path} is not a transformers model folder: it has no config.json (nor a sentence-"
-                     "transformers modules.json naming a Transformer module folder that has one).")
-
-
-def load_pretrained_text_encoder(
-    path: str | os.PathLike,
-) -> tuple[transformers.PreTrainedTokenizerBase, transformers.PreTrainedModel]:
-    """Text tokenizer and encoder from a local folder (``local_files_only``): a transformers model folder or a
-    sentence-transformers folder. Raises ``FileNotFoundError`` for a missing folder and ``ValueError`` for a
-    folder that is not a usable transformers encoder (including one whose weights do not cover the model)."""
-    root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"pretrained text encoder folder {str(path)!r} does not exist (it must be a local "
-                                "folder holding a transformers model; nothing is downloaded).")
-    folder = _transformers_folder(root)
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        with quiet_transformers_bars():
-            model, info = transformers.AutoModel.from_pretrained(folder, local_files_only=True,
-                                                                 output_loading_info=True)
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
-        raise ValueError(f"{folder} could not be loaded as a transformers tokenizer + model: "
-                         f"{type(error).__name__}: {error}") from error
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"{folder} has no fast (tokenizers) text tokenizer (tokenizer.json); one is required.")
-    if model.config.is_encoder_decoder:
-        raise ValueError(f"{folder} holds an encoder-decoder model ({type(model).__name__}); pass a folder of an "
-                         "encoder-only model.")
-    missing = sorted(info["missing_keys"]) + [str(key) for key in info["mismatched_keys"]]
-    if missing:
-        raise ValueError(f"{folder}: the weights do not cover {type(model).__name__} (missing or mismatched: "
-                         f"{missing[:8]}{' ...' if len(missing) > 8 else ''}); it would run partly untrained.")
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ValueError(f"{folder}: the text tokenizer has neither a pad nor an eos token to pad with.")
-        tokenizer.pad_token = tokenizer.eos_token  # padding is masked, so any token will do
-    tokenizer.padding_side = "right"
-    tokenizer.truncation_side = "right"
-    return tokenizer, model
 
 
 def build_scratch_encoder(config: TextEncoderConfig, tokenizer: transformers.PreTrainedTokenizerBase
@@ -238,7 +135,9 @@ class TextConditioner(nn.Module):
         self.config = config
         self.tokenizer = tokenizer
         self.encoder = encoder
-        _reset_backend_state(tokenizer, config.max_length)
+        if config.normalize:  # transformers may rebuild a pretrained tokenizer's normaliser when it loads one
+            add_text_normalizer(tokenizer)
+        reset_backend_state(tokenizer, config.max_length)
         self.encoder.requires_grad_(self.trainable)
         self.train(self.training)
 
@@ -267,12 +166,15 @@ class TextConditioner(nn.Module):
         """Scratch: trains the BPE text tokenizer on ``captions`` and builds a fresh encoder (seeded by torch's
         global RNG). Pretrained: loads tokenizer and encoder from ``config.pretrained`` (captions unused) and
         fills the config's architecture fields in from the model."""
+        config = dataclasses.replace(config, normalize=True)
         if config.pretrained is None:
             tokenizer = train_text_tokenizer(captions, config.vocab_size, max_length=config.max_length)
             return cls(config, tokenizer, build_scratch_encoder(config, tokenizer))
-        tokenizer, encoder = load_pretrained_text_encoder(config.pretrained)
+        tokenizer, encoder = load_pretrained_text_encoder(resolve_pretrained_folder(config.pretrained))
         filled = {field: getattr(encoder.config, name) for field, name in ARCHITECTURE_FIELDS.items()
                   if getattr(encoder.config, name, None) is not None}
+        if is_package_reference(config.pretrained):
+            filled["encoder_sha256"] = state_dict_sha256(encoder.state_dict())
         return cls(dataclasses.replace(config, **filled), tokenizer, encoder)
 
     @torch.no_grad()
@@ -288,6 +190,8 @@ class TextConditioner(nn.Module):
         if not extension.words:
             return []
         self.tokenizer = wrap_text_tokenizer(extension.tokenizer, self.config.max_length)
+        if self.config.normalize:
+            add_text_normalizer(self.tokenizer)
         embeddings = self.encoder.resize_token_embeddings(len(self.tokenizer), mean_resizing=False).weight
         for token_id, piece_ids in extension.pieces.items():
             embeddings[token_id] = embeddings[piece_ids].mean(0)
@@ -341,13 +245,24 @@ class TextConditioner(nn.Module):
     def forward(self, prompts: list[str]) -> TextContext:
         return self.encode_ids(**self.tokenize(prompts))
 
+    @property
+    def refers_to_package(self) -> bool:
+        """A frozen encoder from an installed package: saved folders name the package instead of copying it."""
+        return is_package_reference(self.config.pretrained) and not self.trainable
+
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``text_tokenizer/``, ``text_encoder/`` (safetensors) and ``text_config.json`` into
-        ``directory``. Each subfolder is written beside its target, then swapped in; the config comes last."""
+        """Write ``text_tokenizer/``, ``text_encoder/`` (safetensors; not for a package reference) and
+        ``text_config.json`` into ``directory``. Each subfolder is written beside its target, then swapped in;
+        the config comes last."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _reset_backend_state(self.tokenizer, self.config.max_length)
-        for name, component in ((TOKENIZER_FOLDER, self.tokenizer), (ENCODER_FOLDER, self.encoder)):
+        reset_backend_state(self.tokenizer, self.config.max_length)
+        components = [(TOKENIZER_FOLDER, self.tokenizer)]
+        if self.refers_to_package:
+            shutil.rmtree(directory / ENCODER_FOLDER, ignore_errors=True)
+        else:
+            components.append((ENCODER_FOLDER, self.encoder))
+        for name, component in components:
             staging = directory / f".{name}.tmp"
             shutil.rmtree(staging, ignore_errors=True)
             with quiet_transformers_bars():
@@ -362,12 +277,16 @@ class TextConditioner(nn.Module):
         """Load a folder written by ``save_pretrained``, strictly and offline: the encoder's architecture must
         match ``text_config.json`` and its weights must match the model exactly."""
         directory = Path(directory)
-        paths = [directory / TEXT_CONFIG_NAME, directory / TOKENIZER_FOLDER, directory / ENCODER_FOLDER]
+        config_path = directory / TEXT_CONFIG_NAME
+        config = TextEncoderConfig.load(config_path) if config_path.is_file() else None
+        packaged = config is not None and is_package_reference(config.pretrained) and not config.is_trainable
+        paths = [config_path, directory / TOKENIZER_FOLDER] + ([] if packaged else [directory / ENCODER_FOLDER])
         missing = [path.name for path in paths if not path.exists()]
         if missing:
             raise FileNotFoundError(f"{directory} is not a saved TextConditioner: it has no {missing}.")
-        config = TextEncoderConfig.load(directory / TEXT_CONFIG_NAME)
-        encoder_dir = directory / ENCODER_FOLDER
+        encoder_dir = resolve_pretrained_folder(config.pretrained) if packaged else directory / ENCODER_FOLDER
+        if packaged:
+            encoder_dir = transformers_model_folder(encoder_dir)
         encoder_config = transformers.AutoConfig.from_pretrained(encoder_dir, local_files_only=True)
         problems = _architecture_mismatches(config, encoder_config)
         if problems:
@@ -390,4 +309,9 @@ class TextConditioner(nn.Module):
                  for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[kind]}
         if wrong:
             raise CheckpointMismatchError(f"{encoder_dir} weights do not match {type(encoder).__name__}: {wrong}")
+        if packaged and state_dict_sha256(encoder.state_dict()) != config.encoder_sha256:
+            raise CheckpointMismatchError(
+                f"the text encoder in {encoder_dir} (package {config.pretrained!r}) is not the one {directory} was "
+                "trained with (its weights hash differs): install the version of the package the pipeline was "
+                "made with.")
         return cls(config, tokenizer, encoder).eval()

@@ -23,10 +23,8 @@ of the ``model.safetensors`` bytes, used as a fast path.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ import datasets
 import torch
 from safetensors.torch import load_file
 
+from pipelines.core.hashing import file_sha256, state_dict_sha256
 from pipelines.core.pretrained import CONFIG_NAME, WEIGHTS_NAME
 
 __all__ = [
@@ -60,25 +59,6 @@ class TokenizerMismatchError(ValueError):
 
 # ---------------------------------------------------------------------------------------------
 # Hashes and identities
-
-
-def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
-    """sha256 of tensors' names, dtypes, shapes and bytes, in name order (independent of the file format)."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _json_ready(value: Any) -> Any:

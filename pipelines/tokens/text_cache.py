@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipelines.tokens.dataset import state_dict_sha256
+from pipelines.core.hashing import state_dict_sha256
 from prior.text import TextConditioner, TextEncoderConfig
 
 

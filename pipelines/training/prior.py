@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from pipelines.tokens import (
 from pipelines.tokens.dataset import TEXT_COLUMNS
 from pipelines.tokens.text_cache import text_cache_identity
 from pipelines.training.batches import EpochDataset, MixedBatchSampler, StepBatchSampler
+from pipelines.training.captions import CAPTION_VARIATIONS, CaptionBank, ContextCache
 from pipelines.training.config import TrainingConfig
 from pipelines.training.ema import EMA
 from pipelines.training.loop import TrainingLoop, TrainingStage, make_optimizer, make_scheduler
@@ -77,6 +79,12 @@ class PriorDataOptions(JSONConfig):
     validation_prompts: tuple[str, ...] = ()
     num_evaluation_captions: int = 200  # shapes only: held-out captions judged by the evaluator
     evaluation_caption_styles: tuple[str, ...] = ("en",)  # shapes only: the caption styles judged
+    caption_variation: str = "none"  # "none" | "noise" (any data) | "shapes" (phrasings); see training.captions
+    caption_variants: int = 16  # variants of each distinct caption drawn from in training
+
+    def __post_init__(self) -> None:
+        if self.caption_variation not in CAPTION_VARIATIONS:
+            raise ValueError(f"caption_variation must be one of {CAPTION_VARIATIONS}, got {self.caption_variation!r}")
 
 
 @dataclass
@@ -157,6 +165,11 @@ class PriorStage(TrainingStage):
         self.replay_rows = None
         if config.finetune.replay_fraction > 0:
             self.replay_rows = load_tokenized_dataset(config.finetune.replay_tokens)
+        captions = list(self.train_rows["caption"]) + (list(self.replay_rows["caption"]) if self.replay_rows is not None else [])
+        self.bank = None
+        if data.caption_variation != "none":
+            self.bank = CaptionBank(captions, data.caption_variation, data.caption_variants, config.training.seed)
+        self.distinct_captions = self.bank.captions() if self.bank else list(dict.fromkeys(captions))
         self.evaluation = None
         if captions_are_shapes(self.train_rows["caption"]):
             self.evaluation = shapes_evaluation_captions(data.num_evaluation_captions, config.training.seed + 7,
@@ -181,7 +194,7 @@ class PriorStage(TrainingStage):
                 text.extend_vocabulary(captions, config.finetune.new_text_tokens)
             config.prior, config.text = prior.config, text.config
             return PriorBundle(text, prior)
-        text = TextConditioner.from_captions(captions, config.text)
+        text = TextConditioner.from_captions(self.distinct_captions, config.text)  # the BPE sees every variant
         config.prior.codebook_size = self.vqgan.codebook_size
         config.prior.grid_size = self.vqgan.config.latent_size
         config.prior.context_dim = text.hidden_size
@@ -200,7 +213,11 @@ class PriorStage(TrainingStage):
         self.schedulers = [make_scheduler(optimizer, training)]
         self.bundle, self.optimizer = accelerator.prepare(bundle, optimizer)
         self.models = [self.bundle]
-        self.use_text_cache = self.text_cache_matches(bundle.text)
+        self.use_text_cache = self.bank is None and self.text_cache_matches(bundle.text)
+        self.context_cache = None
+        if not bundle.text.trainable and not self.use_text_cache:
+            logger.info("encoding %d distinct captions once with the frozen text encoder", len(self.distinct_captions))
+            self.context_cache = ContextCache(bundle.text, self.distinct_captions)
 
     def text_cache_matches(self, text: TextConditioner) -> bool:
         """Whether every training dataset holds cached outputs of this (frozen) text encoder, so that a step
@@ -224,11 +241,23 @@ class PriorStage(TrainingStage):
 
     def train_data(self):
         if self.replay_rows is None:
-            return EpochDataset(self.train_rows), collate_tokenized
+            return EpochDataset(self.train_rows, self.varied_row(self.train_rows)), collate_tokenized
         columns = ["codes", "caption", "source_id", *(TEXT_COLUMNS if self.use_text_cache else ())]
         rows = datasets.concatenate_datasets([self.train_rows.select_columns(columns),
                                               self.replay_rows.select_columns(columns)])
-        return rows, collate_tokenized
+        return EpochDataset(rows, self.varied_row(rows)), collate_tokenized
+
+    def varied_row(self, rows: datasets.Dataset):
+        """``(row, epoch) -> example`` with the caption drawn from the bank by ``(seed, epoch, row)``."""
+        bank, seed = self.bank, self.config.training.seed
+        if bank is None:
+            return None
+
+        def get_row(row: int, epoch: int) -> dict:
+            example = rows[row]
+            return {**example, "caption": bank.pick(example["caption"], random.Random(f"{seed}:{epoch}:{row}"))}
+
+        return get_row
 
     def train_sampler(self, sampler: StepBatchSampler) -> StepBatchSampler | MixedBatchSampler:
         if self.replay_rows is None:
@@ -242,6 +271,8 @@ class PriorStage(TrainingStage):
         cached = None
         if self.use_text_cache:
             cached = TextContext(batch["text_hidden_states"].to(device, torch.float32), batch["text_mask"].to(device))
+        elif self.context_cache is not None:
+            cached = self.context_cache.context(batch["caption"], device)
         with self.accelerator.autocast():
             output = self.bundle(codes, batch["caption"], text_context=cached)
         loop.optimize(output.loss, self.optimizer, self.bundle.parameters())

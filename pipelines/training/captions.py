@@ -1,0 +1,90 @@
+"""Caption variation in prior training (``--caption_variation``), and the frozen text encoder's outputs for
+every caption a run can draw, computed once.
+
+- ``none``: the dataset's captions as they are.
+- ``noise`` (any data): the same words typed differently (``pipelines.data.captions.typed_noise``).
+- ``shapes``: for built-in shapes captions in English, other phrasings of the scene
+  (``pipelines.shapes.phrasings``, training families only), sometimes with typing noise; other captions get
+  noise only.
+
+``CaptionBank`` holds ``num_variants`` variants of each distinct caption (the caption itself first), made
+deterministically from ``(seed, caption, k)``; training draws one per row and epoch. A finite bank is what lets
+a frozen text encoder run once per variant (``ContextCache``) instead of once per step.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+import torch
+
+from pipelines.data.captions import typed_noise
+from pipelines.shapes import caption_style, parse_caption
+from pipelines.shapes.phrasings import phrase
+from prior.context import TextContext
+from prior.text import TextConditioner
+
+CAPTION_VARIATIONS = ("none", "noise", "shapes")
+PHRASED_STYLES = ("en", "en_alt")  # the shapes styles the English phrasings may replace
+
+
+def vary_caption(caption: str, rng: random.Random, variation: str) -> str:
+    """One variant of ``caption`` (see the module docstring)."""
+    if variation == "none":
+        return caption
+    if variation == "shapes" and caption_style(caption) in PHRASED_STYLES:
+        text = phrase(parse_caption(caption), rng)
+        return typed_noise(text, rng) if rng.random() < 0.3 else text
+    return typed_noise(caption, rng)
+
+
+class CaptionBank:
+    def __init__(self, captions: Iterable[str], variation: str, num_variants: int, seed: int):
+        if variation not in CAPTION_VARIATIONS:
+            raise ValueError(f"unknown caption variation {variation!r}; one of {CAPTION_VARIATIONS}")
+        if num_variants < 1:
+            raise ValueError(f"num_variants must be >= 1, got {num_variants}")
+        self.variation = variation
+        count = num_variants if variation != "none" else 1
+        self.variants = {caption: [caption] + [vary_caption(caption, random.Random(f"{seed}:{caption}:{k}"), variation)
+                                               for k in range(1, count)]
+                         for caption in dict.fromkeys(captions)}
+
+    def pick(self, caption: str, rng: random.Random) -> str:
+        options = self.variants.get(caption)
+        return caption if options is None else options[rng.randrange(len(options))]
+
+    def captions(self) -> list[str]:
+        """Every distinct caption the bank can give."""
+        return list(dict.fromkeys(text for options in self.variants.values() for text in options))
+
+
+class ContextCache:
+    """A frozen text encoder's output for each of ``captions``, computed once (float16, real tokens only)."""
+
+    def __init__(self, text: TextConditioner, captions: list[str], batch_size: int = 256):
+        if text.trainable:
+            raise ValueError("only a frozen text encoder's outputs can be cached")
+        self.entries: dict[str, torch.Tensor] = {}
+        with torch.inference_mode():
+            for start in range(0, len(captions), batch_size):
+                chunk = captions[start:start + batch_size]
+                context = text(chunk)  # (B, L, D), padding zeroed
+                lengths = context.mask.sum(1).tolist()
+                for caption, states, length in zip(chunk, context.hidden_states, lengths):
+                    self.entries[caption] = states[:length].to(torch.float16).cpu().clone()  # (l, D)
+
+    def __contains__(self, caption: str) -> bool:
+        return caption in self.entries
+
+    def context(self, captions: list[str], device: torch.device | str) -> TextContext:
+        """The cached outputs of ``captions`` as one batch, padded to the longest (mask False, zeros)."""
+        rows = [self.entries[caption] for caption in captions]
+        length = max(row.shape[0] for row in rows)
+        states = torch.zeros(len(rows), length, rows[0].shape[1])  # (B, L, D)
+        mask = torch.zeros(len(rows), length, dtype=torch.bool)  # (B, L)
+        for index, row in enumerate(rows):
+            states[index, :row.shape[0]] = row.float()
+            mask[index, :row.shape[0]] = True
+        return TextContext(states, mask).to(device)
