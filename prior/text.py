@@ -177,6 +177,12 @@ class TextConditioner(nn.Module):
             filled["encoder_sha256"] = state_dict_sha256(encoder.state_dict())
         return cls(dataclasses.replace(config, **filled), tokenizer, encoder)
 
+    def enable_normalization(self) -> None:
+        """Normalise text from now on (``prior.text_tokenizer.text_normalizer``), e.g. before fine-tuning a text
+        side saved before normalisation existed; saved with the tokenizer and the config."""
+        self.config = dataclasses.replace(self.config, normalize=True)
+        add_text_normalizer(self.tokenizer)
+
     @torch.no_grad()
     def extend_vocabulary(self, captions: Iterable[str], max_new_tokens: int, min_frequency: int = 2) -> list[str]:
         """Fine-tuning on captions in a new language or style: make their frequent words single tokens (see

@@ -95,6 +95,7 @@ class FinetuneOptions(JSONConfig):
     replay_tokens: str | None = None  # the original data, tokenized, mixed into every batch against forgetting
     replay_fraction: float = 0.0  # share of each batch drawn from replay_tokens
     new_text_tokens: int = 0  # grow the scratch text tokenizer by up to this many tokens for the new captions
+    normalize_text: bool = True  # a text side saved before normalisation existed gets it (and learns it here)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.replay_fraction < 1.0:
@@ -190,6 +191,8 @@ class PriorStage(TrainingStage):
             text = TextConditioner.from_pretrained(source)
             prior = load_prior(source / "prior")
             check_components(self.vqgan, text, prior, source=str(source))
+            if config.finetune.normalize_text and not text.config.normalize:
+                text.enable_normalization()
             if config.finetune.new_text_tokens:
                 text.extend_vocabulary(captions, config.finetune.new_text_tokens)
             config.prior, config.text = prior.config, text.config

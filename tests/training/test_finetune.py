@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,19 @@ def test_finetune_under_torchrun_with_two_processes(base_pipeline, tmp_path):
     pipeline = TextToImagePipeline.from_pretrained(output)
     assert len(pipeline.text.tokenizer.tokenize(" cercle")) == 1
     assert json.loads((output / "checkpoints" / "checkpoint-4" / "training_state.json").read_text())["step"] == 4
+
+
+def test_finetune_adds_normalisation_to_a_pipeline_saved_without_it(base_pipeline, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(base_pipeline, old)
+    text = TextConditioner.from_pretrained(old)
+    text.tokenizer.backend_tokenizer.normalizer = None  # as text sides were saved before normalisation existed
+    text.config.normalize = False
+    text.save_pretrained(old)
+    before = TextToImagePipeline.from_pretrained(old).text
+    assert not torch.equal(before.tokenize(["A Small Red Circle."])["input_ids"],
+                           before.tokenize(["a small red circle"])["input_ids"])  # read as typed
+    tuned = TextToImagePipeline.from_pretrained(finetune(old, tmp_path / "ft")).text
+    assert tuned.config.normalize
+    assert torch.equal(tuned.tokenize(["A Small Red Circle."])["input_ids"],
+                       tuned.tokenize(["a small red circle"])["input_ids"])
