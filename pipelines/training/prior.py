@@ -166,7 +166,9 @@ class PriorStage(TrainingStage):
         self.replay_rows = None
         if config.finetune.replay_fraction > 0:
             self.replay_rows = load_tokenized_dataset(config.finetune.replay_tokens)
-        captions = list(self.train_rows["caption"]) + (list(self.replay_rows["caption"]) if self.replay_rows is not None else [])
+        captions = list(self.train_rows["caption"])
+        if self.replay_rows is not None:
+            captions += self.replay_rows["caption"]
         self.bank = None
         if data.caption_variation != "none":
             self.bank = CaptionBank(captions, data.caption_variation, data.caption_variants, config.training.seed)
@@ -227,7 +229,9 @@ class PriorStage(TrainingStage):
         needs no text-encoder forward."""
         if text.trainable:
             return False
-        folders = [self.config.data.tokens] + ([self.config.finetune.replay_tokens] if self.replay_rows is not None else [])
+        folders = [self.config.data.tokens]
+        if self.replay_rows is not None:
+            folders.append(self.config.finetune.replay_tokens)
         wanted = text_cache_identity(text)
         found = {folder: read_export_info(folder).get("text_encoder") for folder in folders}
         if all(identity == wanted for identity in found.values()):
@@ -235,7 +239,7 @@ class PriorStage(TrainingStage):
             return True
         if any(identity is not None for identity in found.values()):
             logger.warning("the text-encoder outputs cached in %s were made with another encoder or length than "
-                           "this run's (%s); encoding the captions at every step instead", folders, wanted)
+                           "this run's (%s); they are encoded again, once, in memory", folders, wanted)
         return False
 
     @property
