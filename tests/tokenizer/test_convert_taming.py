@@ -11,8 +11,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from pipelines.cli import CONVERT_SOURCES
+from pipelines.cli import main as tessera
 from tests.tokenizer.reference_models import agreement, perturb_, random_images
-from tokenizer.convert import ConversionError, UnsupportedCheckpointError, convert_checkpoint
+from tokenizer.convert import SOURCES, ConversionError, UnsupportedCheckpointError, convert_checkpoint
 from tokenizer.model import VQGAN
 
 taming_model = pytest.importorskip("taming.modules.diffusionmodules.model")
@@ -85,6 +87,19 @@ def test_taming_lightning_checkpoint_gives_the_same_codes_and_pixels(tmp_path, r
     images = random_images(RESOLUTION)
     agreement(ours, reference.codes(images), reference.decode_codes, images).check()
     assert len(ours.encode(images).unique()) > 8
+
+
+def test_tessera_convert_command_prints_what_it_did(tmp_path, reference, monkeypatch, capsys):
+    assert CONVERT_SOURCES == SOURCES
+    lightning_checkpoint(reference, tmp_path / "last.ckpt", monkeypatch)
+    assert tessera(["convert", "--from", "taming", str(tmp_path / "last.ckpt"), "-o", str(tmp_path / "out"),
+                    "--resolution", "32"]) == 0
+    printed = capsys.readouterr().out
+    assert "codebook of 64 codes x 8 dims" in printed and "32x32 images -> 16x16 codes" in printed
+    assert "dropped 3 source keys: training loss" in printed
+    assert VQGAN.from_pretrained(tmp_path / "out").config.attn_resolutions == (16,)  # attention stays on level 1
+    assert tessera(["convert", "--from", "llamagen", str(tmp_path / "last.ckpt"), "-o", str(tmp_path / "x")]) == 2
+    assert "not a llamagen VQ-GAN checkpoint" in capsys.readouterr().err
 
 
 def test_a_checkpoint_holding_another_object_is_refused_unloaded(tmp_path, reference):

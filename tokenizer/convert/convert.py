@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.core.io import atomic_save_safetensors, atomic_write_text
-from pipelines.core.pretrained import load_state_dict_strict
+from pipelines.core.pretrained import list_head, load_state_dict_strict
 from tokenizer.config import VQGANConfig
 from tokenizer.convert.diffusers import (
     diffusers_config,
@@ -114,7 +114,7 @@ def _taming_plan(source: str, path: Path, resolution: int | None, pixel_range: t
     plan = plan_with_rules(state, rules)
     if plan.unmapped:
         raise ConversionError(f"{path} is not a {source} VQ-GAN checkpoint as Tessera knows it: no rule covers "
-                              f"{', '.join(sorted(plan.unmapped)[:8])} ({len(plan.unmapped)} keys in all)")
+                              f"{list_head(sorted(plan.unmapped))}")
     shapes = {target: tuple(state[key].shape) for key, target in plan.targets.items()}
     config = infer_vqgan_config(shapes, resolution=resolution or DEFAULT_RESOLUTION, norm_groups=32,
                                 l2_normalize=source == "llamagen", pixel_range=pixel_range or (-1, 1))
