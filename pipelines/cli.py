@@ -93,7 +93,7 @@ def add_convert_parsers(commands) -> None:
     convert.add_argument("-o", "--output", type=Path, required=True, help="the Tessera VQ-GAN folder to write")
     convert.add_argument("--resolution", type=int, default=None,
                          help="image side recorded in the config (default: diffusers' sample_size, else 256)")
-    convert.add_argument("--pixel_range", choices=sorted(PIXEL_RANGES), default=None,
+    convert.add_argument("--pixel_range", choices=sorted(PIXEL_RANGES), default=None, metavar="{-1,1|0,1}",
                          help="pixels the network works in; write --pixel_range=-1,1 (default: 0,1 for an aMUSEd "
                               "pipeline, else -1,1)")
     export = commands.add_parser("export", help="write a Tessera VQ-GAN folder as a diffusers VQModel folder",
