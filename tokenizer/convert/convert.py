@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from pipelines.core.io import atomic_save_safetensors, atomic_write_text
 from pipelines.core.pretrained import list_head, load_state_dict_strict
 from tokenizer.config import VQGANConfig
@@ -22,7 +24,14 @@ from tokenizer.convert.diffusers import (
     vqgan_config_from_diffusers,
 )
 from tokenizer.convert.files import read_weights
-from tokenizer.convert.keys import DEFAULTED, ConversionError, assemble, plan_from_names, plan_with_rules
+from tokenizer.convert.keys import (
+    DEFAULTED,
+    ConversionError,
+    KeyPlan,
+    assemble,
+    plan_from_names,
+    plan_with_rules,
+)
 from tokenizer.convert.layout import infer_vqgan_config
 from tokenizer.convert.taming import TAMING_RULES, llamagen_levels, llamagen_rules, refuse_unsupported
 from tokenizer.model import VQGAN
@@ -85,7 +94,18 @@ def find_diffusers_model(path: Path) -> DiffusersModel:
     return DiffusersModel(config=config, weights=weights[0], pipeline_class=pipeline_class)
 
 
-def _diffusers_plan(path: Path, resolution: int | None, pixel_range: tuple[int, int] | None):
+@dataclass
+class SourcePlan:
+    """What a source's reader found: the config to build, the (renamed-to-be) weights and how to rename them."""
+
+    config: VQGANConfig
+    state: dict[str, torch.Tensor]
+    plan: KeyPlan
+    origin: Path  # the weights file
+    notes: list[str] = field(default_factory=list)
+
+
+def _diffusers_plan(path: Path, resolution: int | None, pixel_range: tuple[int, int] | None) -> SourcePlan:
     found = find_diffusers_model(path)
     notes = []
     if pixel_range is None:
@@ -104,10 +124,11 @@ def _diffusers_plan(path: Path, resolution: int | None, pixel_range: tuple[int, 
     for source, target in plan.targets.items():
         if is_attention_weight(target):
             state[source] = linear_to_conv(state[source])  # Linear (C, C) -> 1x1 conv (C, C, 1, 1)
-    return config, state, plan, found.weights, notes
+    return SourcePlan(config, state, plan, found.weights, notes)
 
 
-def _taming_plan(source: str, path: Path, resolution: int | None, pixel_range: tuple[int, int] | None):
+def _taming_plan(source: str, path: Path, resolution: int | None,
+                 pixel_range: tuple[int, int] | None) -> SourcePlan:
     state = read_weights(path)
     refuse_unsupported(state, source)
     rules = TAMING_RULES if source == "taming" else llamagen_rules(llamagen_levels(state))
@@ -118,7 +139,7 @@ def _taming_plan(source: str, path: Path, resolution: int | None, pixel_range: t
     shapes = {target: tuple(state[key].shape) for key, target in plan.targets.items()}
     config = infer_vqgan_config(shapes, resolution=resolution or DEFAULT_RESOLUTION, norm_groups=32,
                                 l2_normalize=source == "llamagen", pixel_range=pixel_range or (-1, 1))
-    return config, state, plan, path, []
+    return SourcePlan(config, state, plan, path)
 
 
 def convert_checkpoint(source: str, path: str | os.PathLike, output: str | os.PathLike, *,
@@ -133,15 +154,16 @@ def convert_checkpoint(source: str, path: str | os.PathLike, output: str | os.Pa
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if source == "diffusers":
-        config, state, plan, origin, notes = _diffusers_plan(path, resolution, pixel_range)
+        found = _diffusers_plan(path, resolution, pixel_range)
     else:
-        config, state, plan, origin, notes = _taming_plan(source, path, resolution, pixel_range)
-    model = VQGAN(config)
-    load_state_dict_strict(model, assemble(state, plan, model, origin=str(origin)), source=origin)
+        found = _taming_plan(source, path, resolution, pixel_range)
+    model = VQGAN(found.config)
+    weights = assemble(found.state, found.plan, model, origin=str(found.origin))
+    load_state_dict_strict(model, weights, source=found.origin)
     model.save_pretrained(output)
-    return ConversionReport(action=f"converted the {source} checkpoint {origin}", output=output, config=config,
-                            num_parameters=sum(p.numel() for p in model.parameters()),
-                            dropped=plan.dropped_summary(), notes=notes)
+    return ConversionReport(action=f"converted the {source} checkpoint {found.origin}", output=output,
+                            config=found.config, num_parameters=sum(p.numel() for p in model.parameters()),
+                            dropped=found.plan.dropped_summary(), notes=found.notes)
 
 
 def export_to_diffusers(vqgan_dir: str | os.PathLike, output: str | os.PathLike) -> ConversionReport:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -81,8 +82,9 @@ def load_pickle_safely(path: Path) -> object:
     try:
         with torch.serialization.safe_globals(declared):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise UnsupportedCheckpointError(f"refusing to read {path}: {str(error).splitlines()[0]}") from error
+    except pickle.UnpicklingError as error:  # the legacy format, which could not be listed beforehand
+        named = re.search(r"GLOBAL (\S+) was not an allowed global", str(error))
+        raise refusal(path, [named.group(1) if named else "an object weights_only does not build"]) from error
 
 
 def is_state_dict(value: object) -> bool:
