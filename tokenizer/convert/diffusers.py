@@ -28,6 +28,9 @@ DECODER_BLOCKS = {"UpDecoderBlock2D": False, "AttnUpDecoderBlock2D": True}
 ATTENTION_LEAVES = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
 OLD_ATTENTION_LEAVES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 RESNET_LEAVES = {"nin_shortcut": "conv_shortcut"}
+FIXED_NAMES = {"quantizer.codebook": "quantize.embedding.weight",
+               **{f"{side}.norm_out.{leaf}": f"{side}.conv_norm_out.{leaf}"
+                  for side in ("encoder", "decoder") for leaf in ("weight", "bias")}}
 # Tessera entries with no diffusers counterpart: training bookkeeping of the quantizer.
 BOOKKEEPING = ("quantizer.initialized", "quantizer.usage_ema", "quantizer.steps", "quantizer.ema_cluster_size",
                "quantizer.ema_embed_sum")
@@ -52,11 +55,8 @@ def _stack(kind: str, index: int, rest: str) -> str:
 
 def diffusers_name(key: str, num_levels: int) -> str:
     """The diffusers ``VQModel`` key of a Tessera VQ-GAN key."""
-    fixed = {"quantizer.codebook": "quantize.embedding.weight", "encoder.norm_out.weight": "encoder.conv_norm_out.weight",
-             "encoder.norm_out.bias": "encoder.conv_norm_out.bias", "decoder.norm_out.weight":
-             "decoder.conv_norm_out.weight", "decoder.norm_out.bias": "decoder.conv_norm_out.bias"}
-    if key in fixed:
-        return fixed[key]
+    if key in FIXED_NAMES:
+        return FIXED_NAMES[key]
     if match := re.fullmatch(r"quantizer\.(in|out)_proj\.(weight|bias)", key):
         return f"{'quant_conv' if match.group(1) == 'in' else 'post_quant_conv'}.{match.group(2)}"
     if match := re.fullmatch(r"encoder\.down\.(\d+)\.(.+)", key):
