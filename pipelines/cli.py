@@ -1,4 +1,5 @@
-"""The ``tessera`` command (also ``python -m pipelines.cli``): generate images from text with a saved pipeline.
+"""The ``tessera`` command (also ``python -m pipelines.cli``): generate images from text with a saved pipeline;
+convert other projects' VQ image tokenizers to Tessera VQ-GAN folders and export ours to diffusers.
 
 ```bash
 tessera generate "a small red circle on the left" -o out.png
@@ -20,6 +21,15 @@ Where images go (``-o``):
 
 The same ``--seed``, prompts, settings and ``--batch_size`` give the same images (on the CPU, also across
 processes); images made on a GPU differ from those made on the CPU.
+
+Bring your own VQ image tokenizer (see ``tokenizer/convert``; README "Bring your own VQ tokenizer"):
+
+```bash
+tessera convert --from taming logs/vqgan_imagenet_f16_16384/checkpoints/last.ckpt -o runs/taming-f16
+tessera convert --from llamagen vq_ds16_c2i.pt -o runs/llamagen-vq16 --resolution 256
+tessera convert --from diffusers path/to/amused-256 -o runs/amused-vq     # a VQModel folder or a pipeline's
+tessera export --to diffusers runs/vqgan -o runs/vqgan-diffusers          # diffusers.VQModel.from_pretrained
+```
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ from pathlib import Path
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parents[1] / "models" / "tessera-shapes"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+CONVERT_SOURCES = ("taming", "llamagen", "diffusers")  # tokenizer.convert.SOURCES (imported late: start-up time)
+PIXEL_RANGES = {"-1,1": (-1, 1), "0,1": (0, 1)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +77,47 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--dtype", choices=DTYPES, default="auto",
                           help="auto: bfloat16 on a GPU that supports it, else float32")
     generate.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_convert_parsers(commands)
     return parser
+
+
+def add_convert_parsers(commands) -> None:
+    convert = commands.add_parser(
+        "convert", help="import a taming-transformers, LlamaGen or diffusers VQ checkpoint as a Tessera VQ-GAN folder",
+        description="Converts strictly: every source weight is used or dropped for a stated reason and every "
+                    "Tessera weight is filled, or nothing is written. Checkpoint pickles are read with "
+                    "torch.load(weights_only=True) only.")
+    convert.add_argument("--from", dest="source", required=True, choices=CONVERT_SOURCES)
+    convert.add_argument("checkpoint", type=Path, metavar="SOURCE",
+                         help=".ckpt / .pt / .pth / .safetensors file, or a diffusers VQModel (or pipeline) folder")
+    convert.add_argument("-o", "--output", type=Path, required=True, help="the Tessera VQ-GAN folder to write")
+    convert.add_argument("--resolution", type=int, default=None,
+                         help="image side recorded in the config (default: diffusers' sample_size, else 256)")
+    convert.add_argument("--pixel_range", choices=sorted(PIXEL_RANGES), default=None, metavar="{-1,1|0,1}",
+                         help="pixels the network works in; write --pixel_range=-1,1 (default: 0,1 for an aMUSEd "
+                              "pipeline, else -1,1)")
+    export = commands.add_parser("export", help="write a Tessera VQ-GAN folder as a diffusers VQModel folder",
+                                 description="Needs ch_mult[0] == 1 and a vq quantizer.")
+    export.add_argument("--to", dest="target", required=True, choices=["diffusers"])
+    export.add_argument("vqgan", type=Path, metavar="VQGAN_DIR", help="a Tessera VQ-GAN folder")
+    export.add_argument("-o", "--output", type=Path, required=True)
+
+
+def convert(args: argparse.Namespace) -> int:
+    from tokenizer.convert import convert_checkpoint
+
+    pixel_range = None if args.pixel_range is None else PIXEL_RANGES[args.pixel_range]
+    report = convert_checkpoint(args.source, args.checkpoint, args.output, resolution=args.resolution,
+                                pixel_range=pixel_range)
+    print("\n".join(report.lines()))
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from tokenizer.convert import export_to_diffusers
+
+    print("\n".join(export_to_diffusers(args.vqgan, args.output).lines()))
+    return 0
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
@@ -170,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return generate(args)
+        if args.command == "convert":
+            return convert(args)
+        if args.command == "export":
+            return export(args)
     except (FileNotFoundError, ValueError) as error:  # CheckpointMismatchError is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -248,7 +248,7 @@ class TextToImagePipeline:
         """Codes (B, h, w) -> images (B, 3, H, W), float32 in [-1, 1]; the decoder runs in its own dtype."""
         vectors = self.vqgan.codes_to_vectors(codes.to(self.vqgan.decoder.conv_out.weight.device))  # float32
         images = self.vqgan.decoder(vectors.to(self.vqgan.decoder.conv_out.weight.dtype))  # (B, 3, H, W)
-        return images.float().clamp(-1, 1)
+        return self.vqgan.from_network_range(images.float()).clamp(-1, 1)
 
     def sampling_options(self, guidance_scale: float | None = None, temperature: float | None = None,
                          top_k: int | None = None, top_p: float | None = None,

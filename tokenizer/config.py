@@ -1,9 +1,18 @@
 """Configuration of the VQ-GAN image tokenizer, and its named size presets.
 
 The encoder/decoder follow the taming-transformers / LlamaGen topology (``ch``, ``ch_mult``, ``num_res_blocks``,
-``attn_resolutions``, ``z_channels``), so their checkpoints map onto ours by renaming keys. One extension:
-``num_res_blocks`` may be a tuple with one entry per resolution level, which lets CPU presets keep the
-full-resolution levels thin (those dominate CPU time) while staying in the same family.
+``attn_resolutions``, ``z_channels``), so their checkpoints map onto ours by renaming keys (``tokenizer.convert``
+does it, strictly, for taming-transformers, LlamaGen and diffusers). Extensions:
+
+- ``num_res_blocks`` may be a tuple with one entry per resolution level, which lets CPU presets keep the
+  full-resolution levels thin (those dominate CPU time) while staying in the same family;
+- ``mid_attention=False`` drops the attention block between the two middle residual blocks (aMUSEd's VQ);
+- ``pixel_range`` is the range the network itself works in; ``VQGAN`` maps from and to [-1, 1] at its edge,
+  so callers always pass and get [-1, 1] (aMUSEd's VQ works in [0, 1]);
+- ``QuantizerConfig.always_project`` keeps the 1x1 projections around the quantizer even when ``code_dim``
+  equals ``z_channels`` (taming's and diffusers' ``quant_conv`` / ``post_quant_conv``).
+
+The defaults are the original behaviour: a config written before these fields existed loads unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from dataclasses import dataclass, field
 from pipelines.core.config import JSONConfig, dataclass_from_dict
 
 QUANTIZER_KINDS = ("vq", "fsq")
+PIXEL_RANGES = ((-1, 1), (0, 1))
 
 
 @dataclass
@@ -39,6 +49,7 @@ class QuantizerConfig(JSONConfig):
     usage_ema_decay: float = 0.99
     reseed_every: int = 1  # training steps between dead-code checks
     fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
+    always_project: bool = False  # 1x1 in/out projections even when code_dim == z_channels (imported models)
 
     def __post_init__(self):
         self.fsq_levels = tuple(int(level) for level in self.fsq_levels)  # JSON gives a list
@@ -78,9 +89,14 @@ class VQGANConfig(JSONConfig):
     dropout: float = 0.0
     norm_groups: int = 32
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    mid_attention: bool = True  # attention between the middle residual blocks (off in aMUSEd's VQ)
+    pixel_range: tuple[int, int] = (-1, 1)  # what the network works in; callers always use [-1, 1]
 
     def __post_init__(self) -> None:
         self.ch_mult = tuple(self.ch_mult)
+        self.pixel_range = tuple(self.pixel_range)  # JSON gives a list
+        if self.pixel_range not in PIXEL_RANGES:
+            raise ValueError(f"pixel_range must be one of {PIXEL_RANGES}, got {self.pixel_range}")
         self.attn_resolutions = tuple(self.attn_resolutions)
         if isinstance(self.num_res_blocks, (list, tuple)):
             self.num_res_blocks = tuple(self.num_res_blocks)

@@ -1,7 +1,8 @@
 """The VQ-GAN image tokenizer: a convolutional encoder, a quantizer, and a convolutional decoder.
 
-Module names follow taming-transformers (``encoder.down.0.block.0.conv1`` ...), so its checkpoints and
-LlamaGen's map onto ours by renaming a handful of keys (``quantize`` -> ``quantizer``).
+Module names follow taming-transformers (``encoder.down.0.block.0.conv1`` ...): taming's checkpoints, LlamaGen's
+and diffusers' ``VQModel`` map onto ours by renaming keys; ``tokenizer.convert`` does it strictly and its tests
+compare codes and pixels with each project's own code.
 """
 
 from __future__ import annotations
@@ -98,10 +99,10 @@ class Level(nn.Module):
 
 
 class MidBlock(nn.Module):
-    def __init__(self, channels: int, groups: int, dropout: float):
+    def __init__(self, channels: int, groups: int, dropout: float, attention: bool = True):
         super().__init__()
         self.block_1 = ResnetBlock(channels, channels, groups, dropout)
-        self.attn_1 = AttnBlock(channels, groups)
+        self.attn_1 = AttnBlock(channels, groups) if attention else nn.Identity()
         self.block_2 = ResnetBlock(channels, channels, groups, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,7 +130,7 @@ class Encoder(nn.Module):
             last = level == len(config.ch_mult) - 1
             self.down.append(Level(blocks, attns, None if last else Downsample(width_out), "downsample"))
             resolution //= 1 if last else 2
-        self.mid = MidBlock(widths[-1], groups, dropout)
+        self.mid = MidBlock(widths[-1], groups, dropout, config.mid_attention)
         self.norm_out = group_norm(widths[-1], groups)
         self.conv_out = nn.Conv2d(widths[-1], config.z_channels, 3, padding=1)
 
@@ -149,7 +150,7 @@ class Decoder(nn.Module):
         widths = [config.ch * m for m in config.ch_mult]
         resolution = config.latent_size
         self.conv_in = nn.Conv2d(config.z_channels, widths[-1], 3, padding=1)
-        self.mid = MidBlock(widths[-1], groups, dropout)
+        self.mid = MidBlock(widths[-1], groups, dropout, config.mid_attention)
         # taming builds levels from the coarsest up and stores them by level index (up.0 = finest).
         levels: list[Level] = []
         width_in = widths[-1]
@@ -176,7 +177,7 @@ class Decoder(nn.Module):
 
 @dataclass
 class VQGANOutput:
-    reconstruction: torch.Tensor  # (B, 3, H, W)
+    reconstruction: torch.Tensor  # (B, 3, H, W) in the [-1, 1] range, not clamped
     codes: torch.Tensor  # (B, h, w) long
     quantizer_loss: torch.Tensor  # codebook + beta * commitment
     commitment_loss: torch.Tensor
@@ -211,10 +212,18 @@ class VQGAN(nn.Module, PretrainedMixin):
         if images.ndim != 4 or tuple(images.shape[1:]) != expected:
             raise ValueError(f"expected images of shape (B, {', '.join(map(str, expected))}), got {tuple(images.shape)}")
 
+    def to_network_range(self, images: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] images -> the range the encoder works in (``config.pixel_range``)."""
+        return images if self.config.pixel_range == (-1, 1) else (images + 1) / 2
+
+    def from_network_range(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Decoder outputs in ``config.pixel_range`` -> [-1, 1] images (not clamped)."""
+        return pixels if self.config.pixel_range == (-1, 1) else pixels * 2 - 1
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> (B, h, w) long codes."""
         self.check_images(images)
-        return self.quantizer.vectors_to_codes(self.encoder(images))
+        return self.quantizer.vectors_to_codes(self.encoder(self.to_network_range(images)))
 
     def codes_to_vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, h, w) codes -> (B, z_channels, h, w) quantised latents."""
@@ -227,13 +236,13 @@ class VQGAN(nn.Module, PretrainedMixin):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, h, w) codes -> (B, 3, H, W) images clamped to [-1, 1]."""
-        return self.decoder(self.codes_to_vectors(codes)).clamp(-1, 1)
+        return self.from_network_range(self.decoder(self.codes_to_vectors(codes))).clamp(-1, 1)
 
     def forward(self, images: torch.Tensor) -> VQGANOutput:
         self.check_images(images)
-        quantized = self.quantizer(self.encoder(images))
+        quantized = self.quantizer(self.encoder(self.to_network_range(images)))
         return VQGANOutput(
-            reconstruction=self.decoder(quantized.quantized),
+            reconstruction=self.from_network_range(self.decoder(quantized.quantized)),
             codes=quantized.codes,
             quantizer_loss=quantized.loss,
             commitment_loss=quantized.commitment_loss,

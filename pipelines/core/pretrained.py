@@ -85,6 +85,11 @@ class PretrainedMixin:
         return model.to(device).eval()
 
 
+def list_head(items: list[str], limit: int = 8) -> str:
+    """The first ``limit`` items, comma-separated, and how many there are in all when some are left out."""
+    return ", ".join(items[:limit]) + (f" ... ({len(items)} in all)" if len(items) > limit else "")
+
+
 def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: Any) -> None:
     """``load_state_dict(strict=True)`` with one readable error listing every mismatch."""
     expected = model.state_dict()
@@ -96,13 +101,10 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
         if state[key].shape != expected[key].shape
     ]
     if missing or unexpected or wrong_shape:
-        def head(items: list[str]) -> str:
-            return ", ".join(items[:8]) + (f" ... ({len(items)} in all)" if len(items) > 8 else "")
-
         problems = [
-            f"missing {head(missing)}" if missing else "",
-            f"unexpected {head(unexpected)}" if unexpected else "",
-            f"wrong shape {head(wrong_shape)}" if wrong_shape else "",
+            f"missing {list_head(missing)}" if missing else "",
+            f"unexpected {list_head(unexpected)}" if unexpected else "",
+            f"wrong shape {list_head(wrong_shape)}" if wrong_shape else "",
         ]
         raise CheckpointMismatchError(
             f"{source} does not match {type(model).__name__}: " + "; ".join(p for p in problems if p)

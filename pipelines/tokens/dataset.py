@@ -34,6 +34,7 @@ from safetensors.torch import load_file
 
 from pipelines.core.hashing import file_sha256, state_dict_sha256
 from pipelines.core.pretrained import CONFIG_NAME, WEIGHTS_NAME
+from tokenizer.config import VQGANConfig
 
 __all__ = [
     "DATA_DIR", "IncompleteExportError", "PARTIAL_NAME", "RECORDS_DIR", "SIDECAR_NAME", "TokenizerMismatchError",
@@ -64,6 +65,15 @@ class TokenizerMismatchError(ValueError):
 def _json_ready(value: Any) -> Any:
     """Tuples -> lists, as the value reads back from JSON (so configs compare equal)."""
     return json.loads(json.dumps(value))
+
+
+def comparable_vqgan_config(config: dict) -> dict:
+    """A VQ-GAN config as it loads: fields added after it was written appear with their defaults (which keep the
+    old behaviour), so a folder saved before and after they existed compare equal."""
+    try:
+        return _json_ready(VQGANConfig.from_dict(config).to_dict())
+    except (TypeError, ValueError):  # not a config this version reads: compare it as written
+        return _json_ready(config)
 
 
 def tokenizer_identity(vqgan: Any) -> dict:
@@ -134,7 +144,8 @@ def check_tokenizer_matches(tokenized: str | os.PathLike | dict, vqgan: Any) -> 
     else:
         given = tokenizer_identity(vqgan)
     problems = []
-    config_diffs = dict_differences(expected["config"], given["config"])
+    config_diffs = dict_differences(comparable_vqgan_config(expected["config"]),
+                                    comparable_vqgan_config(given["config"]))
     if config_diffs:
         problems.append("config differs (exported -> given): " + "; ".join(config_diffs))
     if given["state_dict_sha256"] != expected["state_dict_sha256"]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -308,6 +309,14 @@ def test_a_mismatched_tokenizer_is_refused(tmp_path, vqgan_dir):
     check_tokenizer_matches(out, VQGAN.from_pretrained(vqgan_dir))  # a model compares by its tensors
     VQGAN.from_pretrained(vqgan_dir).save_pretrained(tmp_path / "copy")
     check_tokenizer_matches(out, tmp_path / "copy")
+    # a config.json written before a field with a backward-compatible default existed is the same tokenizer
+    old = json.loads((vqgan_dir / "config.json").read_text())
+    old.pop("mid_attention"), old.pop("pixel_range"), old["quantizer"].pop("always_project")
+    shutil.copytree(vqgan_dir, tmp_path / "old_format")
+    (tmp_path / "old_format" / "config.json").write_text(json.dumps(old))
+    check_tokenizer_matches(out, tmp_path / "old_format")
+    check_tokenizer_matches(read_export_info(out) | {"tokenizer": {**read_export_info(out)["tokenizer"],
+                                                                     "config": old}}, vqgan_dir)
 
     other_weights = save_vqgan(tmp_path / "other_weights", seed=1)
     with pytest.raises(TokenizerMismatchError, match="weights differ") as caught:

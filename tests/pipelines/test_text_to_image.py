@@ -337,3 +337,14 @@ def test_a_pipeline_can_refer_to_a_packaged_text_encoder(tmp_path):
     prompts = ["A small red circle on the left.", ""]
     expected = pipe(prompts, generator=seeded(), output_type="codes").codes
     assert torch.equal(loaded(prompts, generator=seeded(), output_type="codes").codes, expected)
+
+
+def test_images_are_the_vqgans_decoding_of_the_codes_whatever_its_pixel_range(saved):
+    """A VQ-GAN whose network works in [0, 1] (an imported aMUSEd VQ) still gives [-1, 1] images."""
+    pipe = load(saved["masked"])
+    zero_one = VQGAN(pipe.vqgan.config.replace(pixel_range=(0, 1))).eval()
+    zero_one.load_state_dict(pipe.vqgan.state_dict())
+    pipe = TextToImagePipeline.from_components(zero_one, pipe.text, pipe.prior, pipe.sampling)
+    output = pipe(PROMPTS[:1], num_steps=2, generator=seeded(), output_type="pt")
+    codes = pipe(PROMPTS[:1], num_steps=2, generator=seeded(), output_type="codes").codes
+    torch.testing.assert_close(output.images, zero_one.decode(codes))

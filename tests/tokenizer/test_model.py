@@ -94,3 +94,37 @@ def test_taming_key_names(tiny):
     assert "encoder.down.0.downsample.conv.weight" in keys
     assert "decoder.up.1.upsample.conv.weight" in keys
     assert "encoder.mid.attn_1.q.weight" in keys and "decoder.conv_out.weight" in keys
+
+
+def test_options_for_imported_models_default_to_the_original_model(tiny):
+    config = vqgan_preset("tiny")
+    assert config.mid_attention and config.pixel_range == (-1, 1) and not config.quantizer.always_project
+    old_json = {key: value for key, value in config.to_dict().items() if key not in ("mid_attention", "pixel_range")}
+    del old_json["quantizer"]["always_project"]
+    assert VQGANConfig.from_dict(old_json) == config  # a config written before the options existed
+    assert set(VQGAN(config).state_dict()) == set(tiny.state_dict())
+
+
+def test_no_mid_attention_and_always_on_projections():
+    config = vqgan_preset("tiny").replace(mid_attention=False)
+    config.quantizer.code_dim = config.z_channels
+    config.quantizer.always_project = True
+    keys = set(VQGAN(config).state_dict())
+    assert not any(".mid.attn_1." in key for key in keys)
+    assert {"quantizer.in_proj.weight", "quantizer.out_proj.weight"} <= keys
+    config.quantizer.always_project = False
+    assert "quantizer.in_proj.weight" not in set(VQGAN(config).state_dict())
+
+
+def test_pixel_range_is_handled_at_the_models_edge(tiny):
+    config = tiny.config.replace(pixel_range=(0, 1))
+    zero_one = VQGAN(config).eval()
+    zero_one.load_state_dict(tiny.state_dict())
+    x = images(config)
+    assert torch.equal(zero_one.encode(x), tiny.quantizer.vectors_to_codes(tiny.encoder((x + 1) / 2)))
+    codes = zero_one.encode(x)
+    raw = tiny.decoder(tiny.codes_to_vectors(codes))  # what the network gives, in [0, 1]
+    torch.testing.assert_close(zero_one.decode(codes), (raw * 2 - 1).clamp(-1, 1))
+    torch.testing.assert_close(zero_one(x).reconstruction, tiny((x + 1) / 2).reconstruction * 2 - 1)
+    with pytest.raises(ValueError, match="pixel_range"):
+        tiny.config.replace(pixel_range=(0, 255))

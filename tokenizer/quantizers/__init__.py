@@ -26,7 +26,7 @@ __all__ = ["FiniteScalarQuantizer", "Quantizer", "QuantizerConfig", "QuantizerOu
 def build_quantizer(config: QuantizerConfig, in_channels: int) -> Quantizer:
     """The quantizer described by `config`, for encoder outputs with `in_channels` channels."""
     if config.kind == "fsq":
-        return FiniteScalarQuantizer(in_channels, config.fsq_levels)
+        return FiniteScalarQuantizer(in_channels, config.fsq_levels, always_project=config.always_project)
     return VectorQuantizer(
         in_channels,
         config.codebook_size,
@@ -40,4 +40,5 @@ def build_quantizer(config: QuantizerConfig, in_channels: int) -> Quantizer:
         dead_code_threshold=config.dead_code_threshold,
         usage_ema_decay=config.usage_ema_decay,
         reseed_every=config.reseed_every,
+        always_project=config.always_project,
     )

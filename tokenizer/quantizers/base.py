@@ -45,9 +45,9 @@ def broadcast_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def projection(in_channels: int, out_channels: int) -> nn.Module:
-    """1x1 convolution between channel counts; Identity when they are equal."""
-    if in_channels == out_channels:
+def projection(in_channels: int, out_channels: int, *, always: bool = False) -> nn.Module:
+    """1x1 convolution between channel counts; Identity when they are equal, unless ``always``."""
+    if in_channels == out_channels and not always:
         return nn.Identity()
     return nn.Conv2d(in_channels, out_channels, kernel_size=1)
 

@@ -28,7 +28,8 @@ class FiniteScalarQuantizer(Quantizer):
     L//2 so they lie in [-1, 1]. There is no auxiliary loss; the output's losses are zero.
     """
 
-    def __init__(self, in_channels: int, levels: Sequence[int] = (8, 5, 5, 5), eps: float = 1e-3):
+    def __init__(self, in_channels: int, levels: Sequence[int] = (8, 5, 5, 5), eps: float = 1e-3, *,
+                 always_project: bool = False):
         super().__init__()
         levels = tuple(int(level) for level in levels)
         if not levels or min(levels) < 2:
@@ -41,8 +42,8 @@ class FiniteScalarQuantizer(Quantizer):
         # Integer buffers: not in the state dict, and untouched by module.to(dtype).
         self.register_buffer("_levels", torch.tensor(levels), persistent=False)  # (d,)
         self.register_buffer("_basis", basis, persistent=False)  # (d,)
-        self.in_proj = projection(in_channels, len(levels))
-        self.out_proj = projection(len(levels), in_channels)
+        self.in_proj = projection(in_channels, len(levels), always=always_project)
+        self.out_proj = projection(len(levels), in_channels, always=always_project)
 
     def _half_width(self) -> torch.Tensor:
         return (self._levels // 2).float()  # (d,)

@@ -49,7 +49,7 @@ class VectorQuantizer(Quantizer):
     """Nearest-neighbour vector quantizer (VQ-VAE) with the usual training aids.
 
     z (B, C, h, w) is projected by a 1x1 conv to `code_dim` (factorised lookup; Identity when
-    code_dim == C), optionally l2-normalised together with the codebook, and replaced by its nearest
+    code_dim == C, unless `always_project`), optionally l2-normalised together with the codebook, and replaced by its nearest
     code. Loss = |sg[z] - q|^2 + beta * |z - sg[q]|^2 in the lookup space (beta weighs the encoder
     side); the output passes gradients straight through to z and is projected back to C channels.
 
@@ -80,6 +80,7 @@ class VectorQuantizer(Quantizer):
         dead_code_threshold: float = 0.0,
         usage_ema_decay: float = 0.99,
         reseed_every: int = 1,
+        always_project: bool = False,
     ):
         super().__init__()
         self.in_channels = in_channels
@@ -95,8 +96,8 @@ class VectorQuantizer(Quantizer):
         self.usage_ema_decay = usage_ema_decay
         self.reseed_every = reseed_every
 
-        self.in_proj = projection(in_channels, code_dim)
-        self.out_proj = projection(code_dim, in_channels)
+        self.in_proj = projection(in_channels, code_dim, always=always_project)
+        self.out_proj = projection(code_dim, in_channels, always=always_project)
         codebook = torch.randn(codebook_size, code_dim)  # unit scale, like the encoder's outputs
         if ema:
             # Each code starts as if it had been seen once where it was initialised.
