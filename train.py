@@ -300,7 +300,8 @@ def add_quickstart_parser(subparsers) -> None:
     parser.add_argument("--save_dtype", default=defaults.save_dtype, choices=sorted(SAVE_DTYPES),
                         help="weights of the final pipeline folder")
     parser.add_argument("--text_encoder", default=defaults.text_encoder,
-                        help="a frozen pretrained text encoder (local folder or package:<module>); default: scratch")
+                        help="a frozen pretrained text encoder (local folder or package:<module>); 'none': a scratch "
+                             "encoder trained with the prior")
     parser.add_argument("--caption_variation", default=defaults.caption_variation, choices=CAPTION_VARIATIONS)
     parser.set_defaults(run=run_quickstart_command)
 
@@ -309,6 +310,8 @@ def run_quickstart_command(args: argparse.Namespace) -> None:
 
     config = QuickstartConfig(**{field.name: getattr(args, field.name)
                                  for field in dataclasses.fields(QuickstartConfig)})
+    if config.text_encoder in ("none", ""):
+        config.text_encoder = None
     result = run_quickstart(config)
     if not PartialState().is_main_process:
         return

@@ -57,7 +57,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +112,7 @@ def select_rows(context: TextContext, index: torch.Tensor) -> TextContext:
 
 
 def _prompt_list(prompt: str | list[str], name: str) -> list[str]:
-    if prompt is None or not isinstance(prompt, (str, list, tuple)):
+    if prompt is None or isinstance(prompt, bytes) or not isinstance(prompt, (str, Iterable)):
         hint = ' (use "" for an unconditional image)' if prompt is None else ""
         raise TypeError(f"{name} must be a string or a list of strings, got {type(prompt).__name__}{hint}")
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)

