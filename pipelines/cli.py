@@ -1,4 +1,4 @@
-"""The ``tessera`` command (also ``python -m pipelines.cli``): generate images from text with a saved pipeline.
+"""The ``tessera`` command (also ``python -m pipelines.cli``): generate and edit images with a saved pipeline.
 
 ```bash
 tessera generate "a small red circle on the left" -o out.png
@@ -17,6 +17,14 @@ Where images go (``-o``):
   first), a ``metadata.jsonl`` with one ``{"file_name", "text"}`` line per image (the imagefolder layout that
   ``python -m pipelines.shapes.evaluate`` and ``datasets`` read) and a ``generation.json`` with the settings used;
   with ``--grid``, ``grid.png`` instead of the single images. Files of the same names are overwritten.
+
+Editing (``pipelines.editing``; one image in, one ``.png`` out at the input's size; the sampling flags are
+``generate``'s)::
+
+    tessera inpaint IMAGE MASK "a small green square on the left" -o out.png    # MASK: white = regenerate
+    tessera outpaint IMAGE "a red circle to the left of a blue square" --left 16 -o out.png
+    tessera edit IMAGE "a small blue circle on the left" --strength 0.6 -o out.png
+    tessera denoise IMAGE -o out.png [--prompt "a small red circle on the left"]
 
 The same ``--seed``, prompts, settings and ``--batch_size`` give the same images (on the CPU, also across
 processes); images made on a GPU differ from those made on the CPU.
