@@ -1,4 +1,4 @@
-"""The ``tessera`` command (also ``python -m pipelines.cli``): generate images from text with a saved pipeline;
+"""The ``tessera`` command (also ``python -m pipelines.cli``): generate and edit images with a saved pipeline;
 convert other projects' VQ image tokenizers to Tessera VQ-GAN folders and export ours to diffusers.
 
 ```bash
@@ -18,6 +18,14 @@ Where images go (``-o``):
   first), a ``metadata.jsonl`` with one ``{"file_name", "text"}`` line per image (the imagefolder layout that
   ``python -m pipelines.shapes.evaluate`` and ``datasets`` read) and a ``generation.json`` with the settings used;
   with ``--grid``, ``grid.png`` instead of the single images. Files of the same names are overwritten.
+
+Editing (``pipelines.editing``; one image in, one ``.png`` out at the input's size; the sampling flags are
+``generate``'s)::
+
+    tessera inpaint IMAGE MASK "a small green square on the left" -o out.png    # MASK: white = regenerate
+    tessera outpaint IMAGE "a red circle to the left of a blue square" --left 16 -o out.png
+    tessera edit IMAGE "a small blue circle on the left" --strength 0.6 -o out.png
+    tessera denoise IMAGE -o out.png [--prompt "a small red circle on the left"]
 
 The same ``--seed``, prompts, settings and ``--batch_size`` give the same images (on the CPU, also across
 processes); images made on a GPU differ from those made on the CPU.
@@ -47,6 +55,37 @@ CONVERT_SOURCES = ("taming", "llamagen", "diffusers")  # tokenizer.convert.SOURC
 PIXEL_RANGES = {"-1,1": (-1, 1), "0,1": (0, 1)}
 
 
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The pipeline, seed, sampling and device flags every command shares."""
+    parser.add_argument("--pipeline", type=Path, default=DEFAULT_PIPELINE,
+                        help=f"a saved pipeline folder (default: {DEFAULT_PIPELINE})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--negative_prompt", default=None, help="one negative prompt for every prompt")
+    sampling = parser.add_argument_group("sampling (default: the pipeline's pipeline.json)")
+    sampling.add_argument("--guidance_scale", type=float, default=None)
+    sampling.add_argument("--temperature", type=float, default=None)
+    sampling.add_argument("--top_k", type=int, default=None, help="0 turns top-k off")
+    sampling.add_argument("--top_p", type=float, default=None, help="1 turns top-p off")
+    sampling.add_argument("--num_steps", type=int, default=None, help="masked prior only")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="auto: bfloat16 on a GPU that supports it, else float32")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+
+def add_edit_command(commands, name: str, help: str, *, mask: bool = False, prompt: bool = True):
+    """An editing command: IMAGE [MASK] PROMPT -o OUT.png and the common flags."""
+    command = commands.add_parser(name, help=help, description=help + " The result has the input's size.")
+    command.add_argument("image", type=Path, metavar="IMAGE")
+    if mask:
+        command.add_argument("mask", type=Path, metavar="MASK", help="white = regenerate, black = keep")
+    if prompt:
+        command.add_argument("prompt", metavar="PROMPT")
+    command.add_argument("-o", "--output", type=Path, required=True, help="the output .png")
+    add_common_arguments(command)
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera", description="Tessera text-to-image toolkit.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -60,23 +99,26 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also read prompts from this file, one a line (blank lines are skipped)")
     generate.add_argument("-o", "--output", type=Path, required=True,
                           help="a .png file (one image, or the grid) or a folder")
-    generate.add_argument("--pipeline", type=Path, default=DEFAULT_PIPELINE,
-                          help=f"a saved pipeline folder (default: {DEFAULT_PIPELINE})")
-    generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--num_images_per_prompt", type=int, default=1)
     generate.add_argument("--grid", action="store_true", help="write one grid image instead of single images")
-    generate.add_argument("--negative_prompt", default=None, help="one negative prompt for every prompt")
-    sampling = generate.add_argument_group("sampling (default: the pipeline's pipeline.json)")
-    sampling.add_argument("--guidance_scale", type=float, default=None)
-    sampling.add_argument("--temperature", type=float, default=None)
-    sampling.add_argument("--top_k", type=int, default=None, help="0 turns top-k off")
-    sampling.add_argument("--top_p", type=float, default=None, help="1 turns top-p off")
-    sampling.add_argument("--num_steps", type=int, default=None, help="masked prior only")
     generate.add_argument("--batch_size", type=int, default=64, help="images generated at once")
-    generate.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
-    generate.add_argument("--dtype", choices=DTYPES, default="auto",
-                          help="auto: bfloat16 on a GPU that supports it, else float32")
-    generate.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_common_arguments(generate)
+
+    inpaint = add_edit_command(commands, "inpaint", "Regenerate the masked part of an image from a prompt.",
+                               mask=True)
+    inpaint.add_argument("--cell_threshold", type=float, default=None,
+                         help="share of a code cell's pixels that must be masked for it to be regenerated")
+    inpaint.add_argument("--dilation", type=int, default=None, help="grow the regenerated cells by this many")
+    inpaint.add_argument("--feather_radius", type=float, default=0.0, help="blend the seam over this many pixels")
+    outpaint = add_edit_command(commands, "outpaint", "Grow an image's canvas and generate the new area.")
+    for side in ("left", "right", "top", "bottom"):
+        outpaint.add_argument(f"--{side}", type=int, default=0, help=f"pixels added on the {side}")
+    edit = add_edit_command(commands, "edit", "Image-to-image: regenerate a share of an image's codes.")
+    edit.add_argument("--strength", type=float, default=0.6, help="share of the codes regenerated (0..1)")
+    edit.add_argument("--remask", choices=("likelihood", "random"), default="likelihood",
+                      help="which codes: the least likely for the prompt, or random ones")
+    denoise = add_edit_command(commands, "denoise", "Regenerate the codes the prior finds unlikely.", prompt=False)
+    denoise.add_argument("--prompt", default=None, help="what the image shows (default: unconditional)")
     add_convert_parsers(commands)
     return parser
 
@@ -151,13 +193,26 @@ def save_png(image, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_pipeline(directory: Path, device, dtype, *, quiet: bool):
-    """``TextToImagePipeline.from_pretrained``; ``quiet`` also hides transformers' "Loading weights" bar."""
+def load_pipeline(directory: Path, device, dtype, *, quiet: bool, cls=None):
+    """``cls.from_pretrained`` (default ``TextToImagePipeline``); ``quiet`` also hides transformers'
+    "Loading weights" bar and the pipeline's progress bar."""
     from pipelines.text_to_image import TextToImagePipeline
     from prior.text_sources import quiet_transformers_bars
 
+    if not directory.exists():
+        raise FileNotFoundError(f"no pipeline at {directory}; pass --pipeline DIR (a folder written by "
+                                "TextToImagePipeline.save_pretrained), or train one with "
+                                "`python train.py prior --tokens ... --tokenizer ... --output_dir DIR`.")
     with quiet_transformers_bars() if quiet else contextlib.nullcontext():
-        return TextToImagePipeline.from_pretrained(directory, device=device, dtype=dtype)
+        pipe = (cls or TextToImagePipeline).from_pretrained(directory, device=device, dtype=dtype)
+    if quiet:
+        pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sampling_arguments(args: argparse.Namespace) -> dict:
+    return dict(guidance_scale=args.guidance_scale, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p, num_steps=args.num_steps)
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -168,10 +223,6 @@ def generate(args: argparse.Namespace) -> int:
         raise ValueError(f"{count} images do not fit in one file {args.output}: pass a folder as -o "
                          "(NNNNN.png + metadata.jsonl), or --grid")
     pipeline_dir = args.pipeline
-    if not pipeline_dir.exists():
-        raise FileNotFoundError(f"no pipeline at {pipeline_dir}; pass --pipeline DIR (a folder written by "
-                                "TextToImagePipeline.save_pretrained), or train one with "
-                                "`python train.py prior --tokens ... --tokenizer ... --output_dir DIR`.")
 
     import torch
 
@@ -180,10 +231,7 @@ def generate(args: argparse.Namespace) -> int:
 
     device, dtype = resolve_device(args.device, args.dtype)
     pipe = load_pipeline(pipeline_dir, device, dtype, quiet=args.no_progress)
-    if args.no_progress:
-        pipe.set_progress_bar_config(disable=True)
-    given = dict(guidance_scale=args.guidance_scale, temperature=args.temperature, top_k=args.top_k,
-                 top_p=args.top_p, num_steps=args.num_steps)
+    given = sampling_arguments(args)
     options = pipe.sampling_options(**given)  # what the call will use, for generation.json
     generator = torch.Generator(device=device).manual_seed(args.seed)
     output = pipe(prompts, negative_prompt=args.negative_prompt, num_images_per_prompt=args.num_images_per_prompt,
@@ -217,6 +265,40 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def edit(args: argparse.Namespace) -> int:
+    """inpaint, outpaint, edit, denoise: one image in, one image (at its size) out."""
+    import torch
+    from PIL import Image
+
+    from pipelines.editing import ImageToImagePipeline, InpaintPipeline
+
+    if args.output.suffix.lower() != ".png":
+        raise ValueError(f"-o must name a .png file, got {args.output}")
+    with Image.open(args.image) as opened:
+        image = opened.copy()
+    device, dtype = resolve_device(args.device, args.dtype)
+    cls = InpaintPipeline if args.command in ("inpaint", "outpaint") else ImageToImagePipeline
+    pipe = load_pipeline(args.pipeline, device, dtype, quiet=args.no_progress, cls=cls)
+    options = dict(negative_prompt=args.negative_prompt, generator=torch.Generator(device=device).manual_seed(args.seed),
+                   **sampling_arguments(args))
+    if args.command == "inpaint":
+        with Image.open(args.mask) as opened:
+            mask = opened.copy()
+        tuning = {name: getattr(args, name) for name in ("cell_threshold", "dilation") if getattr(args, name) is not None}
+        output = pipe(args.prompt, image, mask, feather_radius=args.feather_radius, **tuning, **options)
+    elif args.command == "outpaint":
+        output = pipe.outpaint(args.prompt, image, left=args.left, right=args.right, top=args.top,
+                               bottom=args.bottom, **options)
+    elif args.command == "edit":
+        output = pipe(args.prompt, image, strength=args.strength, remask=args.remask, **options)
+    else:
+        output = pipe.denoise(image, args.prompt, **options)
+    save_png(output.images[0], args.output)
+    print(f"wrote {args.output} ({int(output.regenerated.sum())} of {output.regenerated[0].numel()} codes "
+          f"regenerated)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -226,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             return convert(args)
         if args.command == "export":
             return export(args)
+        return edit(args)
     except (FileNotFoundError, ValueError) as error:  # CheckpointMismatchError is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -57,7 +57,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +93,39 @@ class TextToImageOutput:
     prompts: list[str]  # the prompt of each image (N = len(prompts) * num_images_per_prompt, prompt-major)
 
 
+@dataclass
+class GenerationRequest:
+    """A call's checked arguments (``TextToImagePipeline.request``): what ``generate`` runs."""
+
+    prompts: list[str]
+    negatives: list[str] | None  # one per prompt; None without a negative prompt or without guidance
+    num_images_per_prompt: int
+    batch_size: int
+    output_type: str
+    options: dict  # keyword arguments of ``prior.sample``: the call's sampling settings over the defaults
+    generator: torch.Generator | None
+
+    @property
+    def num_images(self) -> int:
+        return len(self.prompts) * self.num_images_per_prompt
+
+
+SampleChunk = Callable[[TextContext, "TextContext | None", torch.Tensor], torch.Tensor]
+FinishChunk = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def gather_images(chunks: list, output_type: str) -> list[Image.Image] | np.ndarray | torch.Tensor | None:
+    """Postprocessed chunks -> one output: a list of PIL images, one array, one tensor, or None ("codes").
+    Called outside inference mode, so the returned tensors are ordinary tensors."""
+    if output_type == "pt":
+        return torch.cat(chunks)
+    if output_type == "np":
+        return np.concatenate(chunks)
+    if output_type == "pil":
+        return [image for chunk in chunks for image in chunk]
+    return None
+
+
 @contextlib.contextmanager
 def eval_mode(*modules: nn.Module) -> Iterator[None]:
     """Put ``modules`` in eval mode for the block, then restore each one's mode."""
@@ -124,7 +157,7 @@ def _prompt_list(prompt: str | list[str], name: str) -> list[str]:
     return prompts
 
 
-def _positive_int(value: int, name: str) -> int:
+def positive_int(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return value
@@ -244,6 +277,16 @@ class TextToImagePipeline:
         source[real] = torch.arange(len(real))
         return select_rows(both, source)
 
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> codes (B, h, w) long, on the pipeline's device; the inverse of
+        ``decode``. The encoder runs in its own dtype, the quantizer in float32."""
+        weight = self.vqgan.encoder.conv_in.weight
+        self.vqgan.check_images(images)
+        with torch.inference_mode(), eval_mode(self.vqgan):
+            latents = self.vqgan.encoder(images.to(weight.device, weight.dtype))  # (B, z, h, w)
+            codes = self.vqgan.vectors_to_codes(latents.float())  # (B, h, w)
+        return codes.clone()  # an ordinary tensor
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (B, h, w) -> images (B, 3, H, W), float32 in [-1, 1]; the decoder runs in its own dtype."""
         vectors = self.vqgan.codes_to_vectors(codes.to(self.vqgan.decoder.conv_out.weight.device))  # float32
@@ -270,27 +313,26 @@ class TextToImagePipeline:
         options = {"guidance_scale": guidance_scale, "temperature": temperature, "top_k": top_k,
                    "top_p": top_p}
         if self.prior.config.kind == "masked":
-            options["num_steps"] = _positive_int(defaults.num_steps if num_steps is None else num_steps, "num_steps")
+            options["num_steps"] = positive_int(defaults.num_steps if num_steps is None else num_steps, "num_steps")
         elif num_steps is not None:
             raise ValueError(f"num_steps applies to the masked prior only; this pipeline's prior is "
                              f"{self.prior.config.kind} (one step per code).")
         return options
 
-    def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None,
-                 num_images_per_prompt: int = 1, *, guidance_scale: float | None = None,
-                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 num_steps: int | None = None, generator: torch.Generator | None = None,
-                 output_type: str = "pil", batch_size: int = 64) -> TextToImageOutput:
-        """Images for ``prompt`` (a string or a list): see the module docstring for the behaviour on unusual
-        input. ``output_type``: "pil" (list of RGB images), "np" (float32 (N, H, W, 3) in [0, 1]), "pt"
-        (float32 (N, 3, H, W) in [-1, 1]) or "codes" (no decoding; ``images`` is None)."""
+    def request(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None,
+                num_images_per_prompt: int = 1, *, guidance_scale: float | None = None,
+                temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                num_steps: int | None = None, generator: torch.Generator | None = None,
+                output_type: str = "pil", batch_size: int = 64) -> GenerationRequest:
+        """The arguments of a call, checked (see the module docstring), as a ``GenerationRequest``; every
+        pipeline built on this one (``pipelines.editing``) checks its prompts and settings here."""
         prompts = _prompt_list(prompt, "prompt")
         negatives = None if negative_prompt is None else _prompt_list(negative_prompt, "negative_prompt")
         if negatives is not None and len(negatives) not in (1, len(prompts)):
             raise ValueError(f"negative_prompt has {len(negatives)} entries; give one, or one per prompt "
                              f"({len(prompts)})")
-        per_prompt = _positive_int(num_images_per_prompt, "num_images_per_prompt")
-        batch_size = _positive_int(batch_size, "batch_size")
+        per_prompt = positive_int(num_images_per_prompt, "num_images_per_prompt")
+        batch_size = positive_int(batch_size, "batch_size")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         options = self.sampling_options(guidance_scale, temperature, top_k, top_p, num_steps)
@@ -305,35 +347,59 @@ class TextToImagePipeline:
             negatives = None
         if negatives is not None and len(negatives) == 1:
             negatives = negatives * len(prompts)
+        return GenerationRequest(prompts, negatives, per_prompt, batch_size, output_type, options, generator)
 
-        total = len(prompts) * per_prompt
+    def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None,
+                 num_images_per_prompt: int = 1, *, guidance_scale: float | None = None,
+                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                 num_steps: int | None = None, generator: torch.Generator | None = None,
+                 output_type: str = "pil", batch_size: int = 64) -> TextToImageOutput:
+        """Images for ``prompt`` (a string or a list): see the module docstring for the behaviour on unusual
+        input. ``output_type``: "pil" (list of RGB images), "np" (float32 (N, H, W, 3) in [0, 1]), "pt"
+        (float32 (N, 3, H, W) in [-1, 1]) or "codes" (no decoding; ``images`` is None)."""
+        return self.generate(self.request(
+            prompt, negative_prompt, num_images_per_prompt, guidance_scale=guidance_scale, temperature=temperature,
+            top_k=top_k, top_p=top_p, num_steps=num_steps, generator=generator, output_type=output_type,
+            batch_size=batch_size))
+
+    def generate(self, request: GenerationRequest, sample_chunk: SampleChunk | None = None,
+                 finish_chunk: FinishChunk | None = None, desc: str = "generating") -> TextToImageOutput:
+        """Run a checked request in chunks of ``request.batch_size`` rows (prompt-major): encode the chunk's
+        prompts (and negative prompts), ``sample_chunk(context, negative_context, rows)`` -> codes (B, h, w)
+        (default: ``prior.sample`` with the request's options and generator), decode, ``finish_chunk(images,
+        rows)`` (images (B, 3, H, W) in [-1, 1] -> the same, e.g. pasted into a larger canvas), postprocess.
+        ``rows`` (B,) are the chunk's output row indices."""
+        if sample_chunk is None:
+            def sample_chunk(context: TextContext, negative: TextContext | None, rows: torch.Tensor) -> torch.Tensor:
+                return self.prior.sample(context, negative_context=negative, generator=request.generator,
+                                         **request.options)
+
+        prompts, negatives, per_prompt = request.prompts, request.negatives, request.num_images_per_prompt
+        total = request.num_images
         codes, images = [], []
         with torch.inference_mode(), eval_mode(self.text, self.vqgan), \
-                tqdm(total=total, desc="generating", unit="img", **self._progress_bar_config) as progress:
-            for start in range(0, total, batch_size):
-                stop = min(start + batch_size, total)
+                tqdm(total=total, desc=desc, unit="img", **self._progress_bar_config) as progress:
+            for start in range(0, total, request.batch_size):
+                stop = min(start + request.batch_size, total)
                 first, last = start // per_prompt, (stop - 1) // per_prompt + 1  # prompts of this chunk
-                rows = torch.arange(start, stop) // per_prompt - first  # (B,) row -> prompt in the chunk
-                context = select_rows(self.encode_prompts(prompts[first:last]), rows)
+                rows = torch.arange(start, stop)  # (B,) output rows
+                in_chunk = rows // per_prompt - first  # (B,) row -> prompt in the chunk
+                context = select_rows(self.encode_prompts(prompts[first:last]), in_chunk)
                 negative = (None if negatives is None
-                            else select_rows(self.encode_prompts(negatives[first:last]), rows))
-                chunk = self.prior.sample(context, negative_context=negative, generator=generator, **options)
+                            else select_rows(self.encode_prompts(negatives[first:last]), in_chunk))
+                chunk = sample_chunk(context, negative, rows)
                 codes.append(chunk.cpu())  # (B, h, w)
-                if output_type != "codes":
-                    images.append(self._postprocess(self.decode(chunk), output_type))
+                if request.output_type != "codes":
+                    decoded = self.decode(chunk)  # (B, 3, H, W)
+                    if finish_chunk is not None:
+                        decoded = finish_chunk(decoded, rows)
+                    images.append(self.postprocess(decoded, request.output_type))
                 progress.update(stop - start)
-        # Gathered outside inference mode: the returned tensors are ordinary tensors.
-        if output_type in ("pt", "np"):
-            images = torch.cat(images) if output_type == "pt" else np.concatenate(images)
-        elif output_type == "pil":
-            images = [image for chunk in images for image in chunk]
-        else:
-            images = None
-        return TextToImageOutput(images=images, codes=torch.cat(codes),
+        return TextToImageOutput(images=gather_images(images, request.output_type), codes=torch.cat(codes),
                                  prompts=[p for p in prompts for _ in range(per_prompt)])
 
     @staticmethod
-    def _postprocess(images: torch.Tensor, output_type: str):
+    def postprocess(images: torch.Tensor, output_type: str):
         """(B, 3, H, W) float32 in [-1, 1] -> the output type, on the CPU."""
         images = images.cpu()
         if output_type == "pt":

@@ -8,11 +8,13 @@ context's keys/values are computed once and cached, since context tokens never a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
 from prior.context import TextContext
-from prior.sampling import cosine_mask_ratio, masked_decode
+from prior.sampling import cosine_mask_ratio, guided_log_probs, masked_decode
 from prior.transformer import GridPrior, KVCache, PriorLossOutput, sampling_method
 
 
@@ -71,20 +73,50 @@ class MaskedPrior(GridPrior):
         where ``initial_codes`` is given: those positions are kept; the others are generated."""
         device = self.null_hidden_states.device
         batch, size = context.batch_size, self.config.grid_size
-        if initial_mask is None:
-            initial_mask = torch.zeros(batch, size, size, dtype=torch.bool, device=device)
-        if initial_codes is None:
-            if initial_mask.any():
-                raise ValueError("initial_mask marks given positions but no initial_codes were passed")
-            initial_codes = torch.zeros(batch, size, size, dtype=torch.long, device=device)
-        if tuple(initial_codes.shape) != (batch, size, size) or initial_mask.shape != initial_codes.shape:
-            raise ValueError(f"initial_codes {tuple(initial_codes.shape)} and initial_mask "
-                             f"{tuple(initial_mask.shape)} must both be ({batch}, {size}, {size})")
-        initial_mask = initial_mask.to(device, torch.bool)
-        initial_codes = torch.where(initial_mask, initial_codes.to(device).long(), 0)  # only given ones checked
-        self.check_codes(initial_codes, "initial_codes")
+        initial_tokens, known = self.initial_grid(batch, initial_codes, initial_mask)  # (B, N), (B, N)
 
         contexts = self.guidance_contexts(context.to(device), negative_context, guidance_scale)
+        logits_fn = self._cached_logits_fn(contexts)
+        codes = masked_decode(
+            logits_fn, initial_tokens=initial_tokens, initial_known_mask=known,
+            num_steps=num_steps, mask_token_id=self.mask_token_id, guidance_scale=guidance_scale,
+            guidance_schedule=guidance_schedule, temperature=temperature, top_k=top_k, top_p=top_p,
+            generator=generator, choice_temperature=choice_temperature,
+        )
+        return codes.view(batch, size, size)  # (B, h, w)
+
+    @sampling_method
+    def code_log_probs(self, codes: torch.Tensor, context: TextContext, *,
+                       negative_context: TextContext | None = None, guidance_scale: float = 1.0,
+                       group_stride: int = 1) -> torch.Tensor:
+        """How likely the prior finds each of ``codes`` (B, h, w) for the text: float32 log-probabilities
+        (B, h, w), guided as in ``sample``. A code is scored with its *group* masked: the codes whose row and
+        column agree with it modulo ``group_stride``. ``group_stride=1`` masks the whole grid (each code given
+        the text alone); ``grid_size`` masks one code at a time (given the text and every other code, the
+        pseudo-likelihood); in between, a code is judged from the text and the codes around it. One forward
+        per group, ``group_stride ** 2`` in all, after one cached context."""
+        self.check_codes(codes)
+        size = self.config.grid_size
+        if not 1 <= group_stride <= size:
+            raise ValueError(f"group_stride must lie in [1, {size}], got {group_stride}")
+        device = self.null_hidden_states.device
+        contexts = self.guidance_contexts(context.to(device), negative_context, guidance_scale)
+        logits_fn = self._cached_logits_fn(contexts)
+        targets = codes.to(device).flatten(1).long()  # (B, N)
+        position = torch.arange(self.config.num_codes, device=device)
+        rows, cols = position // size, position % size
+        group = (rows % group_stride) * group_stride + cols % group_stride  # (N,)
+        scores = torch.zeros(targets.shape, device=device)
+        for index in range(group_stride ** 2):
+            masked = group == index  # (N,)
+            tokens = torch.where(masked, self.mask_token_id, targets)  # (B, N)
+            log_probs = guided_log_probs(logits_fn, tokens, targets, guidance_scale)  # (B, N)
+            scores[:, masked] = log_probs[:, masked]
+        return scores.view(codes.shape)  # (B, h, w)
+
+    def _cached_logits_fn(self, contexts: TextContext) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Prefills ``contexts`` into a KV cache once; then (B', N) grid tokens -> (B', N, V) logits."""
+        device = self.null_hidden_states.device
         cache = KVCache(self.config.num_layers, contexts.hidden_states.shape[1] + self.config.num_codes)
         no_tokens = torch.zeros(contexts.batch_size, 0, dtype=torch.long, device=device)
         self.backbone(no_tokens, no_tokens[0], context=contexts, cache=cache, causal=False)  # prefill
@@ -93,10 +125,4 @@ class MaskedPrior(GridPrior):
         def logits_fn(tokens: torch.Tensor) -> torch.Tensor:  # (B', N) -> (B', N, V)
             return self.backbone(tokens, positions, cache=cache, causal=False, commit=False)
 
-        codes = masked_decode(
-            logits_fn, initial_tokens=initial_codes.flatten(1), initial_known_mask=initial_mask.flatten(1),
-            num_steps=num_steps, mask_token_id=self.mask_token_id, guidance_scale=guidance_scale,
-            guidance_schedule=guidance_schedule, temperature=temperature, top_k=top_k, top_p=top_p,
-            generator=generator, choice_temperature=choice_temperature,
-        )
-        return codes.view(batch, size, size)  # (B, h, w)
+        return logits_fn

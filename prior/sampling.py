@@ -115,17 +115,34 @@ def autoregressive_decode(logits_fn: Callable[[torch.Tensor], torch.Tensor], *, 
                           num_tokens: int, device: torch.device | str = "cpu", guidance_scale: float = 1.0,
                           guidance_schedule: str = "constant", temperature: float = 1.0,
                           top_k: int | None = None, top_p: float | None = None,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
+                          generator: torch.Generator | None = None, initial_tokens: torch.Tensor | None = None,
+                          initial_known_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Tokens (B, num_tokens), one per step. ``logits_fn(prefix)`` gets the tokens so far, (B', t) with
     B' = 2B under guidance, and returns the logits of token t, (B', V); it may feed the network only the
-    last token of the prefix when it keeps a KV cache."""
+    tokens of the prefix it has not seen yet when it keeps a KV cache.
+
+    Positions where ``initial_known_mask`` (B, num_tokens) is True are *forced* to ``initial_tokens``: the
+    token is not sampled, and when every row's token at a step is known ``logits_fn`` is not called at all
+    (the next call then gets several new tokens at once). Forcing conditions each sampled token on the known
+    tokens *before* it in order only; a known token after it is reached later and cannot steer it.
+    """
     guided = _check_guidance(guidance_scale, guidance_schedule)
     tokens = torch.zeros(batch_size, num_tokens, dtype=torch.long, device=device)
+    known = torch.zeros(batch_size, num_tokens, dtype=torch.bool, device=device)
+    if initial_known_mask is not None:
+        if initial_tokens is None or initial_tokens.shape != initial_known_mask.shape \
+                or tuple(initial_tokens.shape) != (batch_size, num_tokens):
+            raise ValueError(f"initial tokens and known mask must both be ({batch_size}, {num_tokens})")
+        known = initial_known_mask.to(device, torch.bool)
+        tokens = torch.where(known, initial_tokens.to(device).long(), tokens)
     for step in range(num_tokens):
+        if known[:, step].all():
+            continue
         scale = guidance_scale_at(guidance_schedule, guidance_scale, (step + 1) / num_tokens)
         logits = _step_logits(logits_fn, tokens[:, :step], guided, scale)  # (B, V)
-        tokens[:, step], _ = sample_from_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                                                generator=generator)
+        sampled, _ = sample_from_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                                        generator=generator)
+        tokens[:, step] = torch.where(known[:, step], tokens[:, step], sampled)
     return tokens
 
 
@@ -175,3 +192,13 @@ def masked_decode(logits_fn: Callable[[torch.Tensor], torch.Tensor], *, initial_
         unknown = ranks < keep_masked[:, None]
         tokens = torch.where(unknown, mask_token_id, sampled)
     return tokens
+
+
+def guided_log_probs(logits_fn: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor,
+                     targets: torch.Tensor, guidance_scale: float = 1.0) -> torch.Tensor:
+    """Float32 log-probabilities (B, N) of ``targets`` (B, N) under ``logits_fn(tokens)`` (B', N, V), combined
+    by classifier-free guidance as in sampling (B' = 2B unless ``guidance_scale`` is 1); no temperature or
+    filters. Used to score given codes (which ones the prior finds unlikely for a prompt)."""
+    guided = _check_guidance(guidance_scale, "constant")
+    logits = _step_logits(logits_fn, tokens, guided, guidance_scale)  # (B, N, V)
+    return logits.float().log_softmax(dim=-1).gather(-1, targets.long()[..., None])[..., 0]

@@ -270,6 +270,25 @@ class GridPrior(nn.Module, PretrainedMixin):
             raise ValueError(f"{name} must lie in [0, {self.config.codebook_size}), "
                              f"got [{int(codes.min())}, {int(codes.max())}]")
 
+    def initial_grid(self, batch_size: int, initial_codes: torch.Tensor | None,
+                     initial_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Checked ``initial_codes`` and ``initial_mask`` (B, h, w) of ``sample`` (True = given, kept) as flat
+        (B, N) tensors on the prior's device; no mask means nothing is given. Only the given codes are checked."""
+        device, size = self.null_hidden_states.device, self.config.grid_size
+        if initial_mask is None:
+            initial_mask = torch.zeros(batch_size, size, size, dtype=torch.bool, device=device)
+        if initial_codes is None:
+            if initial_mask.any():
+                raise ValueError("initial_mask marks given positions but no initial_codes were passed")
+            initial_codes = torch.zeros(batch_size, size, size, dtype=torch.long, device=device)
+        if tuple(initial_codes.shape) != (batch_size, size, size) or initial_mask.shape != initial_codes.shape:
+            raise ValueError(f"initial_codes {tuple(initial_codes.shape)} and initial_mask "
+                             f"{tuple(initial_mask.shape)} must both be ({batch_size}, {size}, {size})")
+        initial_mask = initial_mask.to(device, torch.bool)
+        initial_codes = torch.where(initial_mask, initial_codes.to(device).long(), 0)
+        self.check_codes(initial_codes, "initial_codes")
+        return initial_codes.flatten(1), initial_mask.flatten(1)  # (B, N), (B, N)
+
     def condition(self, context: TextContext, drop_context: torch.Tensor | None = None) -> TextContext:
         """Caption dropout: rows where ``drop_context`` (B,) is True get ``null_context``. With
         ``drop_context=None`` rows are drawn with probability ``config.caption_dropout`` in training mode

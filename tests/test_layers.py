@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("tokenized datasets", ["pipelines.tokens"]),
     ("pipeline folder", ["pipelines.pipeline_folder"]),
     ("inference", ["pipelines.text_to_image"]),
+    ("editing", ["pipelines.editing"]),
     ("training", ["pipelines.training"]),
     ("commands", ["pipelines.cli", "train"]),
 ]

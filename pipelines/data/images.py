@@ -7,7 +7,8 @@ Everything here works on a single image and knows nothing about datasets:
   decoded at a reduced scale (``Image.draft``) when the target resolution allows it, and EXIF
   orientation is applied (as ``datasets.Image`` does).
 - ``to_rgb``: any PIL mode -> RGB plus a label such as ``"I;16->RGB"`` (``None`` when already RGB).
-- ``preprocess_image``: RGB crop + resize (+ optional flip) -> float tensor (3, R, R) in [-1, 1].
+- ``preprocess_image``: RGB crop + resize (+ optional flip) -> float tensor (3, R, R) in [-1, 1];
+  ``square_box`` is the square it cuts out.
 
 Conversions (``to_rgb``):
     transparency (RGBA, LA, PA, P with a transparent colour, ...) is composited onto **white**
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ["BACKGROUND", "RowSkipped", "open_image", "preprocess_image", "to_rgb"]
+__all__ = ["BACKGROUND", "RowSkipped", "open_image", "preprocess_image", "square_box", "to_rgb"]
 
 BACKGROUND = (255, 255, 255)  # what transparent pixels become
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -200,22 +201,39 @@ def _uniform(rng: Rng | None) -> float:
     return float(rng.random())
 
 
+def square_box(width: int, height: int, center: tuple[float, float] | None = None) -> tuple[int, int, int]:
+    """The largest square inside a ``width`` x ``height`` image, as ``(left, top, side)``: centred on the image
+    (what ``preprocess_image`` cuts out by default), or as near ``center`` (x, y in pixels) as it fits."""
+    side = min(width, height)
+    if center is None:
+        return (width - side) // 2, (height - side) // 2, side
+    left = min(max(round(center[0] - side / 2), 0), width - side)
+    top = min(max(round(center[1] - side / 2), 0), height - side)
+    return left, top, side
+
+
 def preprocess_image(image: Image.Image, resolution: int, *, center_crop: bool = True,
-                     random_flip: bool = False, rng: Rng | None = None) -> torch.Tensor:
+                     random_flip: bool = False, rng: Rng | None = None,
+                     box: tuple[int, int, int] | None = None) -> torch.Tensor:
     """An image of any mode -> float tensor (3, R, R) in [-1, 1].
 
     The largest square is cut out (centred, or at a random offset when ``center_crop=False``, like
-    diffusers' ``RandomCrop``) and resized to ``resolution`` (bicubic, antialiased when shrinking,
-    integer pre-reduction for big images); with ``random_flip`` it is mirrored left-right with probability 1/2. Random choices
-    come from ``rng`` (``random.Random``, ``numpy.random.Generator`` or ``torch.Generator``), crop
-    offset first, then flip, so a seeded generator gives reproducible results.
+    diffusers' ``RandomCrop``; or the square ``box`` = (left, top, side) when given) and resized to
+    ``resolution`` (bicubic, antialiased when shrinking, integer pre-reduction for big images); with
+    ``random_flip`` it is mirrored left-right with probability 1/2. Random choices come from ``rng``
+    (``random.Random``, ``numpy.random.Generator`` or ``torch.Generator``), crop offset first, then flip, so a
+    seeded generator gives reproducible results.
     """
     image, _ = to_rgb(image)
     width, height = image.size
-    side = min(width, height)
-    if center_crop:
-        left, top = (width - side) // 2, (height - side) // 2
+    if box is not None:
+        left, top, side = box
+        if side < 1 or left < 0 or top < 0 or left + side > width or top + side > height:
+            raise ValueError(f"box {box} (left, top, side) does not fit in a {width}x{height} image")
+    elif center_crop:
+        left, top, side = square_box(width, height)
     else:
+        side = min(width, height)
         left = min(int(_uniform(rng) * (width - side + 1)), width - side)
         top = min(int(_uniform(rng) * (height - side + 1)), height - side)
     if side != width or side != height:  # crop first: pixels outside the square must not bleed in

@@ -17,46 +17,22 @@ from PIL import Image
 
 from pipelines import cli
 from pipelines.core.config import CheckpointMismatchError
-from pipelines.shapes.captions import caption
-from pipelines.shapes.dataset import sample_spec
 from pipelines.text_to_image import PIPELINE_CONFIG_NAME, TextToImageOutput, TextToImagePipeline
-from prior.config import SamplingConfig, prior_preset
+from prior.config import prior_preset
 from prior.kinds import build_prior
 from prior.text import TextConditioner, TextEncoderConfig
+from tests.pipelines.tiny_pipelines import CAPTIONS, KINDS, PROMPTS, tiny_pipelines
 from tokenizer.config import vqgan_preset
 from tokenizer.model import VQGAN
 
-KINDS = ["autoregressive", "masked"]
 ROOT = Path(__file__).resolve().parents[2]
-CAPTIONS = [caption(sample_spec(np.random.default_rng(index))) for index in range(200)]
-PROMPTS = ["a small red circle on the left", "a large blue square above a small green triangle"]
-TEXT = TextEncoderConfig(hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16, max_length=16,
-                         vocab_size=300)
-
-
-def tiny_prior(kind: str):
-    """A tiny prior with a random (not zero) head, so samples depend on the context."""
-    prior = build_prior(prior_preset("tiny", kind=kind, codebook_size=16, grid_size=4, context_dim=8,
-                                     context_length=16))
-    torch.nn.init.normal_(prior.backbone.head.weight, std=2.0)
-    return prior.eval()
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> dict[str, Path]:
     """A saved pipeline folder per prior kind (the tiny VQ-GAN, a scratch text encoder, a tiny prior)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    text = TextConditioner.from_captions(CAPTIONS, TEXT)
-    vqgan = VQGAN(vqgan_preset("tiny")).eval()
     root = tmp_path_factory.mktemp("pipelines")
-    folders = {}
-    for kind in KINDS:
-        pipe = TextToImagePipeline.from_components(vqgan, text, tiny_prior(kind), SamplingConfig(num_steps=4))
-        folders[kind] = pipe.save_pretrained(root / kind)
-    torch.set_num_threads(threads)
-    return folders
+    return {kind: pipe.save_pretrained(root / kind) for kind, pipe in tiny_pipelines().items()}
 
 
 def load(folder: Path) -> TextToImagePipeline:

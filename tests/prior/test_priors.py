@@ -227,6 +227,56 @@ def test_masked_sampling_keeps_the_given_positions():
         sample(prior, context, initial_mask=initial_mask)
 
 
+def test_autoregressive_sampling_forces_the_given_codes_in_raster_order():
+    prior = make_prior("autoregressive")
+    context = make_context()
+    given = make_codes(seed=4)
+    initial_mask = torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.4
+    initial_mask[0, :2] = True  # a run of given codes: fed to the KV cache in one call
+    for options in ({}, {"guidance_scale": 2.5, "top_k": 8}):
+        cached = sample(prior, context, initial_codes=given, initial_mask=initial_mask, **options)
+        full = sample(prior, context, initial_codes=given, initial_mask=initial_mask, use_cache=False, **options)
+        assert torch.equal(cached, full) and torch.equal(cached[initial_mask], given[initial_mask])
+    # the codes before the first unknown one are all the prior conditions on there: greedy sampling of the
+    # first unknown code of row 0 (raster position 8) equals greedy decoding after the same prefix
+    greedy = sample(prior, context, temperature=0.0, initial_codes=given, initial_mask=initial_mask)
+    logits = prior(greedy, context)  # (B, N, V) teacher-forced
+    first_unknown = (~initial_mask[0]).flatten().nonzero()[0, 0]
+    assert greedy[0].flatten()[first_unknown] == logits[0, first_unknown].argmax()
+    nothing_given = torch.zeros(3, 4, 4, dtype=torch.bool)
+    assert torch.equal(sample(prior, context, initial_codes=given, initial_mask=nothing_given), sample(prior, context))
+    everything = torch.ones(3, 4, 4, dtype=torch.bool)
+    assert torch.equal(sample(prior, context, initial_codes=given, initial_mask=everything), given)
+    with pytest.raises(ValueError, match="no initial_codes"):
+        sample(prior, context, initial_mask=initial_mask)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_code_log_probs(kind):
+    prior = make_prior(kind)
+    context, codes = make_context(), make_codes()
+    scores = prior.code_log_probs(codes, context)
+    assert scores.shape == (3, 4, 4) and (scores <= 0).all() and not scores.is_inference()
+    if kind == "autoregressive":
+        expected = prior(codes, context).log_softmax(-1).gather(-1, codes.flatten(1)[..., None])[..., 0]
+    else:  # group_stride = grid_size: one code masked at a time (pseudo-likelihood)
+        scores = prior.code_log_probs(codes, context, group_stride=4)
+        flat = codes.flatten(1)
+        expected = torch.stack([prior(flat.index_fill(1, torch.tensor([i]), prior.mask_token_id).view(3, 4, 4),
+                                      context)[:, i].log_softmax(-1).gather(-1, flat[:, i:i + 1])[:, 0]
+                                for i in range(16)], dim=1)
+        everything_masked = prior(torch.full_like(codes, prior.mask_token_id), context).log_softmax(-1)
+        torch.testing.assert_close(prior.code_log_probs(codes, context, group_stride=1).flatten(1),
+                                   everything_masked.gather(-1, flat[..., None])[..., 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(scores.flatten(1), expected, atol=1e-5, rtol=1e-5)
+    # guided scores use the same combination as guided sampling: scale 1 with any negative is unguided
+    torch.testing.assert_close(prior.code_log_probs(codes, context, guidance_scale=1.0,
+                                                    negative_context=make_context(seed=7)),
+                               prior.code_log_probs(codes, context))
+    assert not torch.allclose(prior.code_log_probs(codes, context, guidance_scale=3.0),
+                              prior.code_log_probs(codes, context))
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_sampling_restores_the_mode_and_returns_ordinary_tensors(kind):
     prior = make_prior(kind).train()

@@ -126,6 +126,28 @@ def test_autoregressive_decode_feeds_the_prefix_and_guides():
     assert tokens.tolist() == [[1, 2, 3, 4, 0, 1]]
 
 
+def test_autoregressive_decode_forces_known_tokens_and_skips_known_steps():
+    prefixes = []
+
+    def counting_fn(prefix):  # the next token is (last token + 1) mod V
+        prefixes.append(prefix.clone())
+        logits = torch.zeros(prefix.shape[0], 5)
+        last = prefix[:, -1] if prefix.shape[1] else torch.zeros(prefix.shape[0], dtype=torch.long)
+        logits[torch.arange(prefix.shape[0]), (last + 1) % 5] = 50.0
+        return logits
+
+    initial = torch.tensor([[3, 0, 0, 0, 0, 0], [3, 4, 0, 0, 0, 0]])
+    known = torch.tensor([[True, False, False, False, False, True],
+                          [True, True, False, False, False, False]])
+    tokens = autoregressive_decode(counting_fn, batch_size=2, num_tokens=6, initial_tokens=initial,
+                                   initial_known_mask=known, generator=torch.Generator())
+    assert tokens.tolist() == [[3, 4, 0, 1, 2, 0], [3, 4, 0, 1, 2, 3]]  # row 0's last token forced to 0
+    assert [p.shape[1] for p in prefixes] == [1, 2, 3, 4, 5]  # step 0 is known in every row: not called
+    with pytest.raises(ValueError, match="known mask"):
+        autoregressive_decode(counting_fn, batch_size=2, num_tokens=5, initial_tokens=initial,
+                              initial_known_mask=known)
+
+
 def confident_logits_fn(calls, vocabulary=4):
     """Position i predicts code i % V, with confidence growing with i."""
 

@@ -1,0 +1,130 @@
+"""What the editing pipelines share: the components of a ``TextToImagePipeline`` (the same modules, not copies),
+its argument checks, sampling options, decoding and output types, and the one edit loop.
+
+An edit is: input images -> their codes (the VQ-GAN encoder) -> per output row, a bool grid of the codes to
+regenerate -> ``prior.sample`` with every other code given (kept exactly) -> decoded -> pasted into the input at
+its own size -> the output type. ``InpaintPipeline`` chooses the codes from a mask, ``ImageToImagePipeline``
+from ``strength`` (or, denoising, from how unlikely the prior finds them).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from pipelines.editing.inputs import EditImage
+from pipelines.editing.masks import paste_back
+from pipelines.text_to_image import GenerationRequest, TextToImageOutput, TextToImagePipeline
+from prior.context import TextContext
+from prior.text import TextConditioner
+from prior.transformer import GridPrior
+from tokenizer.model import VQGAN
+
+# (input codes (B, h, w), context, negative context or None, input index (B,)) -> codes to regenerate (B, h, w)
+ChooseCodes = Callable[[torch.Tensor, TextContext, "TextContext | None", torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class EditOutput(TextToImageOutput):
+    """``TextToImageOutput`` (images at the input's size, codes, prompts) and which codes were regenerated."""
+
+    regenerated: torch.Tensor | None = None  # (N, h, w) bool, on the CPU: True = sampled, False = the input's
+
+
+class EditingPipeline:
+    """The base of the editing pipelines: a ``TextToImagePipeline``'s components and settings."""
+
+    def __init__(self, pipe: TextToImagePipeline) -> None:
+        if not isinstance(pipe, TextToImagePipeline):
+            raise TypeError(f"expected a TextToImagePipeline, got {type(pipe).__name__}")
+        self.pipe = pipe
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32):
+        """Load a saved pipeline folder (``TextToImagePipeline.from_pretrained``, strictly)."""
+        return cls(TextToImagePipeline.from_pretrained(directory, device=device, dtype=dtype))
+
+    @classmethod
+    def from_pipe(cls, pipe: TextToImagePipeline | EditingPipeline):
+        """A pipeline on the same modules as ``pipe`` (a text-to-image or another editing pipeline): nothing is
+        copied but the sampling defaults, so moving one moves both."""
+        source = pipe.pipe if isinstance(pipe, EditingPipeline) else pipe
+        return cls(TextToImagePipeline.from_components(source.vqgan, source.text, source.prior, source.sampling,
+                                                       source.training_data))
+
+    @property
+    def vqgan(self) -> VQGAN:
+        return self.pipe.vqgan
+
+    @property
+    def text(self) -> TextConditioner:
+        return self.pipe.text
+
+    @property
+    def prior(self) -> GridPrior:
+        return self.pipe.prior
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pipe.dtype
+
+    def to(self, device: str | torch.device | torch.dtype | None = None, dtype: torch.dtype | None = None):
+        self.pipe.to(device, dtype)
+        return self
+
+    def save_pretrained(self, directory: str | os.PathLike, *, dtype: torch.dtype | None = None):
+        return self.pipe.save_pretrained(directory, dtype=dtype)
+
+    def set_progress_bar_config(self, **kwargs) -> None:
+        self.pipe.set_progress_bar_config(**kwargs)
+
+    @property
+    def resolution(self) -> int:
+        return self.vqgan.config.resolution
+
+    def score_options(self, group_stride: int | None, default: int) -> dict:
+        """Keyword arguments for ``prior.code_log_probs``: ``group_stride`` is the masked prior's only."""
+        if self.prior.config.kind == "masked":
+            return {"group_stride": default if group_stride is None else group_stride}
+        if group_stride is not None:
+            raise ValueError(f"group_stride applies to the masked prior only; this pipeline's prior is "
+                             f"{self.prior.config.kind} (it scores each code given the codes before it)")
+        return {}
+
+    def edit(self, request: GenerationRequest, inputs: list[EditImage], choose: ChooseCodes,
+             weights: list[torch.Tensor], desc: str) -> EditOutput:
+        """Run ``request`` on ``inputs`` (one, or one per prompt; all of one size): output row ``r`` edits input
+        ``r // num_images_per_prompt`` (or the only one). ``choose`` picks the codes to regenerate; the decoded
+        image is pasted into the input by ``weights`` (H, W) (``masks.paste_back``)."""
+        sizes = {image.size for image in inputs}
+        if len(sizes) > 1:
+            raise ValueError(f"the images of one call must share one size, got {sorted(sizes)}")
+        codes = self.pipe.encode(torch.stack([image.model_input for image in inputs]))  # (P, h, w)
+        regenerated = []
+
+        def input_index(rows: torch.Tensor) -> torch.Tensor:  # (B,) output rows -> (B,) inputs
+            return rows // request.num_images_per_prompt if len(inputs) > 1 else torch.zeros_like(rows)
+
+        def sample_chunk(context: TextContext, negative: TextContext | None, rows: torch.Tensor) -> torch.Tensor:
+            index = input_index(rows)
+            given = codes[index.to(codes.device)]  # (B, h, w)
+            cells = choose(given, context, negative, index).to(given.device)  # (B, h, w) bool
+            regenerated.append(cells.cpu())
+            return self.prior.sample(context, negative_context=negative, generator=request.generator,
+                                     initial_codes=given, initial_mask=~cells, **request.options)
+
+        def finish_chunk(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:  # (B, 3, R, R) -> (B, 3, H, W)
+            return torch.stack([paste_back(image, inputs[i].canvas, inputs[i].box, weights[i])
+                                for image, i in zip(images.cpu(), input_index(rows).tolist())])
+
+        output = self.pipe.generate(request, sample_chunk, finish_chunk, desc=desc)
+        return EditOutput(images=output.images, codes=output.codes, prompts=output.prompts,
+                          regenerated=torch.cat(regenerated))

@@ -1,0 +1,42 @@
+"""Tiny pipeline components for the pipeline tests: an 8x8 -> 4x4 VQ-GAN, a scratch text encoder, a tiny prior."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipelines.shapes.captions import caption
+from pipelines.shapes.dataset import sample_spec
+from pipelines.text_to_image import TextToImagePipeline
+from prior.config import SamplingConfig, prior_preset
+from prior.kinds import build_prior
+from prior.text import TextConditioner, TextEncoderConfig
+from tokenizer.config import vqgan_preset
+from tokenizer.model import VQGAN
+
+KINDS = ["autoregressive", "masked"]
+CAPTIONS = [caption(sample_spec(np.random.default_rng(index))) for index in range(200)]
+PROMPTS = ["a small red circle on the left", "a large blue square above a small green triangle"]
+TEXT = TextEncoderConfig(hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16, max_length=16,
+                         vocab_size=300)
+
+
+def tiny_prior(kind: str):
+    """A tiny prior with a random (not zero) head, so samples depend on the context."""
+    prior = build_prior(prior_preset("tiny", kind=kind, codebook_size=16, grid_size=4, context_dim=8,
+                                     context_length=16))
+    torch.nn.init.normal_(prior.backbone.head.weight, std=2.0)
+    return prior.eval()
+
+
+def tiny_pipelines() -> dict[str, TextToImagePipeline]:
+    """One pipeline per prior kind, sharing one VQ-GAN and text conditioner; seeded, built on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    text = TextConditioner.from_captions(CAPTIONS, TEXT)
+    vqgan = VQGAN(vqgan_preset("tiny")).eval()
+    pipes = {kind: TextToImagePipeline.from_components(vqgan, text, tiny_prior(kind), SamplingConfig(num_steps=4))
+             for kind in KINDS}
+    torch.set_num_threads(threads)
+    return pipes
