@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         results[task] = {**runs[task](), "num_scenes": args.num_scenes}
         results[task]["seconds"] = round(time.perf_counter() - start, 1)
+        print(f"{task}: {results[task]['seconds']} s", file=sys.stderr, flush=True)
     print(json.dumps(results, indent=2))
     print_tables(results)
     return 0

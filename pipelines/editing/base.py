@@ -90,14 +90,22 @@ class EditingPipeline:
     def resolution(self) -> int:
         return self.vqgan.config.resolution
 
-    def score_options(self, group_stride: int | None, default: int) -> dict:
-        """Keyword arguments for ``prior.code_log_probs``: ``group_stride`` is the masked prior's only."""
+    def scorer(self, request: GenerationRequest, group_stride: int | None, default: int) -> ChooseCodes:
+        """``(codes, context, negative, index) -> prior.code_log_probs`` (B, h, w), guided as the request samples;
+        ``group_stride`` (default ``default``) is the masked prior's only."""
+        options = {}
         if self.prior.config.kind == "masked":
-            return {"group_stride": default if group_stride is None else group_stride}
-        if group_stride is not None:
+            options["group_stride"] = default if group_stride is None else group_stride
+        elif group_stride is not None:
             raise ValueError(f"group_stride applies to the masked prior only; this pipeline's prior is "
                              f"{self.prior.config.kind} (it scores each code given the codes before it)")
-        return {}
+
+        def score(given: torch.Tensor, context: TextContext, negative: TextContext | None,
+                  index: torch.Tensor) -> torch.Tensor:
+            return self.prior.code_log_probs(given, context, negative_context=negative,
+                                             guidance_scale=request.options["guidance_scale"], **options)
+
+        return score
 
     def edit(self, request: GenerationRequest, inputs: list[EditImage], choose: ChooseCodes,
              weights: list[torch.Tensor], desc: str) -> EditOutput:

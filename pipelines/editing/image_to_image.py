@@ -80,7 +80,7 @@ class ImageToImagePipeline(EditingPipeline):
             prompt, negative_prompt, num_images_per_prompt, guidance_scale=guidance_scale, temperature=temperature,
             top_k=top_k, top_p=top_p, num_steps=num_steps, generator=generator, output_type=output_type,
             batch_size=batch_size)
-        scoring = self.score_options(group_stride, GROUP_STRIDE)
+        score = self.scorer(request, group_stride, GROUP_STRIDE)
         count = round(strength * self.prior.config.num_codes)
 
         def choose(given, context, negative, index):  # (B, h, w) -> (B, h, w) bool
@@ -89,8 +89,7 @@ class ImageToImagePipeline(EditingPipeline):
             if remask == "random":
                 scores = torch.rand(given.shape, generator=request.generator, device=self.device)
             else:
-                scores = self.prior.code_log_probs(given, context, negative_context=negative,
-                                                   guidance_scale=request.options["guidance_scale"], **scoring)
+                scores = score(given, context, negative, index)
             return lowest(scores, count)
 
         return self._run(request, image, choose, desc="image to image")
@@ -113,12 +112,11 @@ class ImageToImagePipeline(EditingPipeline):
             "" if prompt is None else prompt, negative_prompt, num_images_per_prompt,
             guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p, num_steps=num_steps,
             generator=generator, output_type=output_type, batch_size=batch_size)
-        scoring = self.score_options(group_stride, DENOISE_GROUP_STRIDE)
+        score = self.scorer(request, group_stride, DENOISE_GROUP_STRIDE)
         cap = round(max_strength * self.prior.config.num_codes)
 
         def choose(given, context, negative, index):
-            scores = self.prior.code_log_probs(given, context, negative_context=negative,
-                                               guidance_scale=request.options["guidance_scale"], **scoring)
+            scores = score(given, context, negative, index)
             unlikely = (scores < math.log(threshold)).flatten(1).sum(dim=1).clamp(max=cap)  # (B,)
             return lowest(scores, unlikely)
 
