@@ -57,7 +57,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +67,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from pipelines.call_checks import positive_int, prompt_list
 from pipelines.core.version import tessera_version
 from pipelines.pipeline_folder import (
     COMPONENTS,
@@ -142,25 +143,6 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
 def select_rows(context: TextContext, index: torch.Tensor) -> TextContext:
     index = index.to(context.mask.device)
     return TextContext(context.hidden_states[index], context.mask[index])  # (len(index), L, D)
-
-
-def _prompt_list(prompt: str | list[str], name: str) -> list[str]:
-    if prompt is None or isinstance(prompt, bytes) or not isinstance(prompt, (str, Iterable)):
-        hint = ' (use "" for an unconditional image)' if prompt is None else ""
-        raise TypeError(f"{name} must be a string or a list of strings, got {type(prompt).__name__}{hint}")
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    if not prompts:
-        raise ValueError(f"{name} must be a string or a non-empty list of strings")
-    wrong = sorted({type(p).__name__ for p in prompts if not isinstance(p, str)})
-    if wrong:
-        raise TypeError(f"{name} must be a string or a list of strings, got items of type {wrong}")
-    return prompts
-
-
-def positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 class TextToImagePipeline:
@@ -326,8 +308,8 @@ class TextToImagePipeline:
                 output_type: str = "pil", batch_size: int = 64) -> GenerationRequest:
         """The arguments of a call, checked (see the module docstring), as a ``GenerationRequest``; every
         pipeline built on this one (``pipelines.editing``) checks its prompts and settings here."""
-        prompts = _prompt_list(prompt, "prompt")
-        negatives = None if negative_prompt is None else _prompt_list(negative_prompt, "negative_prompt")
+        prompts = prompt_list(prompt, "prompt")
+        negatives = None if negative_prompt is None else prompt_list(negative_prompt, "negative_prompt")
         if negatives is not None and len(negatives) not in (1, len(prompts)):
             raise ValueError(f"negative_prompt has {len(negatives)} entries; give one, or one per prompt "
                              f"({len(prompts)})")

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("models and the shapes world", ["tokenizer", "prior", "pipelines.shapes"]),
     ("data", ["pipelines.data"]),
     ("tokenized datasets", ["pipelines.tokens"]),
-    ("pipeline folder", ["pipelines.pipeline_folder"]),
+    ("pipeline folder, call checks", ["pipelines.pipeline_folder", "pipelines.call_checks"]),
     ("inference", ["pipelines.text_to_image"]),
     ("editing", ["pipelines.editing"]),
     ("training", ["pipelines.training"]),
