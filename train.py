@@ -27,6 +27,12 @@ original data recorded in pipeline.json):
     python train.py finetune --pipeline models/tessera-shapes --data shapes:caption_style=fr,num_samples=4000 \\
         --output_dir runs/ft-fr --learning_rate 3e-4 --max_train_steps 1000 --replay_fraction 0.25
 
+Train an image captioner (codes -> captions) on a tokenized dataset; with --pipeline, with that pipeline's VQ-GAN
+and text tokenizer, writing the pipeline with a captioner/ component added:
+
+    python train.py captioner --pipeline models/tessera-shapes --tokens runs/tokens --output_dir runs/captioner
+    python train.py captioner --tokenizer runs/vqgan --data path/to/imagefolder --output_dir runs/captioner
+
 Everything above in one command (the shipped models/tessera-shapes pipeline; resumable):
 
     python train.py quickstart --output_dir runs/quickstart
@@ -46,9 +52,16 @@ from pathlib import Path
 
 from accelerate import PartialState
 
+from captioner.model import CAPTIONER_PRESETS
 from pipelines.core.config import dataclass_from_dict
 from pipelines.pipeline_folder import PipelineConfig
 from pipelines.tokens import ExportConfig, export_tokenized_dataset
+from pipelines.training.captioner import (
+    CAPTIONER_TRAINING_DEFAULTS,
+    CaptionerDataOptions,
+    CaptionerRunConfig,
+    train_captioner,
+)
 from pipelines.training.captions import CAPTION_VARIATIONS
 from pipelines.training.config import add_training_arguments, training_config_from_args
 from pipelines.training.finetune import FinetuneRequest, finetune_run_config
@@ -206,7 +219,7 @@ def sampling_with_overrides(sampling, args: argparse.Namespace):
 
 
 def tokenize_for_prior(data: str, tokenizer: str, output_dir: str) -> str:
-    """``train.py prior --data``: export the images once (a finished export is reused as is)."""
+    """``train.py prior --data`` and ``train.py captioner --data``: export the images once (a finished export is reused as is)."""
     export_tokenized_dataset(ExportConfig(tokenizer=tokenizer, data=data, output_dir=output_dir))
     return output_dir
 
@@ -226,6 +239,45 @@ def run_prior(args: argparse.Namespace) -> None:
     config = dataclass_from_dict(PriorRunConfig, apply_overrides(config.to_dict(), args.set))
     output = train_prior(config)
     report(f"saved the prior, text encoder and VQ-GAN to {output}")
+
+
+def add_captioner_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "captioner", help="train an image captioner (codes -> captions) on a tokenized dataset",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="With --pipeline the output folder is that pipeline with a captioner/ component added (it "
+                    "captions and reranks); without, it holds vqgan/, text_tokenizer/ (a BPE trained on the captions) "
+                    "and captioner/. See pipelines/training/captioner.py.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--tokens", help="tokenized dataset folder (train.py tokenize)")
+    source.add_argument("--data", help="images + captions (any data-layer source): tokenized first into "
+                                       "OUTPUT_DIR/tokens (resumable), then trained on")
+    parser.add_argument("--pipeline", default=None,
+                        help="caption with this pipeline's VQ-GAN and text tokenizer (e.g. models/tessera-shapes)")
+    parser.add_argument("--tokenizer", default=None,
+                        help="the VQ-GAN folder the tokens were made with (default with --pipeline: its vqgan/)")
+    parser.add_argument("--validation_tokens", default=None)
+    parser.add_argument("--preset", default="cpu-small", choices=sorted(CAPTIONER_PRESETS))
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override config fields: captioner.*, data.*")
+    add_training_arguments(parser, CAPTIONER_TRAINING_DEFAULTS)
+    parser.set_defaults(run=run_captioner)
+
+
+def run_captioner(args: argparse.Namespace) -> None:
+    tokenizer = args.tokenizer or (f"{args.pipeline}/vqgan" if args.pipeline else None)
+    if tokenizer is None:
+        raise SystemExit("train.py captioner needs --pipeline or --tokenizer (the VQ-GAN that makes the codes)")
+    tokens = args.tokens or tokenize_for_prior(args.data, tokenizer, f"{args.output_dir}/tokens")
+    config = CaptionerRunConfig(
+        captioner=dataclasses.replace(CAPTIONER_PRESETS[args.preset]),
+        data=CaptionerDataOptions(tokens=tokens, tokenizer=tokenizer, pipeline=args.pipeline,
+                                  validation_tokens=args.validation_tokens),
+        training=training_config_from_args(args),
+    )
+    config = dataclass_from_dict(CaptionerRunConfig, apply_overrides(config.to_dict(), args.set))
+    output = train_captioner(config)
+    report(f"saved the captioner to {output}; try: tessera caption IMAGE --pipeline {output}")
 
 
 def add_finetune_parser(subparsers) -> None:
@@ -303,6 +355,8 @@ def add_quickstart_parser(subparsers) -> None:
                         help="a frozen pretrained text encoder (local folder or package:<module>); 'none': a scratch "
                              "encoder trained with the prior")
     parser.add_argument("--caption_variation", default=defaults.caption_variation, choices=CAPTION_VARIATIONS)
+    parser.add_argument("--captioner_preset", default=defaults.captioner_preset, choices=sorted(CAPTIONER_PRESETS))
+    parser.add_argument("--captioner_steps", type=int, default=defaults.captioner_steps, help="0: no captioner")
     parser.set_defaults(run=run_quickstart_command)
 
 
@@ -330,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prior_parser(subparsers)
     add_tokenize_parser(subparsers)
     add_finetune_parser(subparsers)
+    add_captioner_parser(subparsers)
     add_quickstart_parser(subparsers)
     return parser
 

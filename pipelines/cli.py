@@ -8,7 +8,15 @@ tessera generate "a small red circle on the left" "a large blue square above a s
 python -m pipelines.shapes.evaluate samples/                   # score them (pipelines trained on the shapes)
 tessera generate "a red circle" "a blue square" --num_images_per_prompt 4 --grid -o grid.png
 tessera generate --prompts_file prompts.txt --pipeline runs/masked -o samples/ --device cuda
+tessera generate "a small red circle on the left" --num_candidates 4 -o best.png   # reranked by the captioner
 ```
+
+Captioning (``pipelines.image_to_text``; a pipeline folder with a ``captioner/`` component)::
+
+    tessera caption scene.png other.jpg                      # one "path<TAB>caption" line per image
+    tessera caption scene.png --num_beams 4 --num_return_sequences 2
+    tessera caption scene.png --do_sample --top_k 10 --seed 1 --num_return_sequences 3
+    tessera caption scene.png --score "a small red circle on the left"   # log-likelihood per token
 
 Where images go (``-o``):
 
@@ -102,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--num_images_per_prompt", type=int, default=1)
     generate.add_argument("--grid", action="store_true", help="write one grid image instead of single images")
     generate.add_argument("--batch_size", type=int, default=64, help="images generated at once")
+    generate.add_argument("--num_candidates", type=int, default=1,
+                          help="draw N candidates per image and keep the one the pipeline's captioner scores best")
     add_common_arguments(generate)
+    add_caption_parser(commands)
 
     inpaint = add_edit_command(commands, "inpaint", "Regenerate the masked part of an image from a prompt.",
                                mask=True)
@@ -121,6 +132,50 @@ def build_parser() -> argparse.ArgumentParser:
     denoise.add_argument("--prompt", default=None, help="what the image shows (default: unconditional)")
     add_convert_parsers(commands)
     return parser
+
+
+def add_caption_parser(commands) -> None:
+    caption = commands.add_parser(
+        "caption", help="caption images with a saved pipeline's captioner",
+        description="Print one line per caption: the image path, a tab, the caption (num_return_sequences lines "
+                    "per image). With --score, the log-likelihood per token of the given caption for each image.")
+    caption.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    caption.add_argument("--pipeline", type=Path, default=DEFAULT_PIPELINE,
+                         help=f"a folder with a captioner/ component (default: {DEFAULT_PIPELINE})")
+    caption.add_argument("--score", default=None, metavar="CAPTION", help="score this caption instead of captioning")
+    caption.add_argument("--num_beams", type=int, default=1)
+    caption.add_argument("--num_return_sequences", type=int, default=1)
+    caption.add_argument("--do_sample", action="store_true")
+    caption.add_argument("--temperature", type=float, default=1.0)
+    caption.add_argument("--top_k", type=int, default=None)
+    caption.add_argument("--top_p", type=float, default=None)
+    caption.add_argument("--max_new_tokens", type=int, default=None)
+    caption.add_argument("--seed", type=int, default=0)
+    caption.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    caption.add_argument("--dtype", choices=DTYPES, default="auto",
+                         help="auto: bfloat16 on a GPU that supports it, else float32")
+    caption.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+
+def caption(args: argparse.Namespace) -> int:
+    import torch
+
+    from pipelines.image_to_text import ImageToTextPipeline
+
+    device, dtype = resolve_device(args.device, args.dtype)
+    pipe = load_pipeline(args.pipeline, device, dtype, quiet=args.no_progress, cls=ImageToTextPipeline)
+    images = [str(path) for path in args.images]
+    if args.score is not None:
+        for path, score in zip(images, pipe.score(images, args.score).tolist()):
+            print(f"{path}\t{score:.4f}")
+        return 0
+    output = pipe(images, num_beams=args.num_beams, num_return_sequences=args.num_return_sequences,
+                  do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                  max_new_tokens=args.max_new_tokens, generator=torch.Generator(device=device).manual_seed(args.seed))
+    per_image = args.num_return_sequences
+    for index, text in enumerate(output.captions):
+        print(f"{images[index // per_image]}\t{text}")
+    return 0
 
 
 def add_convert_parsers(commands) -> None:
@@ -236,7 +291,7 @@ def generate(args: argparse.Namespace) -> int:
     generator = torch.Generator(device=device).manual_seed(args.seed)
     output = pipe(prompts, negative_prompt=args.negative_prompt, num_images_per_prompt=args.num_images_per_prompt,
                   generator=generator, output_type="pt" if args.grid else "pil", batch_size=args.batch_size,
-                  **given)
+                  num_candidates=args.num_candidates, **given)
 
     folder = args.output.parent if single_file else args.output
     if args.grid:
@@ -259,7 +314,7 @@ def generate(args: argparse.Namespace) -> int:
     if not single_file:
         settings = {"pipeline": str(pipeline_dir), "prompts": prompts, "negative_prompt": args.negative_prompt,
                     "num_images_per_prompt": args.num_images_per_prompt, "seed": args.seed,
-                    "batch_size": args.batch_size, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+                    "batch_size": args.batch_size, "num_candidates": args.num_candidates, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
                     "sampling": options, "tessera_version": tessera_version()}
         atomic_write_text(folder / "generation.json", json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
     return 0
@@ -308,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             return convert(args)
         if args.command == "export":
             return export(args)
+        if args.command == "caption":
+            return caption(args)
         return edit(args)
     except (FileNotFoundError, ValueError) as error:  # CheckpointMismatchError is a ValueError
         print(f"error: {error}", file=sys.stderr)

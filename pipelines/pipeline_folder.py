@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from captioner.model import Captioner
 from pipelines.core.config import CheckpointMismatchError, JSONConfig
 from pipelines.core.version import tessera_version
 from prior.config import PRIOR_KINDS, SamplingConfig
@@ -22,6 +23,9 @@ from tokenizer.model import VQGAN
 PIPELINE_CONFIG_NAME = "pipeline.json"
 FORMAT_VERSION = 1
 COMPONENTS = {"vqgan": "vqgan", "prior": "prior", "text_encoder": ENCODER_FOLDER, "text_tokenizer": TOKENIZER_FOLDER}
+CAPTIONER_FOLDER = "captioner"
+# An optional component: the image-to-text captioner (``captioner.model``), used for captioning and reranking.
+OPTIONAL_COMPONENTS = {"captioner": CAPTIONER_FOLDER}
 
 
 @dataclass
@@ -53,8 +57,11 @@ class PipelineConfig(JSONConfig):
             config = cls.from_dict(data)
         except TypeError as error:  # a required key is missing
             raise CheckpointMismatchError(f"{path}: {error}") from error
-        if config.components != COMPONENTS:
-            raise CheckpointMismatchError(f"{path} names components {config.components}; expected {COMPONENTS}.")
+        required = {key: value for key, value in config.components.items() if key not in OPTIONAL_COMPONENTS}
+        optional = {key: value for key, value in config.components.items() if key in OPTIONAL_COMPONENTS}
+        if required != COMPONENTS or any(OPTIONAL_COMPONENTS[key] != value for key, value in optional.items()):
+            raise CheckpointMismatchError(f"{path} names components {config.components}; expected {COMPONENTS} "
+                                          f"and optionally {OPTIONAL_COMPONENTS}.")
         if config.prior_kind not in PRIOR_KINDS:
             raise CheckpointMismatchError(f"{path}: unknown prior_kind {config.prior_kind!r}; one of {PRIOR_KINDS}")
         return config
@@ -76,6 +83,26 @@ def check_components(vqgan: VQGAN, text: TextConditioner, prior: GridPrior, *, p
     if problems:
         where = f"{source}: " if source else ""
         raise CheckpointMismatchError(f"{where}the pipeline components do not fit together: " + "; ".join(problems))
+
+
+def check_captioner(vqgan: VQGAN, captioner: Captioner, source: str = "") -> None:
+    """``CheckpointMismatchError`` unless the captioner reads the VQ-GAN's code grids."""
+    problems = []
+    if captioner.config.codebook_size != vqgan.codebook_size:
+        problems.append(f"captioner codebook_size {captioner.config.codebook_size} vs VQ-GAN codebook size "
+                        f"{vqgan.codebook_size}")
+    if captioner.config.grid_size != vqgan.config.latent_size:
+        problems.append(f"captioner grid_size {captioner.config.grid_size} vs VQ-GAN latent_size "
+                        f"{vqgan.config.latent_size}")
+    if problems:
+        where = f"{source}: " if source else ""
+        raise CheckpointMismatchError(f"{where}the captioner does not fit the VQ-GAN: " + "; ".join(problems))
+
+
+def load_captioner(directory: Path) -> Captioner | None:
+    """The folder's captioner, or None when it has none."""
+    folder = directory / CAPTIONER_FOLDER
+    return Captioner.from_pretrained(folder) if folder.is_dir() else None
 
 
 def load_components(directory: Path) -> tuple[VQGAN, TextConditioner, GridPrior]:

@@ -57,6 +57,7 @@ import copy
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,13 +68,18 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from captioner.model import Captioner, tokenize_captions
 from pipelines.call_checks import positive_int, prompt_list
 from pipelines.core.version import tessera_version
 from pipelines.pipeline_folder import (
+    CAPTIONER_FOLDER,
     COMPONENTS,
+    OPTIONAL_COMPONENTS,
     PIPELINE_CONFIG_NAME,
     PipelineConfig,
+    check_captioner,
     check_components,
+    load_captioner,
     load_components,
 )
 from prior.config import SamplingConfig
@@ -105,6 +111,7 @@ class GenerationRequest:
     output_type: str
     options: dict  # keyword arguments of ``prior.sample``: the call's sampling settings over the defaults
     generator: torch.Generator | None
+    num_candidates: int = 1  # candidates drawn per image, the one the captioner scores best kept
 
     @property
     def num_images(self) -> int:
@@ -149,20 +156,23 @@ class TextToImagePipeline:
     """Prompts -> text context -> ``prior.sample`` -> codes -> ``vqgan`` decoder -> images."""
 
     def __init__(self, vqgan: VQGAN, text: TextConditioner, prior: GridPrior,
-                 sampling: SamplingConfig | None = None, training_data: str | None = None) -> None:
+                 sampling: SamplingConfig | None = None, training_data: str | None = None,
+                 captioner: Captioner | None = None) -> None:
         check_components(vqgan, text, prior)
-        self.vqgan, self.text, self.prior = vqgan, text, prior
+        if captioner is not None:
+            check_captioner(vqgan, captioner)
+        self.vqgan, self.text, self.prior, self.captioner = vqgan, text, prior, captioner
         self.sampling = copy.deepcopy(sampling) if sampling is not None else SamplingConfig()
         self.training_data = training_data
         self._progress_bar_config: dict = {}
 
     @classmethod
     def from_components(cls, vqgan: VQGAN, text: TextConditioner, prior: GridPrior,
-                        sampling: SamplingConfig | None = None, training_data: str | None = None
-                        ) -> TextToImagePipeline:
+                        sampling: SamplingConfig | None = None, training_data: str | None = None,
+                        captioner: Captioner | None = None) -> TextToImagePipeline:
         """A pipeline of modules already in memory (e.g. the prior trainer's EMA weights); modules are shared,
         not copied, and their training mode is restored after each call."""
-        return cls(vqgan, text, prior, sampling, training_data)
+        return cls(vqgan, text, prior, sampling, training_data, captioner)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
@@ -178,7 +188,14 @@ class TextToImagePipeline:
         vqgan, text, prior = load_components(directory)
         config = PipelineConfig.read(directory)
         check_components(vqgan, text, prior, prior_kind=config.prior_kind, source=str(directory))
-        return cls(vqgan, text, prior, config.sampling, config.training_data).to(device, dtype)
+        captioner = None
+        if "captioner" in config.components:
+            captioner = load_captioner(directory)
+            if captioner is None:
+                raise FileNotFoundError(f"{directory / PIPELINE_CONFIG_NAME} lists a captioner but the folder has no "
+                                        f"{CAPTIONER_FOLDER}/")
+            check_captioner(vqgan, captioner, source=str(directory))
+        return cls(vqgan, text, prior, config.sampling, config.training_data, captioner).to(device, dtype)
 
     @classmethod
     def from_training_output(cls, directory: str | os.PathLike, *, sampling: SamplingConfig | None = None,
@@ -196,8 +213,10 @@ class TextToImagePipeline:
 
     @property
     def config(self) -> PipelineConfig:
+        components = {**COMPONENTS, **(OPTIONAL_COMPONENTS if self.captioner is not None else {})}
         return PipelineConfig(prior_kind=self.prior.config.kind, sampling=copy.deepcopy(self.sampling),
-                              tessera_version=tessera_version(), training_data=self.training_data)
+                              components=components, tessera_version=tessera_version(),
+                              training_data=self.training_data)
 
     def save_pretrained(self, directory: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
         """Write the pipeline folder; weights in their current dtype, or cast to ``dtype`` (e.g.
@@ -211,6 +230,10 @@ class TextToImagePipeline:
         self.vqgan.save_pretrained(directory / COMPONENTS["vqgan"])
         self.prior.save_pretrained(directory / COMPONENTS["prior"])
         self.text.save_pretrained(directory)
+        if self.captioner is not None:
+            self.captioner.save_pretrained(directory / CAPTIONER_FOLDER)
+        else:
+            shutil.rmtree(directory / CAPTIONER_FOLDER, ignore_errors=True)
         self.config.save(directory / PIPELINE_CONFIG_NAME)
         return directory
 
@@ -225,6 +248,8 @@ class TextToImagePipeline:
         moves = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
         self.prior.to(**moves)
         self.text.to(**moves)
+        if self.captioner is not None:
+            self.captioner.to(**moves)
         if device is not None:
             self.vqgan.to(device)
         if dtype is not None:
@@ -265,7 +290,7 @@ class TextToImagePipeline:
         weight = self.vqgan.encoder.conv_in.weight
         self.vqgan.check_images(images)
         with torch.inference_mode(), eval_mode(self.vqgan):
-            latents = self.vqgan.encoder(images.to(weight.device, weight.dtype))  # (B, z, h, w)
+            latents = self.vqgan.encoder(self.vqgan.to_network_range(images).to(weight.device, weight.dtype))
             codes = self.vqgan.vectors_to_codes(latents.float())  # (B, h, w)
         return codes.clone()  # an ordinary tensor
 
@@ -305,7 +330,7 @@ class TextToImagePipeline:
                 num_images_per_prompt: int = 1, *, guidance_scale: float | None = None,
                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                 num_steps: int | None = None, generator: torch.Generator | None = None,
-                output_type: str = "pil", batch_size: int = 64) -> GenerationRequest:
+                output_type: str = "pil", batch_size: int = 64, num_candidates: int = 1) -> GenerationRequest:
         """The arguments of a call, checked (see the module docstring), as a ``GenerationRequest``; every
         pipeline built on this one (``pipelines.editing``) checks its prompts and settings here."""
         prompts = prompt_list(prompt, "prompt")
@@ -315,6 +340,9 @@ class TextToImagePipeline:
                              f"({len(prompts)})")
         per_prompt = positive_int(num_images_per_prompt, "num_images_per_prompt")
         batch_size = positive_int(batch_size, "batch_size")
+        if positive_int(num_candidates, "num_candidates") > 1 and self.captioner is None:
+            raise ValueError("num_candidates > 1 reranks candidates with the captioner, and this pipeline has none; "
+                             "add one with `python train.py captioner --pipeline DIR`")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         options = self.sampling_options(guidance_scale, temperature, top_k, top_p, num_steps)
@@ -329,20 +357,23 @@ class TextToImagePipeline:
             negatives = None
         if negatives is not None and len(negatives) == 1:
             negatives = negatives * len(prompts)
-        return GenerationRequest(prompts, negatives, per_prompt, batch_size, output_type, options, generator)
+        return GenerationRequest(prompts, negatives, per_prompt, batch_size, output_type, options, generator,
+                                 num_candidates)
 
     def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None,
                  num_images_per_prompt: int = 1, *, guidance_scale: float | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  num_steps: int | None = None, generator: torch.Generator | None = None,
-                 output_type: str = "pil", batch_size: int = 64) -> TextToImageOutput:
+                 output_type: str = "pil", batch_size: int = 64, num_candidates: int = 1) -> TextToImageOutput:
         """Images for ``prompt`` (a string or a list): see the module docstring for the behaviour on unusual
         input. ``output_type``: "pil" (list of RGB images), "np" (float32 (N, H, W, 3) in [0, 1]), "pt"
-        (float32 (N, 3, H, W) in [-1, 1]) or "codes" (no decoding; ``images`` is None)."""
+        (float32 (N, 3, H, W) in [-1, 1]) or "codes" (no decoding; ``images`` is None). ``num_candidates`` > 1
+        (a folder with a captioner): draw that many candidates per image and keep the one whose prompt the
+        captioner finds most likely."""
         return self.generate(self.request(
             prompt, negative_prompt, num_images_per_prompt, guidance_scale=guidance_scale, temperature=temperature,
             top_k=top_k, top_p=top_p, num_steps=num_steps, generator=generator, output_type=output_type,
-            batch_size=batch_size))
+            batch_size=batch_size, num_candidates=num_candidates))
 
     def generate(self, request: GenerationRequest, sample_chunk: SampleChunk | None = None,
                  finish_chunk: FinishChunk | None = None, desc: str = "generating") -> TextToImageOutput:
@@ -355,11 +386,14 @@ class TextToImagePipeline:
             def sample_chunk(context: TextContext, negative: TextContext | None, rows: torch.Tensor) -> torch.Tensor:
                 return self.prior.sample(context, negative_context=negative, generator=request.generator,
                                          **request.options)
+        if request.num_candidates > 1:
+            sample_chunk = self.reranked(sample_chunk, request)
 
         prompts, negatives, per_prompt = request.prompts, request.negatives, request.num_images_per_prompt
         total = request.num_images
         codes, images = [], []
-        with torch.inference_mode(), eval_mode(self.text, self.vqgan), \
+        scorers = [self.captioner] if self.captioner is not None else []
+        with torch.inference_mode(), eval_mode(self.text, self.vqgan, *scorers), \
                 tqdm(total=total, desc=desc, unit="img", **self._progress_bar_config) as progress:
             for start in range(0, total, request.batch_size):
                 stop = min(start + request.batch_size, total)
@@ -379,6 +413,25 @@ class TextToImagePipeline:
                 progress.update(stop - start)
         return TextToImageOutput(images=gather_images(images, request.output_type), codes=torch.cat(codes),
                                  prompts=[p for p in prompts for _ in range(per_prompt)])
+
+    def reranked(self, sample_chunk: SampleChunk, request: GenerationRequest) -> SampleChunk:
+        """``sample_chunk`` drawing ``request.num_candidates`` candidates per row (one batch of B x K rows) and
+        keeping, per row, the one whose prompt the captioner scores highest (the first for an empty prompt)."""
+        count = request.num_candidates
+
+        def best_of(context: TextContext, negative: TextContext | None, rows: torch.Tensor) -> torch.Tensor:
+            repeat = torch.arange(len(rows)).repeat_interleave(count)  # (B * K,) candidate -> row of the chunk
+            candidates = sample_chunk(select_rows(context, repeat),
+                                      None if negative is None else select_rows(negative, repeat),
+                                      rows.repeat_interleave(count))  # (B * K, h, w)
+            prompts = [request.prompts[row // request.num_images_per_prompt] for row in rows[repeat].tolist()]
+            scores = self.captioner.log_likelihood(candidates, tokenize_captions(self.text.tokenizer, prompts))
+            scores = scores.masked_fill(torch.tensor([not p.strip() for p in prompts], device=scores.device), 0.0)
+            best = scores.view(len(rows), count).argmax(1)  # (B,)
+            picked = torch.arange(len(rows), device=candidates.device)
+            return candidates.view(len(rows), count, *candidates.shape[1:])[picked, best.to(candidates.device)]
+
+        return best_of
 
     @staticmethod
     def postprocess(images: torch.Tensor, output_type: str):

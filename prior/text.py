@@ -118,6 +118,21 @@ def _architecture_mismatches(config: TextEncoderConfig, encoder_config: transfor
     return problems
 
 
+def load_text_tokenizer(directory: str | os.PathLike, config: TextEncoderConfig | None = None
+                        ) -> transformers.PreTrainedTokenizerBase:
+    """The text tokenizer of a saved folder (``text_tokenizer/``), offline, with the text normaliser when the
+    folder's ``text_config.json`` (or ``config``) says so; without the encoder (e.g. for the captioner)."""
+    directory = Path(directory)
+    if config is None and (directory / TEXT_CONFIG_NAME).is_file():
+        config = TextEncoderConfig.load(directory / TEXT_CONFIG_NAME)
+    if not (directory / TOKENIZER_FOLDER).is_dir():
+        raise FileNotFoundError(f"{directory} has no {TOKENIZER_FOLDER}/ (the text tokenizer)")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory / TOKENIZER_FOLDER, local_files_only=True)
+    if config is not None and config.normalize:  # transformers may rebuild a pretrained tokenizer's normaliser
+        add_text_normalizer(tokenizer)
+    return tokenizer
+
+
 class TextConditioner(nn.Module):
     """Text tokenizer + text encoder: ``list[str]`` -> ``TextContext`` (hidden states (B, L, D), mask (B, L))."""
 
@@ -297,7 +312,7 @@ class TextConditioner(nn.Module):
         problems = _architecture_mismatches(config, encoder_config)
         if problems:
             raise CheckpointMismatchError(f"{encoder_dir} does not match {TEXT_CONFIG_NAME}: " + "; ".join(problems))
-        tokenizer = transformers.AutoTokenizer.from_pretrained(directory / TOKENIZER_FOLDER, local_files_only=True)
+        tokenizer = load_text_tokenizer(directory, config)
         extra = {"add_pooling_layer": False} if config.pretrained is None else {}
         try:
             with quiet_transformers_bars():

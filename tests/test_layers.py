@@ -20,16 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 # independent of each other. Keep ARCHITECTURE.md's table the same.
 LAYERS: list[tuple[str, list[str]]] = [
     ("core", ["pipelines.core"]),
-    ("models and the shapes world", ["tokenizer", "prior", "pipelines.shapes"]),
+    ("models and the shapes world", ["tokenizer", "prior", "captioner", "pipelines.shapes"]),
     ("data", ["pipelines.data"]),
     ("tokenized datasets", ["pipelines.tokens"]),
     ("pipeline folder, call checks", ["pipelines.pipeline_folder", "pipelines.call_checks"]),
-    ("inference", ["pipelines.text_to_image"]),
+    ("inference", ["pipelines.text_to_image", "pipelines.image_to_text"]),
     ("editing", ["pipelines.editing"]),
     ("training", ["pipelines.training"]),
     ("commands", ["pipelines.cli", "train"]),
 ]
-PROJECT_ROOTS = ("tokenizer", "prior", "pipelines", "train")
+PROJECT_ROOTS = ("tokenizer", "prior", "captioner", "pipelines", "train")
 # Modules whose function-level project imports are allowed: command lines import their subcommands' code late.
 LATE_IMPORTERS = ("pipelines.cli", "train")
 

@@ -9,7 +9,7 @@ generated images against captions. It imports nothing from the models; the data 
 ``python -m pipelines.shapes DIR`` writes an imagefolder; ``python -m pipelines.shapes.evaluate DIR`` scores one.
 """
 
-from pipelines.shapes.captions import CAPTION_STYLES, caption, caption_style, parse_caption
+from pipelines.shapes.captions import CAPTION_STYLES, caption, caption_style, parse_caption, same_scene
 from pipelines.shapes.dataset import (
     DEFAULT_HOLDOUT,
     SPLITS,
@@ -25,5 +25,5 @@ from pipelines.shapes.scene import COLORS, POSITIONS, RELATIONS, SHAPES, SIZES, 
 __all__ = [
     "CAPTION_STYLES", "COLORS", "DEFAULT_HOLDOUT", "POSITIONS", "RELATIONS", "SHAPES", "SIZES", "SPLITS",
     "EvaluationReport", "Judgement", "SceneSpec", "ShapeObject", "caption", "caption_style", "evaluate",
-    "judge_image", "parse_caption", "render", "sample_spec", "shapes_dataset", "spec_split", "write_imagefolder",
+    "judge_image", "parse_caption", "render", "same_scene", "sample_spec", "shapes_dataset", "spec_split", "write_imagefolder",
 ]

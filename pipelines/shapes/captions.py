@@ -188,3 +188,13 @@ def caption_style(text: str) -> str | None:
     """The name of the style (in ``CAPTION_STYLES``) whose grammar ``text`` follows, or None."""
     found = _match(text)
     return None if found is None else found[0]
+
+
+def same_scene(text: str, reference: str | SceneSpec) -> bool:
+    """Whether caption ``text`` describes the scene ``reference`` (a caption or a spec), the two compared in
+    canonical form ("b below a" is "a above b"); False when ``text`` does not parse."""
+    found = _match(text)
+    if found is None:
+        return False
+    expected = parse_caption(reference) if isinstance(reference, str) else reference
+    return found[1].canonical() == expected.canonical()

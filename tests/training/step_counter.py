@@ -1,4 +1,4 @@
-"""Counting (and interrupting) the prior stage's training steps, for the resume tests."""
+"""Counting (and interrupting) a stage's training steps, for the resume tests."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import pytest
 from pipelines.training.prior import PriorStage
 
 
-def counting_train_steps(patch: pytest.MonkeyPatch, crash_after: int | None = None) -> list[int]:
-    """Count the prior stage's micro-batch steps (the list grows by one per step); with ``crash_after``,
-    raise ``KeyboardInterrupt`` on the step after that many, as a kill would stop the run."""
-    original, calls = PriorStage.train_step, []
+def counting_train_steps(patch: pytest.MonkeyPatch, crash_after: int | None = None, stage: type = PriorStage
+                         ) -> list[int]:
+    """Count a stage's micro-batch steps (the list grows by one per step; the prior stage by default); with
+    ``crash_after``, raise ``KeyboardInterrupt`` on the step after that many, as a kill would stop the run."""
+    original, calls = stage.train_step, []
 
     def counted(self, loop, batch, step):
         calls.append(step)
@@ -18,5 +19,5 @@ def counting_train_steps(patch: pytest.MonkeyPatch, crash_after: int | None = No
             raise KeyboardInterrupt(f"simulated crash after {crash_after} steps")
         return original(self, loop, batch, step)
 
-    patch.setattr(PriorStage, "train_step", counted)
+    patch.setattr(stage, "train_step", counted)
     return calls

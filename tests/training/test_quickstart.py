@@ -16,7 +16,8 @@ from tests.training.step_counter import counting_train_steps
 pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
 
 TINY = ["--tokenizer_preset", "tiny", "--prior_preset", "tiny", "--tokenizer_steps", "2", "--prior_steps", "3",
-        "--data", "shapes:num_samples=64,resolution=8", "--text_encoder", "none"]
+        "--data", "shapes:num_samples=64,resolution=8", "--text_encoder", "none", "--captioner_preset", "tiny",
+        "--captioner_steps", "2"]
 
 
 def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys, monkeypatch):
@@ -36,13 +37,18 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys, monkeypatch):
     assert len(calls) == 2  # steps 2 and 3: the prior stage resumed from its step-1 checkpoint
     assert "saved the pipeline to" in capsys.readouterr().out
     record = json.loads((output / "quickstart.json").read_text())
-    assert record["config"]["prior"] == "masked" and record["stage_seconds"].keys() >= {"tokenize", "prior"}
+    assert record["config"]["prior"] == "masked"
+    assert record["stage_seconds"].keys() >= {"tokenize", "prior", "captioner"}
+    assert "captioner/val/exact_match_test" in record["final_metrics"]
 
     weights = load_file(str(output / "pipeline" / "prior" / "model.safetensors"))
     assert {tensor.dtype for tensor in weights.values() if tensor.is_floating_point()} == {torch.float16}
     pipeline = TextToImagePipeline.from_pretrained(output / "pipeline")
     assert pipeline.dtype == torch.float32 and pipeline.training_data == "shapes:num_samples=64,resolution=8"
     assert pipeline("a small red circle", output_type="pt").images.shape == (1, 3, 8, 8)
+    assert pipeline.captioner is not None
+    weights = load_file(str(output / "pipeline" / "captioner" / "model.safetensors"))
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float16}
 
     before = (output / "vqgan" / "model.safetensors").stat().st_mtime_ns
     train.main(["quickstart", "--output_dir", str(output), *TINY])
@@ -73,3 +79,10 @@ def test_train_your_own_imagefolder_stage_by_stage(tmp_path, capsys):
                      "-o", str(tmp_path / "out.png")]) == 0
     assert (tmp_path / "out.png").is_file()
     assert TextToImagePipeline.from_pretrained(tmp_path / "prior").training_data == str(images)
+    train.main(["captioner", "--data", str(images), "--tokenizer", str(tmp_path / "vqgan"), "--preset", "tiny",
+                "--output_dir", str(tmp_path / "captioner"), "--max_train_steps", "2", *quick,
+                "--set", "data.num_evaluation_images=2"])
+    assert (tmp_path / "captioner" / "tokens" / "tokenized_dataset.json").is_file()  # --data: tokenized first
+    capsys.readouterr()
+    assert cli.main(["caption", str(tmp_path / "out.png"), "--pipeline", str(tmp_path / "captioner")]) == 0
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'out.png'}\t")

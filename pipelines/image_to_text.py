@@ -1,0 +1,238 @@
+"""The image-to-text pipeline: images -> VQ-GAN codes -> captioner -> captions, and image-caption scores.
+
+```python
+from pipelines.image_to_text import ImageToTextPipeline
+
+pipe = ImageToTextPipeline.from_pretrained("models/tessera-shapes")     # a folder with a captioner/ component
+pipe(["scene.png", Image.open("other.jpg")]).captions                   # greedy captions, one per image
+pipe(images, num_beams=4, num_return_sequences=2).captions              # image-major: 2 per image
+pipe(images, do_sample=True, top_k=10, generator=torch.Generator().manual_seed(0))
+pipe.score(images, ["a small red circle on the left", ...])             # (N,) log-likelihood per pair
+pipe = ImageToTextPipeline.from_pipe(text_to_image_pipe)                # shares its modules
+```
+
+Images: PIL images, paths, uint8 arrays (H, W) / (H, W, 3|4), or float tensors (3, H, W) / (B, 3, H, W) in
+[-1, 1]; any size and mode. They are converted and cut like training data (``pipelines.data.images``: RGB,
+transparency onto white, the largest centred square, resized to the VQ-GAN's resolution). An image of more than
+``max_image_pixels`` pixels (Pillow's decompression-bomb limit by default) is refused before any work.
+
+``score`` is the captioner's length-normalised log-likelihood: the mean log-probability per caption token (the
+pipeline's text tokenizer, its end token included), natural log, <= 0; higher fits better. Captions are read
+through the same text normaliser as prompts. A word the captioner never saw in training makes a caption unlikely.
+
+Decoding settings are ``transformers``' ``generate`` options (``num_beams``, ``do_sample``, ``temperature``,
+``top_k``, ``top_p``, ``num_return_sequences``, ``max_new_tokens``). Sampling draws from torch's global RNG, or,
+with ``generator``, from a seed drawn from it (the same generator state gives the same captions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from captioner.model import Captioner, tokenize_captions
+from pipelines.call_checks import positive_int, prompt_list
+from pipelines.data.images import RowSkipped, open_image, preprocess_image
+from pipelines.pipeline_folder import CAPTIONER_FOLDER, check_captioner
+from prior.text import load_text_tokenizer
+from tokenizer.model import VQGAN
+
+DEFAULT_MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS  # about 89 megapixels
+
+
+@dataclass
+class ImageToTextOutput:
+    captions: list[str]  # image-major: num_return_sequences per image
+    codes: torch.Tensor  # (N, h, w) long, on the CPU: the images' codes
+
+
+def _tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) float in [-1, 1] -> an RGB PIL image."""
+    pixels = image.detach().float().cpu().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+    return Image.fromarray(pixels.permute(1, 2, 0).numpy())  # (H, W, 3)
+
+
+def image_list(images) -> list:
+    """A call's ``images`` as a non-empty list of single images (PIL, path, array or (3, H, W) tensor)."""
+    if isinstance(images, torch.Tensor):
+        if images.ndim == 4:
+            return list(images)
+        if images.ndim == 3:
+            return [images]
+        raise ValueError(f"image tensors are (3, H, W) or (B, 3, H, W), got shape {tuple(images.shape)}")
+    if isinstance(images, (Image.Image, np.ndarray, str, os.PathLike)):
+        return [images]
+    if not isinstance(images, (list, tuple)):
+        raise TypeError(f"images must be an image (PIL, path, uint8 array, tensor) or a list of them, got "
+                        f"{type(images).__name__}")
+    if not images:
+        raise ValueError("images is empty: give at least one image")
+    return list(images)
+
+
+def as_pil_image(image, max_pixels: int) -> Image.Image:
+    """One input image as a loaded PIL image, or a clear error (wrong type, unreadable, more than
+    ``max_pixels`` pixels; the size is checked before decoding a file)."""
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
+            raise ValueError(f"an image tensor is float (3, H, W) in [-1, 1], got {image.dtype} {tuple(image.shape)}")
+        size = image.shape[1] * image.shape[2]
+    elif isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise ValueError(f"an image array is uint8 (H, W) or (H, W, 3|4), got {image.dtype} {image.shape}")
+        size = image.shape[0] * image.shape[1]
+    elif isinstance(image, (Image.Image, str, os.PathLike)):
+        if not isinstance(image, Image.Image):
+            try:
+                with warnings.catch_warnings():  # the pixel limit below is this pipeline's own
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    image = Image.open(image)  # lazy: the header only
+            except (OSError, ValueError, Image.DecompressionBombError) as error:
+                raise ValueError(f"cannot read image {os.fspath(image)!r}: {error}") from error
+        size = image.size[0] * image.size[1]
+    else:
+        raise TypeError(f"an image is a PIL image, a path, a uint8 array or a float tensor, got {type(image).__name__}")
+    if size > max_pixels:
+        raise ValueError(f"an image of {size:,} pixels is larger than max_image_pixels={max_pixels:,}; shrink it "
+                         "first (the model sees it at its own small resolution anyway)")
+    if isinstance(image, torch.Tensor):
+        return _tensor_to_pil(image)
+    if isinstance(image, np.ndarray):
+        return Image.fromarray(image)
+    try:
+        return open_image(image)
+    except RowSkipped as error:
+        raise ValueError(f"cannot use image {getattr(image, 'filename', '') or '<image>'}: {error}") from error
+
+
+@contextlib.contextmanager
+def seeded_from(generator: torch.Generator | None, device: torch.device):
+    """Inside the block, torch's RNG on ``device`` is seeded from ``generator`` (and restored after); a no-op
+    without one. ``transformers``' sampling draws from the global RNG."""
+    if generator is None:
+        yield
+        return
+    seed = int(torch.randint(0, 2 ** 62, (), generator=generator, device=generator.device))
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class ImageToTextPipeline:
+    """Images -> ``vqgan`` encoder -> codes -> ``captioner`` -> text-tokenizer ids -> captions."""
+
+    def __init__(self, vqgan: VQGAN, text_tokenizer, captioner: Captioner,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+        check_captioner(vqgan, captioner)
+        self.vqgan, self.tokenizer, self.captioner = vqgan, text_tokenizer, captioner
+        self.max_image_pixels = max_image_pixels
+        self._progress_bar_config: dict = {}
+
+    def set_progress_bar_config(self, **kwargs) -> None:
+        """Options for the tqdm bar of each call, e.g. ``disable=True`` (as in diffusers)."""
+        self._progress_bar_config = dict(kwargs)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> ImageToTextPipeline:
+        """A folder with ``vqgan/``, ``text_tokenizer/`` and ``captioner/`` (a pipeline folder with a captioner,
+        or the output of ``train.py captioner``), loaded strictly and offline."""
+        directory = Path(directory)
+        if not (directory / CAPTIONER_FOLDER).is_dir():
+            raise FileNotFoundError(f"{directory} has no {CAPTIONER_FOLDER}/ component; train one with "
+                                    f"`python train.py captioner --pipeline {directory} --output_dir DIR`")
+        vqgan = VQGAN.from_pretrained(directory / "vqgan")
+        captioner = Captioner.from_pretrained(directory / CAPTIONER_FOLDER)
+        return cls(vqgan, load_text_tokenizer(directory), captioner).to(device, dtype)
+
+    @classmethod
+    def from_pipe(cls, pipe) -> ImageToTextPipeline:
+        """The captioning side of a ``TextToImagePipeline`` that has a captioner (modules shared, not copied)."""
+        if getattr(pipe, "captioner", None) is None:
+            raise ValueError("this pipeline has no captioner; load a folder with a captioner/ component, or train "
+                             "one with `python train.py captioner --pipeline DIR`")
+        return cls(pipe.vqgan, pipe.text.tokenizer, pipe.captioner)
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> ImageToTextPipeline:
+        """Move the modules; ``dtype`` applies to the captioner and the VQ-GAN's encoder (the quantizer stays
+        float32)."""
+        if device is not None:
+            self.vqgan.to(device)
+            self.captioner.to(device)
+        if dtype is not None:
+            self.vqgan.encoder.to(dtype)
+            self.captioner.to(dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.captioner.device
+
+    def encode(self, images) -> torch.Tensor:
+        """Images (see the module docstring) -> codes (N, h, w) long, on the pipeline's device."""
+        resolution = self.vqgan.config.resolution
+        pixels = torch.stack([preprocess_image(as_pil_image(image, self.max_image_pixels), resolution)
+                              for image in image_list(images)])  # (N, 3, R, R) in [-1, 1]
+        weight = self.vqgan.encoder.conv_in.weight
+        with torch.inference_mode():
+            latents = self.vqgan.encoder(self.vqgan.to_network_range(pixels).to(weight.device, weight.dtype))
+            codes = self.vqgan.vectors_to_codes(latents.float())  # (N, h, w)
+        return codes.clone()
+
+    def __call__(self, images, *, num_beams: int = 1, do_sample: bool = False, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, num_return_sequences: int = 1,
+                 max_new_tokens: int | None = None, generator: torch.Generator | None = None,
+                 batch_size: int = 64) -> ImageToTextOutput:
+        """Captions for ``images``: greedy by default; ``num_beams`` > 1 for beam search, ``do_sample=True``
+        for sampling (``temperature``, ``top_k``, ``top_p``)."""
+        num_beams = positive_int(num_beams, "num_beams")
+        num_return_sequences = positive_int(num_return_sequences, "num_return_sequences")
+        batch_size = positive_int(batch_size, "batch_size")
+        if max_new_tokens is not None:
+            positive_int(max_new_tokens, "max_new_tokens")
+        if not do_sample and num_return_sequences > num_beams:
+            raise ValueError(f"num_return_sequences={num_return_sequences} needs do_sample=True or num_beams >= "
+                             f"{num_return_sequences}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        options = {"num_beams": num_beams, "do_sample": do_sample, "num_return_sequences": num_return_sequences}
+        if do_sample:
+            options.update(temperature=float(temperature), top_k=top_k or 0, top_p=1.0 if top_p is None else top_p)
+        codes = self.encode(images)
+        captions: list[str] = []
+        self.captioner.eval()
+        with seeded_from(generator, self.device), \
+                tqdm(total=len(codes), desc="captioning", unit="img", **self._progress_bar_config) as progress:
+            for start in range(0, len(codes), batch_size):
+                sequences = self.captioner.generate(codes[start:start + batch_size], max_new_tokens=max_new_tokens,
+                                                    **options)  # (B * num_return_sequences, T)
+                ids = self.captioner.text_token_ids(sequences.cpu())
+                captions += [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+                progress.update(min(batch_size, len(codes) - start))
+        return ImageToTextOutput(captions=captions, codes=codes.cpu())
+
+    def score(self, images, captions: str | list[str], batch_size: int = 64) -> torch.Tensor:
+        """(N,) float32 on the CPU: the log-likelihood of caption i given image i (see the module docstring);
+        one caption for all images, or one per image."""
+        codes = self.encode(images)
+        texts = prompt_list(captions, "captions")
+        if len(texts) not in (1, len(codes)):
+            raise ValueError(f"{len(texts)} captions for {len(codes)} images: give one, or one per image")
+        return self.score_codes(codes, texts * len(codes) if len(texts) == 1 else texts, batch_size)
+
+    def score_codes(self, codes: torch.Tensor, captions: list[str], batch_size: int = 64) -> torch.Tensor:
+        """Like ``score`` for code grids (N, h, w) already made, e.g. a text-to-image pipeline's candidates."""
+        self.captioner.eval()
+        scores = [self.captioner.log_likelihood(codes[start:start + batch_size],
+                                                tokenize_captions(self.tokenizer, captions[start:start + batch_size]))
+                  for start in range(0, len(codes), batch_size)]
+        return torch.cat(scores).cpu()

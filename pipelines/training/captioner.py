@@ -1,0 +1,245 @@
+"""The captioner stage of the training loop (``python train.py captioner``): codes -> captions.
+
+A run reads a tokenized dataset (``train.py tokenize``; or images, tokenized first into ``output_dir/tokens``)
+made by the VQ-GAN it captions with, and trains a ``captioner.model.Captioner`` on (codes, caption) rows with
+the text tokenizer of an existing pipeline (``--pipeline``: its VQ-GAN and text tokenizer) or, without one, a
+byte-level BPE trained on the captions (as the prior's scratch text side is). It runs in
+``pipelines.training.loop`` (resume, EMA, gradient accumulation, several processes). Validation, on the main
+process from the EMA weights: held-out caption loss and token accuracy, a grid of held-out images with their
+generated captions (``samples/``), and on the built-in shapes the exact-match accuracy of greedy captions
+(parsed, compared as scenes) on ``test`` and ``holdout`` scenes, through ``ImageToTextPipeline``.
+
+The output folder is what ``ImageToTextPipeline.from_pretrained`` loads: with ``--pipeline``, a copy of that
+pipeline with the ``captioner/`` component added (so text-to-image can rerank with it); without, ``vqgan/``,
+``text_tokenizer/`` and ``captioner/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from captioner.model import Captioner, CaptionerConfig, caption_vocabulary, tokenize_captions
+from pipelines.core.config import JSONConfig
+from pipelines.core.io import atomic_write_text, save_image_grid
+from pipelines.core.pretrained import WEIGHTS_NAME, load_safetensors
+from pipelines.image_to_text import ImageToTextPipeline
+from pipelines.pipeline_folder import (
+    CAPTIONER_FOLDER,
+    COMPONENTS,
+    OPTIONAL_COMPONENTS,
+    PIPELINE_CONFIG_NAME,
+    PipelineConfig,
+)
+from pipelines.shapes import same_scene, shapes_dataset
+from pipelines.tokens import check_tokenizer_matches, collate_tokenized, load_tokenized_dataset
+from pipelines.training.batches import EpochDataset
+from pipelines.training.config import TrainingConfig
+from pipelines.training.ema import EMA
+from pipelines.training.loop import TrainingLoop, TrainingStage, make_optimizer, make_scheduler
+from pipelines.training.prior import captions_are_shapes
+from prior.text import TEXT_CONFIG_NAME, TOKENIZER_FOLDER, load_text_tokenizer
+from prior.text_tokenizer import train_text_tokenizer
+from tokenizer.model import VQGAN
+
+logger = logging.getLogger(__name__)
+
+# The defaults of the command line and of train.py quickstart: measured on the 2-core CPU (cpu-small captioner,
+# 8x8 grids, batch 64: about 0.15 s per step alone).
+CAPTIONER_TRAINING_DEFAULTS = TrainingConfig(
+    output_dir="runs/captioner",
+    train_batch_size=64,
+    learning_rate=1e-3,
+    adam_beta1=0.9,
+    adam_beta2=0.95,
+    adam_weight_decay=0.01,
+    max_train_steps=2500,
+    lr_warmup_steps=100,
+    checkpointing_steps=500,
+    validation_steps=500,
+    num_validation_images=256,
+    ema_decay=0.995,
+)
+
+
+@dataclass
+class CaptionerDataOptions(JSONConfig):
+    tokens: str = ""  # a tokenized dataset folder (train.py tokenize)
+    tokenizer: str = ""  # the VQ-GAN folder the tokens were made with (default with --pipeline: its vqgan/)
+    pipeline: str | None = None  # caption with this pipeline's VQ-GAN and text tokenizer; the output adds to it
+    validation_tokens: str | None = None  # default: hold out the last rows of --tokens
+    text_vocab_size: int = 2048  # without a pipeline: the BPE vocabulary trained on the captions
+    num_evaluation_images: int = 200  # shapes only: held-out scenes captioned and parsed per split
+
+
+@dataclass
+class CaptionerRunConfig(JSONConfig):
+    captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
+    data: CaptionerDataOptions = field(default_factory=CaptionerDataOptions)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+
+def shapes_caption_accuracy(pipe: ImageToTextPipeline, count: int, seed: int) -> dict[str, float]:
+    """Exact-match accuracy of greedy captions on ``count`` shapes scenes of the ``test`` and ``holdout`` splits:
+    the caption parses (``pipelines.shapes.parse_caption``) to the scene drawn."""
+    accuracy = {}
+    for split in ("test", "holdout"):
+        scenes = shapes_dataset(count, resolution=pipe.vqgan.config.resolution, seed=seed, split=split)[:]
+        captions = pipe(scenes["image"]).captions
+        accuracy[split] = sum(same_scene(text, truth) for text, truth in zip(captions, scenes["caption"])) / count
+    return accuracy
+
+
+class CaptionerStage(TrainingStage):
+    name = "captioner"
+
+    def __init__(self, config: CaptionerRunConfig):
+        self.config = config
+        data = config.data
+        if data.pipeline and not data.tokenizer:
+            data.tokenizer = str(Path(data.pipeline) / "vqgan")
+        if not data.tokenizer:
+            raise ValueError("the captioner needs the VQ-GAN the tokens were made with: --tokenizer or --pipeline")
+        check_tokenizer_matches(data.tokens, data.tokenizer)
+
+    def load_data(self) -> None:
+        data = self.config.data
+        self.vqgan = VQGAN.from_pretrained(data.tokenizer).eval()
+        rows = load_tokenized_dataset(data.tokens)
+        if data.validation_tokens:
+            check_tokenizer_matches(data.validation_tokens, data.tokenizer)
+            self.train_rows, self.validation_rows = rows, load_tokenized_dataset(data.validation_tokens)
+        else:
+            held_out = min(self.config.training.num_validation_images, max(1, len(rows) // 10))
+            self.train_rows = rows.select(range(len(rows) - held_out))
+            self.validation_rows = rows.select(range(len(rows) - held_out, len(rows)))
+        captions = list(self.train_rows["caption"])
+        if data.pipeline:
+            self.text_tokenizer = load_text_tokenizer(data.pipeline)
+        else:
+            self.text_tokenizer = train_text_tokenizer(captions, data.text_vocab_size,
+                                                       max_length=self.config.captioner.max_caption_tokens)
+        self.is_shapes = captions_are_shapes(captions)
+        self.vocabulary = caption_vocabulary(self.text_tokenizer, captions)
+
+    def build_captioner(self) -> Captioner:
+        config = self.config
+        config.captioner = dataclasses.replace(
+            config.captioner, codebook_size=self.vqgan.codebook_size, grid_size=self.vqgan.config.latent_size,
+            text_token_ids=self.vocabulary)
+        logger.info("captioner vocabulary: %d text tokens of the text tokenizer's %d", len(self.vocabulary),
+                    len(self.text_tokenizer))
+        return Captioner(config.captioner)
+
+    def setup(self, accelerator) -> None:
+        training = self.config.training
+        self.accelerator = accelerator
+        with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
+            self.load_data()
+        self.vqgan.to(accelerator.device)
+        captioner = self.build_captioner()
+        self.ema = EMA(captioner, training.ema_decay)
+        optimizer = make_optimizer(captioner.parameters(), training)
+        self.schedulers = [make_scheduler(optimizer, training)]
+        self.model, self.optimizer = accelerator.prepare(captioner, optimizer)
+        self.models = [self.model]
+
+    @property
+    def ema_source(self) -> Captioner:
+        return self.accelerator.unwrap_model(self.model)
+
+    def train_data(self):
+        return EpochDataset(self.train_rows), collate_tokenized
+
+    def caption_batch(self, captions: list[str]):
+        return self.ema_source.caption_batch(tokenize_captions(self.text_tokenizer, captions))
+
+    def train_step(self, loop: TrainingLoop, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        codes = batch["codes"].to(self.accelerator.device)
+        with self.accelerator.autocast():
+            output = self.model(codes, self.caption_batch(batch["caption"]))
+        loop.optimize(output.loss, self.optimizer, self.model.parameters())
+        return {"loss/train": output.loss, "train/accuracy": output.accuracy}
+
+    def progress_values(self, logs: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{logs['loss/train']:.3f}", "acc": f"{logs['train/accuracy']:.3f}"}
+
+    def pipeline(self) -> ImageToTextPipeline:
+        """The EMA weights as the pipeline users get (modules shared, not copied)."""
+        return ImageToTextPipeline(self.vqgan, self.text_tokenizer, self.ema.model)
+
+    @torch.no_grad()
+    def validate(self, step: int) -> dict[str, float]:
+        captioner = self.ema.model.eval()
+        total, tokens, correct = 0.0, 0.0, 0.0
+        for batch in DataLoader(self.validation_rows, batch_size=64, collate_fn=collate_tokenized):
+            captions = captioner.caption_batch(tokenize_captions(self.text_tokenizer, batch["caption"]))
+            output = captioner(batch["codes"].to(self.accelerator.device), captions)
+            count = float(captions.mask.sum())
+            total, tokens, correct = total + float(output.loss) * count, tokens + count, correct + float(
+                output.accuracy) * count
+        metrics = {"val/loss": total / max(tokens, 1.0), "val/token_accuracy": correct / max(tokens, 1.0)}
+        pipe = self.pipeline()
+        shown = self.validation_rows.select(range(min(16, len(self.validation_rows))))
+        codes = collate_tokenized([shown[i] for i in range(len(shown))])["codes"]  # (16, h, w)
+        generated = self.ema.model.text_token_ids(captioner.generate(codes.to(self.accelerator.device)).cpu())
+        samples = Path(self.config.training.output_dir) / "samples"
+        with torch.inference_mode():
+            save_image_grid(self.vqgan.decode(codes.to(self.accelerator.device)).cpu(),
+                            samples / f"captions-{step:07d}.png")
+        lines = [f"{i}: {text.strip()}  (true: {truth})" for i, (text, truth) in enumerate(zip(
+            self.text_tokenizer.batch_decode(generated, skip_special_tokens=True), shown["caption"]))]
+        atomic_write_text(samples / f"captions-{step:07d}.txt", "\n".join(lines) + "\n")
+        if self.is_shapes:
+            accuracy = shapes_caption_accuracy(pipe, self.config.data.num_evaluation_images,
+                                               self.config.training.seed + 7)
+            metrics.update({f"val/exact_match_{split}": value for split, value in accuracy.items()})
+        return metrics
+
+    def save_final(self, output_dir: Path) -> Path:
+        """The output folder ``ImageToTextPipeline.from_pretrained`` loads (see the module docstring)."""
+        captioner = self.ema.model
+        if self.config.data.pipeline:
+            return add_captioner_to_pipeline(Path(self.config.data.pipeline), captioner, output_dir)
+        self.vqgan.save_pretrained(output_dir / "vqgan")
+        staging = output_dir / f".{TOKENIZER_FOLDER}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        self.text_tokenizer.save_pretrained(staging)
+        shutil.rmtree(output_dir / TOKENIZER_FOLDER, ignore_errors=True)
+        staging.rename(output_dir / TOKENIZER_FOLDER)
+        captioner.save_pretrained(output_dir / CAPTIONER_FOLDER)
+        return output_dir
+
+
+def add_captioner_to_pipeline(source: Path, captioner: Captioner, output_dir: Path) -> Path:
+    """``output_dir`` = the pipeline folder ``source`` (copied as it is, unless it is ``output_dir`` itself) with
+    ``captioner`` added in the dtype of the source's prior weights; ``pipeline.json`` written last."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / PIPELINE_CONFIG_NAME).unlink(missing_ok=True)
+    if source.resolve() != output_dir.resolve():
+        for name in [*COMPONENTS.values(), TEXT_CONFIG_NAME]:
+            entry = source / name
+            if not entry.exists():  # text_encoder/ of a frozen encoder an installed package ships
+                continue
+            target = output_dir / name
+            shutil.rmtree(target, ignore_errors=True)
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, target)
+    prior_weights = load_safetensors(source / COMPONENTS["prior"] / WEIGHTS_NAME, component="prior")
+    dtype = next(iter(prior_weights.values())).dtype
+    copy.deepcopy(captioner).to(dtype=dtype).save_pretrained(output_dir / CAPTIONER_FOLDER)
+    config = PipelineConfig.read(source)
+    config.components = {**COMPONENTS, **OPTIONAL_COMPONENTS}
+    config.save(output_dir / PIPELINE_CONFIG_NAME)
+    return output_dir
+
+
+def train_captioner(config: CaptionerRunConfig) -> Path:
+    """Train a captioner on a tokenized dataset; returns the output folder (see the module docstring)."""
+    return TrainingLoop(CaptionerStage(config), config.training, config).run()
