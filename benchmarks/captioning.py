@@ -80,26 +80,26 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"pipeline": str(args.pipeline), "num_scenes": args.num_scenes, "num_beams": args.num_beams,
                     "num_candidates": args.num_candidates, "seconds": {}}
 
-    def timed(name: str, work):
+    def timed(name: str, work, *arguments):
         start = time.perf_counter()
-        value = work()
+        value = work(*arguments)
         result["seconds"][name] = round(time.perf_counter() - start, 1)
         return value
 
     for split in SPLITS:
-        result[f"exact_match_{split}"] = timed(f"exact_match_{split}",
-                                               lambda: exact_match(captioning, rows[split], args.num_beams))
+        result[f"exact_match_{split}"] = timed(f"exact_match_{split}", exact_match, captioning, rows[split],
+                                               args.num_beams)
     retrieval_rows = scenes(args.num_retrieval, "test", resolution, seed=4321)
-    result["retrieval_top1"] = timed("retrieval", lambda: retrieval_top1(captioning, retrieval_rows))
+    result["retrieval_top1"] = timed("retrieval", retrieval_top1, captioning, retrieval_rows)
     prompts = {split: list(rows[split]["caption"]) for split in SPLITS}
-    generated = timed("generate_test", lambda: generate(pipe, prompts["test"], 1, args.seed))
-    captions = timed("caption_generated", lambda: captioning(generated).captions)
+    generated = timed("generate_test", generate, pipe, prompts["test"], 1, args.seed)
+    captions = timed("caption_generated", captioning, generated).captions
     result["round_trip_test"] = sum(map(same_scene, captions, prompts["test"])) / len(captions)
     result["text_to_image_test"] = evaluate(generated, prompts["test"]).accuracy["all_correct"]
-    result["text_to_image_holdout"] = evaluate(timed("generate_holdout", lambda: generate(
-        pipe, prompts["holdout"], 1, args.seed)), prompts["holdout"]).accuracy["all_correct"]
+    holdout = timed("generate_holdout", generate, pipe, prompts["holdout"], 1, args.seed)
+    result["text_to_image_holdout"] = evaluate(holdout, prompts["holdout"]).accuracy["all_correct"]
     for split in SPLITS:
-        images = timed(f"rerank_{split}", lambda: generate(pipe, prompts[split], args.num_candidates, args.seed))
+        images = timed(f"rerank_{split}", generate, pipe, prompts[split], args.num_candidates, args.seed)
         result[f"text_to_image_{split}_reranked"] = evaluate(images, prompts[split]).accuracy["all_correct"]
 
     print(json.dumps(result, indent=2))
