@@ -6,8 +6,11 @@ beam search and sampling. Sequence layout::
 
     [code (0,0) ... code (h-1,w-1) ; BOS ; caption tokens ... ; EOS]
 
-Code slots are a code embedding plus learned row and column embeddings (2-D positions; the language model's
-RoPE adds the 1-D order on top). The captioner reads and writes the text tokens of the pipeline's own text
+Code slots are the VQ-GAN's own vector for each code (``code_features``: the quantised latent the decoder reads,
+copied from the VQ-GAN when training starts and saved with the captioner) through a small MLP, plus learned row
+and column embeddings (2-D positions; the language model's RoPE adds the 1-D order on top). Reading the code
+vectors rather than learning one embedding per code id lets codes that were rare or absent in training (e.g. in
+images of unseen colour-shape pairs) still say what they look like. The captioner reads and writes the text tokens of the pipeline's own text
 tokenizer, but only those that occur in its training captions (``CaptionerConfig.text_token_ids``): its
 vocabulary is ``[BOS, EOS, UNK] + text_token_ids``, so a pretrained tokenizer's 30,000-token vocabulary does not
 cost 30,000 output rows. A caption token outside that set maps to UNK, which training never targets, so a
@@ -37,6 +40,7 @@ NUM_SPECIAL = 3
 class CaptionerConfig(JSONConfig):
     codebook_size: int = 512
     grid_size: int = 8  # the VQ-GAN's latent size h = w
+    code_dim: int = 64  # the VQ-GAN's z_channels: the width of its code vectors
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -100,7 +104,9 @@ class Captioner(PretrainedMixin, nn.Module):
         super().__init__()
         self.config = config
         hidden = config.hidden_size
-        self.code_embedding = nn.Embedding(config.codebook_size, hidden)
+        # the VQ-GAN's vector of each code (set_code_features); a buffer: saved, loaded, never trained
+        self.register_buffer("code_features", torch.randn(config.codebook_size, config.code_dim))
+        self.code_projection = nn.Sequential(nn.Linear(config.code_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.row_embedding = nn.Embedding(config.grid_size, hidden)
         self.column_embedding = nn.Embedding(config.grid_size, hidden)
         self.language_model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
@@ -110,7 +116,7 @@ class Captioner(PretrainedMixin, nn.Module):
             attention_dropout=config.dropout, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=EOS,
             tie_word_embeddings=False,  # the vocabulary is small; untied weights save as plain safetensors
         ))
-        for embedding in (self.code_embedding, self.row_embedding, self.column_embedding):
+        for embedding in (self.row_embedding, self.column_embedding):
             nn.init.normal_(embedding.weight, std=0.02)
         # text-token id -> captioner index (UNK for ids it does not know), and back
         ids = torch.tensor(config.text_token_ids, dtype=torch.long)
@@ -119,7 +125,16 @@ class Captioner(PretrainedMixin, nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.code_embedding.weight.device
+        return self.row_embedding.weight.device
+
+    @torch.no_grad()
+    def set_code_features(self, code_vectors: torch.Tensor) -> None:
+        """Copy in the VQ-GAN's vector of every code, (codebook_size, code_dim) (e.g. ``vqgan.codes_to_vectors``
+        of all codes), before training."""
+        if tuple(code_vectors.shape) != tuple(self.code_features.shape):
+            raise ValueError(f"code vectors of shape {tuple(code_vectors.shape)}; this captioner reads "
+                             f"{tuple(self.code_features.shape)} (codebook_size, code_dim)")
+        self.code_features.copy_(code_vectors)
 
     # -- text <-> captioner vocabulary ----------------------------------------------------------------------
 
@@ -155,14 +170,22 @@ class Captioner(PretrainedMixin, nn.Module):
                              f"{height}x{width}")
         rows = self.row_embedding.weight[:, None, :]  # (h, 1, D)
         columns = self.column_embedding.weight[None, :, :]  # (1, w, D)
-        grid = self.code_embedding(codes.to(self.device)) + rows + columns  # (B, h, w, D)
+        features = self.code_features[codes.to(self.device)].to(self.row_embedding.weight.dtype)  # (B, h, w, C)
+        grid = self.code_projection(features) + rows + columns  # (B, h, w, D)
         bos = self.language_model.get_input_embeddings()(torch.full((batch, 1), BOS, device=self.device))
         return torch.cat([grid.reshape(batch, height * width, -1), bos], dim=1)  # (B, h*w + 1, D)
 
-    def forward(self, codes: torch.Tensor, captions: CaptionBatch) -> CaptionerOutput:
-        """Teacher-forced log-likelihood of ``captions`` given ``codes`` (B, h, w)."""
+    def forward(self, codes: torch.Tensor, captions: CaptionBatch, input_noise: float = 0.0) -> CaptionerOutput:
+        """Teacher-forced log-likelihood of ``captions`` given ``codes`` (B, h, w). ``input_noise``: the share of
+        the caption tokens read as input (not the targets) replaced by random text tokens (torch's global RNG),
+        so that the next word is read from the image rather than guessed from the words before it."""
         prefix = self.prefix(codes)  # (B, P, D), P = h*w + 1
-        inputs = self.language_model.get_input_embeddings()(captions.ids[:, :-1])  # (B, T-1, D)
+        previous = captions.ids[:, :-1]  # (B, T-1): what each position reads
+        if input_noise > 0 and len(self.config.text_token_ids):
+            replace = torch.rand(previous.shape, device=previous.device) < input_noise
+            random_tokens = torch.randint(NUM_SPECIAL, self.config.vocab_size, previous.shape, device=previous.device)
+            previous = torch.where(replace & (previous != EOS), random_tokens, previous)
+        inputs = self.language_model.get_input_embeddings()(previous)  # (B, T-1, D)
         attention = torch.cat([torch.ones(prefix.shape[:2], dtype=torch.bool, device=self.device),
                                captions.mask[:, :-1]], dim=1)  # (B, P + T - 1)
         logits = self.language_model(inputs_embeds=torch.cat([prefix, inputs], dim=1),

@@ -94,6 +94,9 @@ def check_captioner(vqgan: VQGAN, captioner: Captioner, source: str = "") -> Non
     if captioner.config.grid_size != vqgan.config.latent_size:
         problems.append(f"captioner grid_size {captioner.config.grid_size} vs VQ-GAN latent_size "
                         f"{vqgan.config.latent_size}")
+    if captioner.config.code_dim != vqgan.config.z_channels:
+        problems.append(f"captioner code_dim {captioner.config.code_dim} vs VQ-GAN z_channels "
+                        f"{vqgan.config.z_channels}")
     if problems:
         where = f"{source}: " if source else ""
         raise CheckpointMismatchError(f"{where}the captioner does not fit the VQ-GAN: " + "; ".join(problems))

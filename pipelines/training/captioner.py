@@ -77,6 +77,9 @@ class CaptionerDataOptions(JSONConfig):
     validation_tokens: str | None = None  # default: hold out the last rows of --tokens
     text_vocab_size: int = 2048  # without a pipeline: the BPE vocabulary trained on the captions
     num_evaluation_images: int = 200  # shapes only: held-out scenes captioned and parsed per split
+    # share of the caption tokens the captioner reads (not those it predicts) replaced by random ones in training:
+    # it must read each word from the image, which helps on word combinations never seen together
+    input_noise: float = 0.3
 
 
 @dataclass
@@ -95,6 +98,13 @@ def shapes_caption_accuracy(pipe: ImageToTextPipeline, count: int, seed: int) ->
         captions = pipe(scenes["image"]).captions
         accuracy[split] = sum(same_scene(text, truth) for text, truth in zip(captions, scenes["caption"])) / count
     return accuracy
+
+
+@torch.no_grad()
+def code_vectors(vqgan: VQGAN) -> torch.Tensor:
+    """The VQ-GAN's vector of every code, (codebook_size, z_channels), float32 on the CPU."""
+    codes = torch.arange(vqgan.codebook_size, device=vqgan.last_layer_weight.device)[:, None, None]  # (K, 1, 1)
+    return vqgan.codes_to_vectors(codes)[:, :, 0, 0].float().cpu()  # (K, z)
 
 
 class CaptionerStage(TrainingStage):
@@ -133,10 +143,12 @@ class CaptionerStage(TrainingStage):
         config = self.config
         config.captioner = dataclasses.replace(
             config.captioner, codebook_size=self.vqgan.codebook_size, grid_size=self.vqgan.config.latent_size,
-            text_token_ids=self.vocabulary)
+            code_dim=self.vqgan.config.z_channels, text_token_ids=self.vocabulary)
         logger.info("captioner vocabulary: %d text tokens of the text tokenizer's %d", len(self.vocabulary),
                     len(self.text_tokenizer))
-        return Captioner(config.captioner)
+        captioner = Captioner(config.captioner)
+        captioner.set_code_features(code_vectors(self.vqgan))
+        return captioner
 
     def setup(self, accelerator) -> None:
         training = self.config.training
@@ -164,7 +176,7 @@ class CaptionerStage(TrainingStage):
     def train_step(self, loop: TrainingLoop, batch: dict, step: int) -> dict[str, torch.Tensor]:
         codes = batch["codes"].to(self.accelerator.device)
         with self.accelerator.autocast():
-            output = self.model(codes, self.caption_batch(batch["caption"]))
+            output = self.model(codes, self.caption_batch(batch["caption"]), input_noise=self.config.data.input_noise)
         loop.optimize(output.loss, self.optimizer, self.model.parameters())
         return {"loss/train": output.loss, "train/accuracy": output.accuracy}
 

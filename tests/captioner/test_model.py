@@ -110,3 +110,13 @@ def test_save_and_load_are_strict(tmp_path, trained):
     config.save(tmp_path / "captioner" / "config.json")
     with pytest.raises(CheckpointMismatchError, match="wrong shape"):
         Captioner.from_pretrained(tmp_path / "captioner")
+
+
+def test_input_noise_changes_what_is_read_not_what_is_predicted(text_tokenizer, trained):
+    captioner, codes = trained
+    batch = captioner.caption_batch(tokenize_captions(text_tokenizer, CAPTIONS))
+    clean = captioner(codes, batch)
+    assert torch.equal(captioner(codes, batch, input_noise=0.0).log_likelihood, clean.log_likelihood)
+    torch.manual_seed(0)
+    noisy = captioner(codes, batch, input_noise=1.0)
+    assert noisy.loss > clean.loss  # every word read is random; the targets are the same captions

@@ -14,6 +14,7 @@ from captioner.model import Captioner, CaptionerConfig, caption_vocabulary, toke
 from pipelines import cli
 from pipelines.image_to_text import ImageToTextPipeline
 from pipelines.text_to_image import TextToImagePipeline
+from pipelines.training.captioner import code_vectors
 from tests.pipelines.tiny_pipelines import CAPTIONS, PROMPTS, tiny_pipelines
 
 
@@ -21,10 +22,11 @@ from tests.pipelines.tiny_pipelines import CAPTIONS, PROMPTS, tiny_pipelines
 def pipe() -> TextToImagePipeline:
     base = tiny_pipelines()["masked"]
     torch.manual_seed(0)
-    config = CaptionerConfig(codebook_size=16, grid_size=4, hidden_size=16, num_layers=1, num_heads=2,
+    config = CaptionerConfig(codebook_size=16, grid_size=4, code_dim=8, hidden_size=16, num_layers=1, num_heads=2,
                              intermediate_size=32, text_token_ids=caption_vocabulary(base.text.tokenizer, CAPTIONS))
-    return TextToImagePipeline.from_components(base.vqgan, base.text, base.prior, base.sampling,
-                                               captioner=Captioner(config).eval())
+    captioner = Captioner(config).eval()
+    captioner.set_code_features(code_vectors(base.vqgan))
+    return TextToImagePipeline.from_components(base.vqgan, base.text, base.prior, base.sampling, captioner=captioner)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +106,13 @@ def test_folder_without_a_captioner(pipe, folder, tmp_path):
     (listed / "captioner").rmdir()
     with pytest.raises(FileNotFoundError, match="lists a captioner"):
         TextToImagePipeline.from_pretrained(listed)
+
+
+def test_a_captioner_for_another_vqgan_is_refused(pipe):
+    config = CaptionerConfig(codebook_size=16, grid_size=4, code_dim=4, hidden_size=16, num_layers=1, num_heads=2,
+                             intermediate_size=32)
+    with pytest.raises(ValueError, match="code_dim 4 vs VQ-GAN z_channels 8"):
+        ImageToTextPipeline(pipe.vqgan, pipe.text.tokenizer, Captioner(config))
 
 
 def test_reranking_keeps_the_best_scoring_candidate(pipe):

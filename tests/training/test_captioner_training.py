@@ -16,6 +16,7 @@ from pipelines.training.captioner import (
     CaptionerDataOptions,
     CaptionerRunConfig,
     CaptionerStage,
+    code_vectors,
     train_captioner,
 )
 from pipelines.training.config import TrainingConfig
@@ -50,6 +51,7 @@ def test_training_reduces_loss_and_saves_a_captioning_folder(tokens, tmp_path):
     assert list((tmp_path / "samples").glob("captions-*.txt")) and list((tmp_path / "samples").glob("captions-*.png"))
     captioning = ImageToTextPipeline.from_pretrained(tmp_path)
     assert len(captioning(torch.zeros(2, 3, 8, 8)).captions) == 2
+    assert torch.equal(captioning.captioner.code_features, code_vectors(captioning.vqgan))  # the VQ-GAN's own
 
 
 def test_with_a_pipeline_the_output_is_that_pipeline_with_a_captioner(tokens, tmp_path):
