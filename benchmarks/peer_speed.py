@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['case']} | {row['peer']} | {row['ours_images_per_s']} | {row['peer_images_per_s']} | "
-              f"{row['ours_over_peer']}x | {row["ours_parameters"]:,} / {row["peer_parameters"]:,} |")
+              f"{row['ours_over_peer']}x | {row['ours_parameters']:,} / {row['peer_parameters']:,} |")
     return 0
 
 
