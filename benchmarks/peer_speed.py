@@ -309,12 +309,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
                         help="sampling: weights cast to it; training: autocast to it (float32 master weights)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (1: steady on a shared machine; 0: torch's default)")
     args = parser.parse_args(argv)
     try:
         import diffusers  # noqa: F401
     except ImportError:
         parser.error('diffusers is not installed: pip install -e ".[bench]"')
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     config = size_config(args)
     wanted = {name.strip() for name in args.cases.split(",")}
