@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from prior.config import PRIOR_PRESETS, PriorConfig, prior_preset
 from prior.context import TextContext
@@ -163,6 +164,14 @@ def llama_generate(model, prefix: torch.Tensor, *, num_codes: int, guidance_scal
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def counted_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call as torch's ``FlopCounterMode`` counts them (matmuls and convolutions; the attention
+    kernels only where it knows them, e.g. not on CPU): how much arithmetic each side asks for."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def interleaved_best(first: Callable[[], object], second: Callable[[], object], repeats: int,
@@ -333,9 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for case in cases:
         ours_s, peer_s = interleaved_best(case.ours, case.peer, args.repeats, device)
+        ours_flops, peer_flops = (counted_flops(fn) / case.images for fn in (case.ours, case.peer))
         rows.append({"case": case.name, "peer": case.peer_name, "ours_images_per_s": round(case.images / ours_s, 1),
                      "peer_images_per_s": round(case.images / peer_s, 1), "ours_over_peer": round(peer_s / ours_s, 2),
-                     "ours_parameters": case.ours_parameters, "peer_parameters": case.peer_parameters})
+                     "ours_parameters": case.ours_parameters, "peer_parameters": case.peer_parameters,
+                     "ours_gflop_per_image": round(ours_flops / 1e9, 3),
+                     "peer_gflop_per_image": round(peer_flops / 1e9, 3)})
     settings = {"device": str(device), "dtype": args.dtype, "threads": torch.get_num_threads(),
                 "preset": args.preset, "hidden_size": config.hidden_size, "num_layers": config.num_layers,
                 "num_heads": config.num_heads, "grid": f"{config.grid_size}x{config.grid_size}",
@@ -344,11 +356,12 @@ def main(argv: list[str] | None = None) -> int:
                 "num_steps": args.num_steps, "guidance_scale": args.guidance_scale, "repeats": args.repeats}
     print(json.dumps({"settings": settings, "results": rows}, indent=2))
     print(f"\n| case ({args.device}, {args.dtype}) | peer | ours images/s | peer images/s | ours / peer | "
-          "parameters ours / peer |")
-    print("|---|---|---|---|---|---|")
+          "parameters ours / peer | GFLOP per image ours / peer |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['case']} | {row['peer']} | {row['ours_images_per_s']} | {row['peer_images_per_s']} | "
-              f"{row['ours_over_peer']}x | {row['ours_parameters']:,} / {row['peer_parameters']:,} |")
+              f"{row['ours_over_peer']}x | {row['ours_parameters']:,} / {row['peer_parameters']:,} | "
+              f"{row['ours_gflop_per_image']} / {row['peer_gflop_per_image']} |")
     return 0
 
 
