@@ -2,11 +2,12 @@
 # The checks that need a CUDA GPU, in one go (written for an H100/H200; any CUDA GPU with bf16 runs it).
 #
 #   bash benchmarks/gpu_check.sh [output_folder]        # default: gpu_check/
+#   PYTHON=.venv/bin/python SKIP_INSTALL=1 bash benchmarks/gpu_check.sh
 #
 # Assumes a CUDA build of torch is already installed in the active Python (it is never installed here, so pip
 # cannot swap it for another build). Steps, each logged to the output folder; a failing step does not stop the
 # others, and the script exits non-zero if any failed:
-#   1. pip install -e ".[test,bench]"
+#   1. pip install -e ".[test,bench]" (SKIP_INSTALL=1 skips it, e.g. on a machine without a package index)
 #   2. the suite's CUDA-marked tests (pytest -m cuda; they are skipped on machines without a GPU)
 #   3. benchmarks/peer_speed.py on the GPU in bfloat16 (Tessera's priors against diffusers aMUSEd and
 #      transformers Llama generate(), sampling and training)
@@ -39,7 +40,11 @@ print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_de
       f"bf16 {torch.cuda.is_bf16_supported()}")
 EOF
 
-run install "$python" -m pip install -q -e ".[test,bench]"
+if [ "${SKIP_INSTALL:-0}" = 1 ]; then
+    echo "== install skipped (SKIP_INSTALL=1): the packages must already be installed"
+else
+    run install "$python" -m pip install -q -e ".[test,bench]"
+fi
 run cuda_tests "$python" -m pytest -m cuda -q -rA
 run peer_speed "$python" -m benchmarks.peer_speed --device cuda --dtype bfloat16 --batch_size 256 \
     --train_batch_size 256 --repeats 10

@@ -23,7 +23,8 @@ three matrices hold as many weights, and cost as many FLOPs per token, as our tw
 UVit2D is built with no ConvNeXt res-blocks (``num_res_blocks=0``: all its depth is in the transformer layers)
 and ``in_channels = block_out_channels = hidden``; it keeps its cross-attention and its adaptive norms, whose
 modulation weights act on one pooled vector per image, so it has more parameters than ours at nearly the
-same FLOPs per grid token. Both parameter counts are printed.
+same FLOPs per grid token. Both parameter counts are printed, and the FLOPs per image of each side as torch's
+``FlopCounterMode`` counts one call (matmuls and convolutions; on CPU it does not see the attention kernels).
 
 Timing: the A and B runs of each case are interleaved (A B A B ...), after one warm-up each, and the best of
 ``--repeats`` is reported (the machine may be shared). Figures are images/s and the ratio ours / peer.
