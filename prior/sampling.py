@@ -29,7 +29,7 @@ def filter_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int 
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     logits = logits.float()
-    if temperature > 0:
+    if temperature > 0 and temperature != 1:
         logits = logits / temperature
     if top_k is not None and top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
@@ -52,18 +52,24 @@ def filter_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int 
 
 def sample_from_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
                        top_p: float | None = None, generator: torch.Generator | None = None,
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+                       with_probs: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Tokens (...) drawn from ``filter_logits(logits)`` (..., V), and the probability each has under the
     model, ``softmax(logits)`` before temperature and filtering (MaskGIT's confidence: it does not depend on
-    the filters, so greedy and ``top_k=1`` give the same). ``temperature=0`` is greedy: the argmax."""
+    the filters, so greedy and ``top_k=1`` give the same); None with ``with_probs=False``. ``temperature=0``
+    is greedy: the argmax."""
     filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
+    unfiltered = temperature == 1 and not top_k and (top_p is None or top_p == 1)
+    sampling_probs = None
     if temperature == 0:
         tokens = filtered.argmax(dim=-1)
     else:
-        flat = filtered.softmax(dim=-1).reshape(-1, filtered.shape[-1])  # (prod(...), V): multinomial is 2-D
+        sampling_probs = filtered.softmax(dim=-1)  # (..., V)
+        flat = sampling_probs.reshape(-1, filtered.shape[-1])  # (prod(...), V): multinomial is 2-D
         tokens = torch.multinomial(flat, 1, generator=generator).view(filtered.shape[:-1])
-    probs = logits.float().softmax(dim=-1).gather(-1, tokens[..., None])[..., 0]  # (...)
-    return tokens, probs
+    if not with_probs:
+        return tokens, None
+    model_probs = sampling_probs if unfiltered else logits.float().softmax(dim=-1)  # the same when unfiltered
+    return tokens, model_probs.gather(-1, tokens[..., None])[..., 0]  # (...), (...)
 
 
 def guided_logits(cond_logits: torch.Tensor, uncond_logits: torch.Tensor, scale: float) -> torch.Tensor:
@@ -141,7 +147,7 @@ def autoregressive_decode(logits_fn: Callable[[torch.Tensor], torch.Tensor], *, 
         scale = guidance_scale_at(guidance_schedule, guidance_scale, (step + 1) / num_tokens)
         logits = _step_logits(logits_fn, tokens[:, :step], guided, scale)  # (B, V)
         sampled, _ = sample_from_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                                        generator=generator)
+                                        generator=generator, with_probs=False)
         tokens[:, step] = torch.where(known[:, step], tokens[:, step], sampled)
     return tokens
 

@@ -44,6 +44,7 @@ class KVCache:
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.length = 0
         self.context_mask: torch.Tensor | None = None  # (B, L), set when the context is prefilled
+        self.biases: dict[tuple[int, int, bool], torch.Tensor] = {}  # attention biases of uncommitted passes
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store ``k``, ``v`` (B, H, T, Dh) after the committed positions; return all keys/values so far."""
@@ -74,6 +75,13 @@ def attention_mask(context_mask: torch.Tensor, query_positions: torch.Tensor, nu
     return allowed[:, None]  # (B, 1, T, K), broadcast over heads
 
 
+def attention_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The additive form of a boolean ``attention_mask``: 0 where allowed, -inf elsewhere. It is what
+    ``scaled_dot_product_attention`` makes of a boolean mask itself, in every layer; made once per forward
+    instead (and once per sampling call for the masked prior's repeated grid passes)."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, -math.inf)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, dropout: float):
         super().__init__()
@@ -82,7 +90,7 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None = None,
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache | None = None,
                 layer: int = 0) -> torch.Tensor:
         batch, length, width = x.shape
         qkv = self.qkv(x).view(batch, length, 3, self.num_heads, width // self.num_heads)  # (B, T, 3, H, Dh)
@@ -90,7 +98,8 @@ class SelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H, K, Dh)
         dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, T, Dh)
+        bias = bias.to(q.dtype)  # (B, 1, T, K) additive; a no-op unless autocast made q narrower
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B, H, T, Dh)
         return self.proj(out.transpose(1, 2).reshape(batch, length, width))  # (B, T, D)
 
 
@@ -116,9 +125,9 @@ class TransformerBlock(nn.Module):
         self.mlp = MLP(hidden_size, mlp_ratio)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None = None,
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache | None = None,
                 layer: int = 0) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.norm1(x), mask, cache, layer))
+        x = x + self.dropout(self.attn(self.norm1(x), bias, cache, layer))
         return x + self.dropout(self.mlp(self.norm2(x)))
 
 
@@ -132,10 +141,10 @@ class Transformer(nn.Module):
         )
         self.norm = nn.LayerNorm(hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None = None,
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache | None = None,
                 commit: bool = True) -> torch.Tensor:
         for layer, block in enumerate(self.blocks):
-            x = block(x, mask, cache, layer)
+            x = block(x, bias, cache, layer)
         if cache is not None and commit:
             cache.length += x.shape[1]
         return self.norm(x)
@@ -201,9 +210,15 @@ class GridTransformer(nn.Module):
             parts.append(self.embed_grid(tokens, positions))  # (B, T, D)
         x = self.embed_dropout(torch.cat(parts, dim=1))  # (B, L + T, D), or (B, T, D) after a prefill
         start = cache.length if cache is not None else 0
-        query_positions = torch.arange(start, start + x.shape[1], device=x.device)
-        mask = attention_mask(context_mask, query_positions, start + x.shape[1], causal=causal)
-        hidden = self.transformer(x, mask, cache, commit)
+        key = (start, x.shape[1], causal)  # the bias of an uncommitted pass is kept: it recurs every step
+        bias = cache.biases.get(key) if cache is not None else None
+        if bias is None:
+            query_positions = torch.arange(start, start + x.shape[1], device=x.device)
+            mask = attention_mask(context_mask, query_positions, start + x.shape[1], causal=causal)
+            bias = attention_bias(mask, x.dtype)  # (B, 1, T, K)
+            if cache is not None and not commit:
+                cache.biases[key] = bias
+        hidden = self.transformer(x, bias, cache, commit)
         return self.head(hidden[:, hidden.shape[1] - num_slots:])  # (B, T, V): grid slots only
 
 

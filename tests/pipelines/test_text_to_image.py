@@ -224,6 +224,7 @@ def test_bfloat16_on_cpu(saved):
     assert output.images.dtype == np.float32 and np.isfinite(output.images).all()
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_half_precision(saved):
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
