@@ -138,24 +138,29 @@ def build_loop(preset: str, source: str, batch_size: int, output_dir: Path):
 
 
 def time_phase(loop, batches: Iterator[dict], first_step: int, warmup: int, steps: int,
-               timer: PartTimer | None) -> tuple[list[float], dict[str, float]]:
+               timer: PartTimer | None) -> tuple[list[float], list[float], dict[str, float]]:
+    """Wall seconds and CPU seconds (this process: the model's work, not the DataLoader worker's) of each step,
+    and the mean wall seconds of each part."""
     for step in range(first_step, first_step + warmup):
         loop.step(batches, step)
-    times = []
+    times, cpu_times = [], []
     if timer is not None:
         timer.reset()
     for step in range(first_step + warmup, first_step + warmup + steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         loop.step(batches, step)
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     parts = {name: value / steps for name, value in exclusive(timer.seconds).items()} if timer is not None else {}
-    return times, parts
+    return times, cpu_times, parts
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
     import torch
 
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -177,11 +182,13 @@ def measure(args: argparse.Namespace) -> list[dict]:
                 disc_start = loop.stage.config.loss.disc_start
                 batches = loop.micro_batches(0)
                 for phase, first_step in zip(PHASES, (0, disc_start), strict=True):
-                    times, parts = time_phase(loop, batches, first_step, args.warmup, args.steps, timer)
+                    times, cpu_times, parts = time_phase(loop, batches, first_step, args.warmup, args.steps, timer)
                     results.append({"preset": preset, "source": source_name, "phase": phase,
-                                    "batch_size": args.batch_size, "times": times, "parts": parts})
+                                    "batch_size": args.batch_size, "threads": torch.get_num_threads(),
+                                    "times": times, "cpu_times": cpu_times, "parts": parts})
                     print(f"  {preset} {source_name:11s} {phase:8s} best {min(times):.3f} s  "
-                          f"median {statistics.median(times):.3f} s", file=sys.stderr, flush=True)
+                          f"median {statistics.median(times):.3f} s  best CPU {min(cpu_times):.3f} s",
+                          file=sys.stderr, flush=True)
                 del loop, batches
     return results
 
@@ -193,7 +200,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
 def run_worker(tree: Path, args: argparse.Namespace) -> list[dict]:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--presets", *args.presets,
                "--batch_size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--num_images", str(args.num_images), "--cache", args.cache]
+               "--num_images", str(args.num_images), "--cache", args.cache, "--threads", str(args.threads)]
     if args.imagefolder:
         command += ["--imagefolder", args.imagefolder]
     if args.profile:
@@ -205,22 +212,31 @@ def run_worker(tree: Path, args: argparse.Namespace) -> list[dict]:
     return json.loads(done.stdout)
 
 
-def best_times(rounds: list[list[dict]]) -> dict[tuple, float]:
+def best_times(rounds: list[list[dict]], kind: str = "times") -> dict[tuple, float]:
+    """The best (smallest) step time of each (preset, source, phase) over all rounds; ``kind``: "times" (wall)
+    or "cpu_times"."""
     best: dict[tuple, float] = {}
     for results in rounds:
         for result in results:
             key = (result["preset"], result["source"], result["phase"])
-            best[key] = min(best.get(key, float("inf")), *result["times"])
+            best[key] = min(best.get(key, float("inf")), *result[kind])
     return best
 
 
-def parts_table(results: list[dict], title: str) -> str:
-    rows = [r for r in results if r["parts"]]
+def parts_table(rounds: list[list[dict]], title: str) -> str:
+    """Per-part seconds of each (preset, source, phase), from the round where its steps were fastest."""
+    fastest: dict[tuple, dict] = {}
+    for results in rounds:
+        for r in results:
+            key = (r["preset"], r["source"], r["phase"])
+            if key not in fastest or statistics.mean(r["times"]) < statistics.mean(fastest[key]["times"]):
+                fastest[key] = r
+    rows = [r for r in fastest.values() if r["parts"]]
     if not rows:
         return ""
     columns = [(r["preset"], r["source"], r["phase"]) for r in rows]
     names = list(dict.fromkeys(name for r in rows for name in r["parts"]))
-    lines = [f"### {title}: seconds per step (mean of the timed steps)", "",
+    lines = [f"### {title}: wall seconds per step (mean of the timed steps of the fastest round)", "",
              "| part | " + " | ".join(" ".join(c) for c in columns) + " |", "|---|" + "---:|" * len(columns)]
     for name in names:
         lines.append(f"| {name} | " + " | ".join(f"{r['parts'].get(name, 0.0):.3f}" for r in rows) + " |")
@@ -231,27 +247,31 @@ def parts_table(results: list[dict], title: str) -> str:
 
 
 def report(current: list[list[dict]], baseline: list[list[dict]] | None, args: argparse.Namespace) -> str:
-    new = best_times(current)
-    old = best_times(baseline) if baseline else {}
-    header = "| preset | source | phase | " + ("baseline s | " if old else "") + "this checkout s | " + (
-        "baseline / this | " if old else "") + "imagefolder / shapes |"
-    lines = [f"## VQ-GAN training step, batch {args.batch_size}, best of {len(current)} x {args.steps} steps", "",
-             header, "|---|---|---|" + "---:|" * (header.count("|") - 4)]
-    for (preset, source, phase), seconds in new.items():
-        cells = [preset, source, phase]
-        if old:
-            cells.append(f"{old[(preset, source, phase)]:.3f}")
-        cells.append(f"{seconds:.3f}")
-        if old:
-            cells.append(f"{old[(preset, source, phase)] / seconds:.2f}x")
-        shapes = new.get((preset, "shapes", phase))
-        cells.append(f"{seconds / shapes:.2f}x" if shapes else "")
-        lines.append("| " + " | ".join(cells) + " |")
+    threads = current[0][0]["threads"]
+    lines = [f"## VQ-GAN training step, batch {args.batch_size}, {threads} thread(s), best of {len(current)} rounds x "
+             f"{args.steps} steps", ""]
+    for kind, title in (("times", "wall seconds per step"), ("cpu_times", "CPU seconds per step (main process)")):
+        new = best_times(current, kind)
+        old = best_times(baseline, kind) if baseline else {}
+        header = (f"| {title} | source | phase | " + ("baseline | " if old else "") + "this checkout | "
+                  + ("baseline / this | " if old else "") + "imagefolder / shapes |")
+        lines += [header, "|---|---|---|" + "---:|" * (header.count("|") - 4)]
+        for (preset, source, phase), seconds in new.items():
+            cells = [preset, source, phase]
+            if old:
+                cells.append(f"{old[(preset, source, phase)]:.3f}")
+            cells.append(f"{seconds:.3f}")
+            if old:
+                cells.append(f"{old[(preset, source, phase)] / seconds:.2f}x")
+            shapes = new.get((preset, "shapes", phase))
+            cells.append(f"{seconds / shapes:.2f}x" if shapes else "")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
     text = "\n".join(lines)
     if args.profile:
-        text += "\n\n" + parts_table(current[-1], "this checkout")
+        text += "\n" + parts_table(current, "this checkout")
         if baseline:
-            text += "\n\n" + parts_table(baseline[-1], "baseline")
+            text += "\n\n" + parts_table(baseline, "baseline")
     return text
 
 
@@ -263,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--num_images", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); on a busy "
+                        "machine 1 thread gives steadier ratios")
     parser.add_argument("--imagefolder", help="an imagefolder to read instead of shapes drawn at 4x resolution")
     parser.add_argument("--baseline", type=Path, help="another checkout of the project, timed in the same rounds")
     parser.add_argument("--profile", action="store_true", help="also split each step into its parts")
