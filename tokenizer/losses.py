@@ -66,7 +66,7 @@ def adaptive_adversarial_loss(anchor: torch.Tensor, generator: torch.Tensor, rec
     balance = at_last_layer[0].norm() / (at_last_layer[1].norm() + 1e-4)
     weight = disc_weight * balance.clamp(0.0, max_weight)
     gradient = anchor_grad + weight * generator_grad  # d(anchor + weight * generator) / d reconstruction
-    return (reconstruction * gradient.detach()).sum(), weight.detach()
+    return (reconstruction.float() * gradient.detach().float()).sum(), weight.detach()
 
 
 class LeCamRegularizer(nn.Module):
