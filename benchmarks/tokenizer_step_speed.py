@@ -121,7 +121,7 @@ def shapes_imagefolder(directory: Path, num_images: int, resolution: int) -> str
     return str(directory)
 
 
-def build_loop(preset: str, source: str, batch_size: int, output_dir: Path):
+def build_loop(preset: str, source: str, batch_size: int, output_dir: Path, mixed_precision: str = "no"):
     from pipelines.training.loop import TrainingLoop
     from pipelines.training.vqgan import (
         TOKENIZER_TRAINING_DEFAULTS,
@@ -132,7 +132,8 @@ def build_loop(preset: str, source: str, batch_size: int, output_dir: Path):
     from tokenizer.config import vqgan_preset
 
     training = dataclasses.replace(TOKENIZER_TRAINING_DEFAULTS, output_dir=str(output_dir), train_batch_size=batch_size,
-                                   max_train_steps=10**6, num_validation_images=16, report_to="none")
+                                   max_train_steps=10**6, num_validation_images=16, report_to="none",
+                                   mixed_precision=mixed_precision)
     config = TokenizerRunConfig(model=vqgan_preset(preset), data=DataOptions(data=source), training=training)
     return TrainingLoop(VQGANStage(config), training, config)
 
@@ -155,6 +156,30 @@ def time_phase(loop, batches: Iterator[dict], first_step: int, warmup: int, step
     return times, cpu_times, parts
 
 
+def measure_stage(args: argparse.Namespace, preset: str, source_name: str, source: str, precision: str,
+                  scratch: Path) -> list[dict]:
+    import torch
+
+    loop = build_loop(preset, source, args.batch_size, scratch / f"{preset}-{source_name}-{precision}", precision)
+    timer = None
+    if args.profile:
+        timer = PartTimer()
+        instrument(loop, timer)
+    for model in loop.stage.models:
+        model.train()
+    disc_start = loop.stage.config.loss.disc_start
+    batches = loop.micro_batches(0)
+    results = []
+    name = preset if precision == "no" else f"{preset} {precision}"
+    for phase, first_step in zip(PHASES, (0, disc_start), strict=True):
+        times, cpu_times, parts = time_phase(loop, batches, first_step, args.warmup, args.steps, timer)
+        results.append({"preset": name, "source": source_name, "phase": phase, "batch_size": args.batch_size,
+                        "threads": torch.get_num_threads(), "times": times, "cpu_times": cpu_times, "parts": parts})
+        print(f"  {name} {source_name:11s} {phase:8s} best {min(times):.3f} s  "
+              f"median {statistics.median(times):.3f} s  best CPU {min(cpu_times):.3f} s", file=sys.stderr, flush=True)
+    return results
+
+
 def measure(args: argparse.Namespace) -> list[dict]:
     import torch
 
@@ -172,24 +197,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
                 Path(args.cache) / f"shapes-{4 * resolution}px-{args.num_images}", args.num_images, 4 * resolution)
             sources = {"shapes": f"shapes:num_samples={args.num_images}", "imagefolder": folder}
             for source_name, source in sources.items():
-                loop = build_loop(preset, source, args.batch_size, scratch / f"{preset}-{source_name}")
-                timer = None
-                if args.profile:
-                    timer = PartTimer()
-                    instrument(loop, timer)
-                for model in loop.stage.models:
-                    model.train()
-                disc_start = loop.stage.config.loss.disc_start
-                batches = loop.micro_batches(0)
-                for phase, first_step in zip(PHASES, (0, disc_start), strict=True):
-                    times, cpu_times, parts = time_phase(loop, batches, first_step, args.warmup, args.steps, timer)
-                    results.append({"preset": preset, "source": source_name, "phase": phase,
-                                    "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-                                    "times": times, "cpu_times": cpu_times, "parts": parts})
-                    print(f"  {preset} {source_name:11s} {phase:8s} best {min(times):.3f} s  "
-                          f"median {statistics.median(times):.3f} s  best CPU {min(cpu_times):.3f} s",
-                          file=sys.stderr, flush=True)
-                del loop, batches
+                results += measure_stage(args, preset, source_name, source, args.mixed_precision[0], scratch)
     return results
 
 
@@ -197,17 +205,21 @@ def measure(args: argparse.Namespace) -> list[dict]:
 # The driver: rounds of one process per checkout, then tables
 
 
-def run_worker(tree: Path, args: argparse.Namespace) -> list[dict]:
+def run_worker(tree: Path, args: argparse.Namespace, precision: str) -> list[dict]:
+    """One process measuring ``tree`` at one precision (accelerate fixes the precision once per process)."""
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--presets", *args.presets,
                "--batch_size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--num_images", str(args.num_images), "--cache", args.cache, "--threads", str(args.threads)]
+               "--num_images", str(args.num_images), "--cache", args.cache, "--threads", str(args.threads),
+               "--mixed_precision", precision]
     if args.imagefolder:
         command += ["--imagefolder", args.imagefolder]
     if args.profile:
         command.append("--profile")
     environment = {**os.environ, "PYTHONPATH": str(tree)}  # import the project from that checkout
     print(f"# {tree}", file=sys.stderr, flush=True)
-    done = subprocess.run(command, cwd=tree, env=environment, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=tree, env=environment, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the measurement in {tree} failed:\n{done.stderr[-3000:]}")
     sys.stderr.write("\n".join(line for line in done.stderr.splitlines() if line.startswith("  ")) + "\n")
     return json.loads(done.stdout)
 
@@ -248,7 +260,7 @@ def parts_table(rounds: list[list[dict]], title: str) -> str:
 
 def report(current: list[list[dict]], baseline: list[list[dict]] | None, args: argparse.Namespace) -> str:
     threads = current[0][0]["threads"]
-    lines = [f"## VQ-GAN training step, batch {args.batch_size}, {threads} thread(s), best of {len(current)} rounds x "
+    lines = [f"## VQ-GAN training step, batch {args.batch_size}, {threads} thread(s), best of {args.rounds} rounds x "
              f"{args.steps} steps", ""]
     for kind, title in (("times", "wall seconds per step"), ("cpu_times", "CPU seconds per step (main process)")):
         new = best_times(current, kind)
@@ -279,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["cpu-32"])
     parser.add_argument("--batch_size", type=int, default=32, help="the command's default batch")
+    parser.add_argument("--mixed_precision", nargs="+", default=["no"], choices=["no", "bf16", "fp16"],
+                        help="each is measured, in its own processes (as train.py's --mixed_precision)")
     parser.add_argument("--steps", type=int, default=4, help="timed steps per phase and round")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
@@ -298,9 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     current, baseline = [], [] if args.baseline else None
     for _ in range(args.rounds):
-        if args.baseline:
-            baseline.append(run_worker(args.baseline.resolve(), args))
-        current.append(run_worker(ROOT, args))
+        for precision in args.mixed_precision:
+            if args.baseline:
+                baseline.append(run_worker(args.baseline.resolve(), args, precision))
+            current.append(run_worker(ROOT, args, precision))
     print(report(current, baseline, args))
     if args.json:
         args.json.write_text(json.dumps({"current": current, "baseline": baseline}, indent=1))
