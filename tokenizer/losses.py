@@ -46,14 +46,27 @@ def feature_matching_loss(real_features: list[torch.Tensor], fake_features: list
     return torch.stack(terms).mean()
 
 
-def adaptive_generator_weight(
-    reconstruction_term: torch.Tensor, generator_term: torch.Tensor, last_layer: torch.Tensor, max_weight: float = 1e4
-) -> torch.Tensor:
-    """taming's balance: ||dL_rec/dW_last|| / ||dL_gan/dW_last||, so neither gradient swamps the other."""
-    (rec_grad,) = torch.autograd.grad(reconstruction_term, last_layer, retain_graph=True)
-    (gan_grad,) = torch.autograd.grad(generator_term, last_layer, retain_graph=True)
-    weight = rec_grad.norm() / (gan_grad.norm() + 1e-4)
-    return weight.clamp(0.0, max_weight).detach()
+def adaptive_adversarial_loss(anchor: torch.Tensor, generator: torch.Tensor, reconstruction: torch.Tensor,
+                              last_layer: torch.Tensor, disc_weight: float, max_weight: float = 1e4
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """taming's balance of the generator's terms, and a loss to backward for ``anchor + weight * generator``.
+
+    ``weight = disc_weight * ||dA/dW|| / ||dG/dW||`` at the decoder's last layer ``W`` (clamped to
+    ``[0, max_weight]``), so neither gradient swamps the other. Both terms reach the generator only through
+    ``reconstruction``, so each is differentiated once, through the discriminator, as far as
+    ``reconstruction``; the gradients at ``W`` follow through the last layer alone, and the returned loss
+    ``sum(reconstruction * (dA/dx + weight * dG/dx))`` (its value means nothing) has the gradient of
+    ``anchor + weight * generator`` with respect to every generator parameter without a third pass through the
+    discriminator. The graph is kept (``retain_graph``): the discriminator's own backward follows.
+    """
+    anchor_grad, generator_grad = (
+        torch.autograd.grad(term, reconstruction, retain_graph=True)[0] for term in (anchor, generator))
+    at_last_layer = [torch.autograd.grad(reconstruction, last_layer, grad_outputs=grad, retain_graph=True)[0]
+                     for grad in (anchor_grad, generator_grad)]
+    balance = at_last_layer[0].norm() / (at_last_layer[1].norm() + 1e-4)
+    weight = disc_weight * balance.clamp(0.0, max_weight)
+    gradient = anchor_grad + weight * generator_grad  # d(anchor + weight * generator) / d reconstruction
+    return (reconstruction.float() * gradient.detach().float()).sum(), weight.detach()
 
 
 class LeCamRegularizer(nn.Module):

@@ -14,11 +14,18 @@ name, or ``"shapes[:key=value,...]"``. A flat imagefolder is the "train" split i
 Bad rows never crash a job and are never dropped silently. Each row is either used (maybe after a
 mode conversion, see ``pipelines.data.images``) or skipped under one reason:
 
-    missing_file     the image file does not exist          unreadable   not an image, truncated, corrupt
-    missing_image    the row has no image bytes or path     too_large    a decompression bomb
-    missing_caption  no caption (absent key, null)          too_small    shorter side < ``min_size``
-    empty_caption    a blank caption                        bad_metadata a metadata row that does not parse
+    missing_file     the image file does not exist
+    missing_image    the row has no image bytes or path
+    missing_caption  no caption (absent key, null)
+    empty_caption    a blank caption
+    unreadable       not an image, truncated, corrupt
+    too_large        more than ``max_image_pixels`` pixels (read from the header, never decoded), or a
+                     Pillow decompression bomb
+    too_small        shorter side < ``min_size``
+    bad_metadata     a metadata row that does not parse
     no_metadata      an imagefolder image no metadata row names
+    outside_folder   an imagefolder ``file_name`` that leads out of its folder (``..``, an absolute path, a
+                     symbolic link to elsewhere): never read
 
 Map-style data (``streaming=False``) is checked up front in one pass (a progress bar; JPEGs are
 decoded at reduced scale, so it is quick), so the report is complete before training starts and
@@ -50,7 +57,7 @@ import datasets
 import torch
 from tqdm.auto import tqdm
 
-from pipelines.data.images import RowSkipped, open_image, preprocess_image, to_rgb
+from pipelines.data.images import DEFAULT_MAX_IMAGE_PIXELS, RowSkipped, open_image, preprocess_image, to_rgb
 from pipelines.data.sources import DataSourceError, RawSource, RowLayout, caption_text, open_source
 
 __all__ = [
@@ -135,6 +142,7 @@ class RowProcessor:
     seed: int = 0
     allow_empty_captions: bool = False
     epoch: int = 0
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
 
     def check(self, image_value: Any, caption_value: Any) -> tuple[Any, str, str | None]:
         """The RGB image, the caption and the conversion label; ``RowSkipped`` for a bad row.
@@ -144,7 +152,8 @@ class RowProcessor:
             if not self.allow_empty_captions:
                 raise RowSkipped("missing_caption" if text is None else "empty_caption")
             text = ""
-        image = open_image(image_value, draft_size=self.resolution, min_size=self.min_size)
+        image = open_image(image_value, draft_size=self.resolution, min_size=self.min_size,
+                           max_pixels=self.max_image_pixels)
         try:
             rgb, conversion = to_rgb(image)
         except Exception as error:  # an exotic mode Pillow cannot convert
@@ -306,7 +315,8 @@ def load_image_caption_data(source: str, *, resolution: int = 32, split: str = "
                             image_column: str | None = None, caption_column: str | None = None,
                             center_crop: bool = True, random_flip: bool = False, streaming: bool = False,
                             max_samples: int | None = None, seed: int = 0, min_size: int | None = None,
-                            allow_empty_captions: bool = False) -> ImageCaptionData:
+                            allow_empty_captions: bool = False,
+                            max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> ImageCaptionData:
     """Image-caption pairs from ``source`` as model inputs, with a report (see the module docstring).
 
     Args:
@@ -326,13 +336,19 @@ def load_image_caption_data(source: str, *, resolution: int = 32, split: str = "
         min_size: skip images whose shorter side is smaller; default ``default_min_size(resolution)``
             (resolution // 4); 0 keeps every size.
         allow_empty_captions: keep rows without caption, with caption "" (unconditional training).
+        max_image_pixels: skip images with more pixels ("too_large"), checked from the file's header before
+            decoding; default 64 megapixels (``DEFAULT_MAX_IMAGE_PIXELS``); ``None``: only Pillow's
+            decompression-bomb limit (twice ``PIL.Image.MAX_IMAGE_PIXELS``) applies.
     """
     if resolution < 1:
         raise ValueError(f"resolution must be >= 1, got {resolution}")
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples must be >= 1 or None, got {max_samples}")
     min_size = default_min_size(resolution) if min_size is None else min_size
-    processor = RowProcessor(resolution, min_size, center_crop, random_flip, seed, allow_empty_captions)
+    if max_image_pixels is not None and max_image_pixels < 1:
+        raise ValueError(f"max_image_pixels must be >= 1 or None, got {max_image_pixels}")
+    processor = RowProcessor(resolution, min_size, center_crop, random_flip, seed, allow_empty_captions,
+                             max_image_pixels=max_image_pixels)
     raw = open_source(source, split=split, image_column=image_column, caption_column=caption_column,
                       streaming=streaming, resolution=resolution, max_rows=max_samples)
     report = DataReport(source)

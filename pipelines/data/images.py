@@ -3,8 +3,10 @@
 Everything here works on a single image and knows nothing about datasets:
 
 - ``open_image``: bytes / path / ``{"bytes", "path"}`` dict / PIL image -> a loaded PIL image, or
-  ``RowSkipped`` with a reason ("missing_file", "unreadable", "too_large", "too_small"). JPEGs are
-  decoded at a reduced scale (``Image.draft``) when the target resolution allows it, and EXIF
+  ``RowSkipped`` with a reason ("missing_file", "unreadable", "too_large", "too_small"). Sizes are
+  checked from the header before anything is decoded: more than ``max_pixels`` (default
+  ``DEFAULT_MAX_IMAGE_PIXELS``, 64 megapixels) is "too_large", like Pillow's decompression bombs. JPEGs
+  are decoded at a reduced scale (``Image.draft``) when the target resolution allows it, and EXIF
   orientation is applied (as ``datasets.Image`` does).
 - ``to_rgb``: any PIL mode -> RGB plus a label such as ``"I;16->RGB"`` (``None`` when already RGB).
 - ``preprocess_image``: RGB crop + resize (+ optional flip) -> float tensor (3, R, R) in [-1, 1];
@@ -35,8 +37,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ["BACKGROUND", "RowSkipped", "open_image", "preprocess_image", "square_box", "to_rgb"]
+__all__ = ["BACKGROUND", "DEFAULT_MAX_IMAGE_PIXELS", "RowSkipped", "check_image_size", "open_image", "preprocess_image",
+           "square_box", "to_rgb"]
 
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000  # e.g. 8000x8000; bigger images are skipped unread ("too_large")
 BACKGROUND = (255, 255, 255)  # what transparent pixels become
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _RESIZE_REDUCING_GAP = 3.0  # let Pillow shrink big images by integer factors first (fast, still antialiased)
@@ -81,7 +85,7 @@ def _classify_errors(name: str) -> Iterator[None]:
     except FileNotFoundError as error:
         raise RowSkipped("missing_file", str(error)) from error
     except Image.DecompressionBombError as error:
-        raise RowSkipped("too_large", str(error)) from error
+        raise RowSkipped("too_large", f"{name}: {error}") from error
     except Exception as error:  # UnidentifiedImageError, OSError (truncated), SyntaxError, ...
         raise RowSkipped("unreadable", f"{name}: {type(error).__name__}: {error}") from error
 
@@ -99,21 +103,34 @@ def _open(value: Any) -> Image.Image:
             return Image.open(source)
 
 
-def open_image(value: Any, draft_size: int | None = None, min_size: int = 0) -> Image.Image:
+def check_image_size(image: Image.Image, min_size: int = 0, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    """``RowSkipped`` when ``image`` (its header suffices) has more than ``max_pixels`` pixels ("too_large")
+    or a shorter side below ``min_size`` ("too_small"); ``max_pixels=None`` sets no limit of ours."""
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise RowSkipped("too_large", f"{width}x{height} = {width * height} pixels > max_image_pixels={max_pixels} "
+                                      "(read from the header; not decoded)")
+    if min(width, height) < min_size:
+        raise RowSkipped("too_small", f"{width}x{height} < {min_size} px on the short side")
+
+
+def open_image(value: Any, draft_size: int | None = None, min_size: int = 0,
+               max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """A fully loaded PIL image from a column value, or ``RowSkipped`` saying why not.
 
-    ``value`` may be a PIL image, bytes, a path, or a ``datasets.Image(decode=False)`` dict. With
-    ``draft_size`` a JPEG is decoded at the smallest DCT scale whose shorter side is still >= it.
-    Images whose shorter side (before any draft) is below ``min_size`` are "too_small";
-    decompression bombs (over twice ``PIL.Image.MAX_IMAGE_PIXELS``) are "too_large". Bigger than
-    ``MAX_IMAGE_PIXELS`` but legal is fine: Pillow's warning is silenced, drafting keeps it cheap.
-    PIL images are checked and loaded but otherwise left alone (they were decoded by the dataset).
+    ``value`` may be a PIL image, bytes, a path, or a ``datasets.Image(decode=False)`` dict. The size
+    is checked from the header, before any pixel is decoded (``check_image_size``): more than
+    ``max_pixels`` is "too_large", a shorter side (before any draft) below ``min_size`` "too_small".
+    Pillow's own decompression-bomb error (over twice ``PIL.Image.MAX_IMAGE_PIXELS``, raised while
+    reading the header) is "too_large" too; its warning (over ``MAX_IMAGE_PIXELS``) is silenced, since
+    ``max_pixels`` decides. With ``draft_size`` a JPEG is decoded at the smallest DCT scale whose
+    shorter side is still >= it. PIL images are checked and loaded but otherwise left alone (they
+    were decoded by the dataset).
     """
     given = isinstance(value, Image.Image)
     image = value if given else _open(value)
     try:
-        if min(image.size) < min_size:
-            raise RowSkipped("too_small", f"{image.size[0]}x{image.size[1]} < {min_size} px on the short side")
+        check_image_size(image, min_size, max_pixels)
         with _classify_errors(getattr(image, "filename", "") or "<image>"):
             if not given and draft_size and image.format == "JPEG":
                 image.draft(image.mode, (draft_size, draft_size))  # keeps the mode; only the scale changes

@@ -25,7 +25,9 @@ never silently runs on training data.
 
 Imagefolders are read here rather than by ``datasets``' imagefolder loader, which drops metadata
 rows naming missing files and decodes lazily: every metadata row becomes a row (bad ones are
-reported later, not lost), and image files that no row names are counted as "no_metadata".
+reported later, not lost), and image files that no row names are counted as "no_metadata". A
+``file_name`` that leads out of the folder (``../x.png``, an absolute path, a symbolic link to a file
+elsewhere) is never read: the row is counted as "outside_folder".
 """
 
 from __future__ import annotations
@@ -365,26 +367,40 @@ def _unlisted_images(folder: Path, listed: set[str]) -> list[str]:
     return sorted(Path(name).as_posix() for name in found if os.path.normpath(name) not in listed)
 
 
+def _inside_folder(folder: Path, name: str) -> Path | None:
+    """``folder / name`` with symbolic links resolved, or ``None`` when that leads out of ``folder``."""
+    root = folder.resolve()
+    path = (root / name).resolve()  # an absolute ``name`` replaces ``root``; ``..`` and links are followed
+    return path if path.is_relative_to(root) else None
+
+
 def _imagefolder_source(metadata: Path, *, image_column: str | None, caption_column: str | None,
                         max_rows: int | None) -> RawSource:
     """An imagefolder read from its metadata; ``image_column`` names the metadata key holding the
-    image's relative path (default ``"file_name"``). ``source_id`` is that relative path."""
+    image's relative path (default ``"file_name"``). ``source_id`` is that relative path; a path that leads
+    out of the folder is skipped as "outside_folder" (its row id is the name as written)."""
     folder = metadata.parent
     records, skipped = _read_metadata(metadata, max_rows)
     keys = list(dict.fromkeys(key for _, record in records for key in record if key is not None))
     file_key = pick_column("image", image_column, keys, (FILE_NAME_KEY,), str(metadata))
     caption_key = pick_column("caption", caption_column, keys, CAPTION_COLUMN_CANDIDATES, str(metadata))
     rows: dict[str, list] = {"image": [], "caption": [], ID_COLUMN: []}
+    refused: set[str] = set()  # named by a row, so not "no_metadata" either
     for row_id, record in records:
         name = record.get(file_key)
         if not isinstance(name, str) or not name.strip():
             skipped.append(("bad_metadata", row_id))
             continue
-        rows["image"].append(str(folder / name))
+        path = _inside_folder(folder, name)
+        if path is None:
+            skipped.append(("outside_folder", name))
+            refused.add(name)
+            continue
+        rows["image"].append(str(path))
         rows["caption"].append(caption_text(record.get(caption_key)))
         rows[ID_COLUMN].append(name)
     if max_rows is None:  # with max_rows the folder is deliberately not read in full
-        skipped += [("no_metadata", name) for name in _unlisted_images(folder, set(rows[ID_COLUMN]))]
+        skipped += [("no_metadata", name) for name in _unlisted_images(folder, set(rows[ID_COLUMN]) | refused)]
     features = datasets.Features({name: datasets.Value("string") for name in rows})
     return RawSource(datasets.Dataset.from_dict(rows, features=features), RowLayout("image", "caption", ID_COLUMN),
                      skipped)

@@ -24,13 +24,13 @@ from pipelines.shapes import evaluate
 from pipelines.training.batches import EpochDataset
 from pipelines.training.config import TrainingConfig
 from pipelines.training.ema import EMA
-from pipelines.training.loop import TrainingLoop, TrainingStage, frozen, make_optimizer, make_scheduler
+from pipelines.training.loop import TrainingLoop, TrainingStage, make_optimizer, make_scheduler
 from tokenizer.config import DiscriminatorConfig, VQGANConfig
-from tokenizer.discriminator import PatchDiscriminator
+from tokenizer.discriminator import DiscriminatorOutput, PatchDiscriminator
 from tokenizer.losses import (
     LeCamRegularizer,
     LossConfig,
-    adaptive_generator_weight,
+    adaptive_adversarial_loss,
     feature_matching_loss,
     hinge_discriminator_loss,
     hinge_generator_loss,
@@ -125,7 +125,7 @@ def evaluate_reconstructions(model: VQGAN, loader: DataLoader, device: torch.dev
 
 class VQGANStage(TrainingStage):
     """Generator (the VQ-GAN) and PatchGAN discriminator, each with its optimizer; the discriminator trains from
-    ``loss.disc_start`` on. The generator's adversarial loss flows through a frozen discriminator."""
+    ``loss.disc_start`` on, from the same discriminator forwards as the generator's adversarial loss."""
 
     name = "tokenizer"
 
@@ -159,53 +159,60 @@ class VQGANStage(TrainingStage):
         return EpochDataset(self.train, self.train.example), collate_image_captions
 
     def train_step(self, loop: TrainingLoop, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        """Before ``loss.disc_start``: the generator alone. From it on: one discriminator forward of the real and
+        one of the reconstructed images, shared by both players; the generator's backward reaches only its own
+        parameters and keeps the graph, then the discriminator's backward reaches only the discriminator's (its
+        forwards saw the reconstructions as they were before the generator's optimizer step, as a detached
+        copy would)."""
         images = batch["pixel_values"].to(self.accelerator.device)
-        logs, reconstructions = self.generator_step(loop, images, step)
-        if step >= self.config.loss.disc_start:
-            logs.update(self.discriminator_step(loop, images, reconstructions))
-        return logs
-
-    def generator_step(self, loop: TrainingLoop, images: torch.Tensor, step: int
-                       ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         loss_config = self.config.loss
         with self.accelerator.autocast():
             output = self.model(images)
         rec = reconstruction_loss(images, output.reconstruction, loss_config)
-        total = rec + loss_config.quantizer_weight * output.quantizer_loss
+        quantizer = loss_config.quantizer_weight * output.quantizer_loss
         logs = {"loss/reconstruction": rec, "loss/quantizer": output.quantizer_loss,
                 "loss/commitment": output.commitment_loss, "train/codebook_usage": output.usage,
                 "train/perplexity": output.perplexity}
-        if step >= loss_config.disc_start:
-            discriminator = self.accelerator.unwrap_model(self.discriminator)
-            with frozen(discriminator), self.accelerator.autocast():
-                fake = discriminator(output.reconstruction)
-                with torch.no_grad():
-                    real = discriminator(images)
-            matching = feature_matching_loss(real.features, fake.features)
-            generator = hinge_generator_loss(fake.logits)
-            anchor = rec + loss_config.feature_matching_weight * matching
-            weight = loss_config.disc_weight
-            if loss_config.adaptive_disc_weight:
-                weight = weight * adaptive_generator_weight(anchor, generator, self.ema_source.last_layer_weight)
-            total = anchor + loss_config.quantizer_weight * output.quantizer_loss + weight * generator
-            logs.update({"loss/feature_matching": matching, "loss/generator": generator,
-                         "train/disc_weight": torch.as_tensor(weight)})
-        logs["loss/total"] = total
-        loop.optimize(total, self.optimizer_g, self.model.parameters())
-        return logs, output.reconstruction.detach()
-
-    def discriminator_step(self, loop: TrainingLoop, images: torch.Tensor, reconstructions: torch.Tensor
-                           ) -> dict[str, torch.Tensor]:
+        if step < loss_config.disc_start:
+            logs["loss/total"] = rec + quantizer
+            loop.optimize(logs["loss/total"], self.optimizer_g, self.model.parameters())
+            return logs
         with self.accelerator.autocast():
             real = self.discriminator(images)
-            fake = self.discriminator(reconstructions)
+            fake = self.discriminator(output.reconstruction)
+        logs.update(self.generator_update(loop, output.reconstruction, rec, quantizer, real, fake))
+        logs.update(self.discriminator_update(loop, real, fake))
+        return logs
+
+    def generator_update(self, loop: TrainingLoop, reconstruction: torch.Tensor, rec: torch.Tensor,
+                         quantizer: torch.Tensor, real: DiscriminatorOutput, fake: DiscriminatorOutput
+                         ) -> dict[str, torch.Tensor]:
+        """The generator's adversarial-phase step: reconstruction + feature matching + weighted hinge GAN loss."""
+        loss_config = self.config.loss
+        matching = feature_matching_loss(real.features, fake.features)
+        generator = hinge_generator_loss(fake.logits)
+        anchor = rec + loss_config.feature_matching_weight * matching
+        if loss_config.adaptive_disc_weight:
+            to_backward, weight = adaptive_adversarial_loss(anchor, generator, reconstruction,
+                                                            self.ema_source.last_layer_weight, loss_config.disc_weight)
+            to_backward = to_backward + quantizer
+        else:
+            weight = torch.as_tensor(loss_config.disc_weight)
+            to_backward = anchor + quantizer + weight * generator
+        total = (anchor + quantizer + weight * generator).detach()
+        loop.optimize(to_backward, self.optimizer_g, self.model.parameters(), shared_graph=True)
+        return {"loss/feature_matching": matching, "loss/generator": generator, "train/disc_weight": weight,
+                "loss/total": total}
+
+    def discriminator_update(self, loop: TrainingLoop, real: DiscriminatorOutput, fake: DiscriminatorOutput
+                             ) -> dict[str, torch.Tensor]:
         loss = hinge_discriminator_loss(real.logits.float(), fake.logits.float())
         logs = {"loss/discriminator": loss}
         if self.config.loss.lecam_weight > 0:
             lecam = self.lecam(real.logits.float(), fake.logits.float())
             loss = loss + self.config.loss.lecam_weight * lecam
             logs["loss/lecam"] = lecam
-        loop.optimize(loss, self.optimizer_d, self.discriminator.parameters())
+        loop.optimize(loss, self.optimizer_d, self.discriminator.parameters(), shared_graph=True, last_use=True)
         return logs
 
     def schedulers_to_step(self, step: int) -> list[torch.optim.lr_scheduler.LRScheduler]:

@@ -57,15 +57,15 @@ def test_few_steps_reduce_reconstruction_loss(tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch):
     config = tiny_run(tmp_path, max_train_steps=10, checkpointing_steps=4)
-    original = VQGANStage.generator_step
+    original = VQGANStage.train_step
 
-    def poisoned(self, loop, images, step):
-        logs, reconstructions = original(self, loop, images, step)
+    def poisoned(self, loop, batch, step):
+        logs = original(self, loop, batch, step)
         if step == 6:
             logs["loss/total"] = torch.tensor(float("nan"))
-        return logs, reconstructions
+        return logs
 
-    monkeypatch.setattr(VQGANStage, "generator_step", poisoned)
+    monkeypatch.setattr(VQGANStage, "train_step", poisoned)
     with pytest.raises(TrainingDivergedError, match="checkpoint-4"):
         train_tokenizer(config)
     assert (tmp_path / "checkpoints" / "checkpoint-4" / "training_state.json").is_file()
