@@ -40,8 +40,9 @@ def scenes(count: int, split: str, resolution: int, seed: int) -> dict:
     return shapes_dataset(count, resolution=resolution, seed=seed, split=split)[:]
 
 
-def exact_match(captioning: ImageToTextPipeline, rows: dict, num_beams: int) -> float:
-    captions = captioning(rows["image"], num_beams=num_beams).captions
+def exact_match(captioning: ImageToTextPipeline, rows: dict, num_beams: int, guidance_scale: float | None = None
+                ) -> float:
+    captions = captioning(rows["image"], num_beams=num_beams, guidance_scale=guidance_scale).captions
     return sum(same_scene(text, truth) for text, truth in zip(captions, rows["caption"])) / len(captions)
 
 
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_candidates", type=int, default=4)
     parser.add_argument("--num_beams", type=int, default=1, help="captioning: 1 = greedy")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed of the text-to-image runs")
+    parser.add_argument("--guidance_scales", type=float, nargs="*", default=[],
+                        help="also measure exact match at these image-guidance scales")
     args = parser.parse_args(argv)
 
     pipe = TextToImagePipeline.from_pretrained(args.pipeline)
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     resolution = pipe.vqgan.config.resolution
     rows = {split: scenes(args.num_scenes, split, resolution, seed=1234) for split in SPLITS}
     result: dict = {"pipeline": str(args.pipeline), "num_scenes": args.num_scenes, "num_beams": args.num_beams,
+                    "guidance_scale": captioning.captioner.config.guidance_scale,
                     "num_candidates": args.num_candidates, "seconds": {}}
 
     def timed(name: str, work, *arguments):
@@ -89,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     for split in SPLITS:
         result[f"exact_match_{split}"] = timed(f"exact_match_{split}", exact_match, captioning, rows[split],
                                                args.num_beams)
+    for scale in args.guidance_scales:
+        for split in SPLITS:
+            result[f"exact_match_{split}_guidance_{scale:g}"] = exact_match(captioning, rows[split], args.num_beams,
+                                                                            scale)
     retrieval_rows = scenes(args.num_retrieval, "test", resolution, seed=4321)
     result["retrieval_top1"] = timed("retrieval", retrieval_top1, captioning, retrieval_rows)
     prompts = {split: list(rows[split]["caption"]) for split in SPLITS}
@@ -106,8 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     k = args.num_candidates
     print("| measure | test | holdout |")
     print("|---|---|---|")
-    print(f"| caption exact match ({'greedy' if args.num_beams == 1 else f'{args.num_beams} beams'}) | "
+    print(f"| caption exact match ({'greedy' if args.num_beams == 1 else f'{args.num_beams} beams'}, image guidance "
+          f"{result['guidance_scale']:g}) | "
           f"{result['exact_match_test']:.1%} | {result['exact_match_holdout']:.1%} |")
+    for scale in args.guidance_scales:
+        print(f"| caption exact match, image guidance {scale:g} | {result[f'exact_match_test_guidance_{scale:g}']:.1%}"
+              f" | {result[f'exact_match_holdout_guidance_{scale:g}']:.1%} |")
     print(f"| retrieval top-1 ({args.num_retrieval} images x {args.num_retrieval} captions) | "
           f"{result['retrieval_top1']:.1%} | |")
     print(f"| round trip prompt -> image -> caption | {result['round_trip_test']:.1%} | |")

@@ -16,6 +16,12 @@ vocabulary is ``[BOS, EOS, UNK] + text_token_ids``, so a pretrained tokenizer's 
 cost 30,000 output rows. A caption token outside that set maps to UNK, which training never targets, so a
 caption with words the captioner never saw scores low.
 
+**Image guidance** (classifier-free guidance for captioning): trained with a share of its grids replaced by a
+learned null image (``image_dropout``), the captioner is also a plain language model of captions. Decoding with
+``guidance_scale`` g > 1 scores each next token by ``log p(w | image, words) + (g - 1) * (log p(w | image, words)
+- log p(w | null image, words))``: what the image adds over the wording alone is amplified, so word pairs the
+training captions never showed together (a colour with a shape it never had) can still be read off the image.
+
 ``log_likelihood`` is length-normalised: the mean log-probability per caption token, EOS included (natural log,
 <= 0). Comparing captions of different lengths by it does not favour the shorter ones.
 """
@@ -47,6 +53,7 @@ class CaptionerConfig(JSONConfig):
     intermediate_size: int = 384
     max_caption_tokens: int = 32  # text tokens of a caption, EOS included; longer captions are truncated
     dropout: float = 0.0
+    guidance_scale: float = 1.0  # the decoding default (1: no image guidance); needs training with image_dropout
     text_token_ids: tuple[int, ...] = ()  # the text tokenizer's ids this captioner reads and writes
 
     def __post_init__(self) -> None:
@@ -107,6 +114,7 @@ class Captioner(PretrainedMixin, nn.Module):
         # the VQ-GAN's vector of each code (set_code_features); a buffer: saved, loaded, never trained
         self.register_buffer("code_features", torch.randn(config.codebook_size, config.code_dim))
         self.code_projection = nn.Sequential(nn.Linear(config.code_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.null_image = nn.Parameter(torch.randn(hidden) * 0.02)  # every cell of a dropped (null) grid
         self.row_embedding = nn.Embedding(config.grid_size, hidden)
         self.column_embedding = nn.Embedding(config.grid_size, hidden)
         self.language_model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
@@ -162,8 +170,9 @@ class Captioner(PretrainedMixin, nn.Module):
 
     # -- the network ----------------------------------------------------------------------------------------
 
-    def prefix(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes (B, h, w) -> the embedded grid followed by the BOS token embedding, (B, h*w + 1, D)."""
+    def prefix(self, codes: torch.Tensor, drop_image: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes (B, h, w) -> the embedded grid followed by the BOS token embedding, (B, h*w + 1, D); rows where
+        ``drop_image`` (B,) is True get the null image instead of their grid."""
         batch, height, width = codes.shape
         if height != self.config.grid_size or width != self.config.grid_size:
             raise ValueError(f"the captioner reads {self.config.grid_size}x{self.config.grid_size} code grids, got "
@@ -171,15 +180,23 @@ class Captioner(PretrainedMixin, nn.Module):
         rows = self.row_embedding.weight[:, None, :]  # (h, 1, D)
         columns = self.column_embedding.weight[None, :, :]  # (1, w, D)
         features = self.code_features[codes.to(self.device)].to(self.row_embedding.weight.dtype)  # (B, h, w, C)
-        grid = self.code_projection(features) + rows + columns  # (B, h, w, D)
+        cells = self.code_projection(features)  # (B, h, w, D)
+        if drop_image is not None:
+            cells = torch.where(drop_image.to(self.device)[:, None, None, None], self.null_image, cells)
+        grid = cells + rows + columns  # (B, h, w, D)
         bos = self.language_model.get_input_embeddings()(torch.full((batch, 1), BOS, device=self.device))
         return torch.cat([grid.reshape(batch, height * width, -1), bos], dim=1)  # (B, h*w + 1, D)
 
-    def forward(self, codes: torch.Tensor, captions: CaptionBatch, input_noise: float = 0.0) -> CaptionerOutput:
+    def forward(self, codes: torch.Tensor, captions: CaptionBatch, input_noise: float = 0.0,
+                image_dropout: float = 0.0) -> CaptionerOutput:
         """Teacher-forced log-likelihood of ``captions`` given ``codes`` (B, h, w). ``input_noise``: the share of
-        the caption tokens read as input (not the targets) replaced by random text tokens (torch's global RNG),
-        so that the next word is read from the image rather than guessed from the words before it."""
-        prefix = self.prefix(codes)  # (B, P, D), P = h*w + 1
+        the caption tokens read as input (not the targets) replaced by random text tokens, so that the next word
+        is read from the image rather than guessed from the words before it; ``image_dropout``: the share of
+        grids replaced by the null image (for image guidance). Both draw from torch's global RNG."""
+        drop = None
+        if image_dropout > 0:
+            drop = torch.rand(codes.shape[0], device=self.device) < image_dropout
+        prefix = self.prefix(codes, drop)  # (B, P, D), P = h*w + 1
         previous = captions.ids[:, :-1]  # (B, T-1): what each position reads
         if input_noise > 0 and len(self.config.text_token_ids):
             replace = torch.rand(previous.shape, device=previous.device) < input_noise
@@ -205,16 +222,40 @@ class Captioner(PretrainedMixin, nn.Module):
         return self(codes, self.caption_batch(token_ids)).log_likelihood.float()
 
     @torch.no_grad()
-    def generate(self, codes: torch.Tensor, *, max_new_tokens: int | None = None, **generate_kwargs
-                 ) -> torch.Tensor:
+    def generate(self, codes: torch.Tensor, *, max_new_tokens: int | None = None, guidance_scale: float | None = None,
+                 **generate_kwargs) -> torch.Tensor:
         """Captioner indices (B * num_return_sequences, T) for codes (B, h, w), through
         ``transformers``' ``generate`` (``num_beams``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``,
-        ``num_return_sequences``, ...); rows are image-major, padded with EOS."""
+        ``num_return_sequences``, ...); rows are image-major, padded with EOS. ``guidance_scale``: image
+        guidance (default: the config's)."""
         prefix = self.prefix(codes)
         limit = self.config.max_caption_tokens if max_new_tokens is None else max_new_tokens
+        scale = self.config.guidance_scale if guidance_scale is None else float(guidance_scale)
+        processors = transformers.LogitsProcessorList([ImageGuidance(self, scale)] if scale != 1.0 else [])
         return self.language_model.generate(
             inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=self.device),
-            max_new_tokens=limit, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=EOS, **generate_kwargs)
+            max_new_tokens=limit, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=EOS, logits_processor=processors,
+            **generate_kwargs)
+
+
+class ImageGuidance(transformers.LogitsProcessor):
+    """Image guidance inside ``generate`` (see the module docstring): for each row's words so far, the null-image
+    log-probabilities come from a forward pass of the same captioner over the null grid; works with greedy search,
+    beams and sampling alike, since it only rescores each row's next token."""
+
+    def __init__(self, captioner: Captioner, guidance_scale: float):
+        self.captioner, self.guidance_scale = captioner, guidance_scale
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        captioner = self.captioner
+        rows = scores.shape[0]
+        cells = torch.zeros((rows, captioner.config.grid_size, captioner.config.grid_size), dtype=torch.long)
+        null = captioner.prefix(cells, drop_image=torch.ones(rows, dtype=torch.bool))  # (R, P, D)
+        words = captioner.language_model.get_input_embeddings()(input_ids.to(captioner.device))  # (R, t, D)
+        logits = captioner.language_model(inputs_embeds=torch.cat([null, words], dim=1)).logits[:, -1]  # (R, V)
+        conditional = torch.log_softmax(scores.float(), dim=-1)
+        unconditional = torch.log_softmax(logits.float(), dim=-1)
+        return conditional + (self.guidance_scale - 1.0) * (conditional - unconditional)
 
 
 def tokenize_captions(tokenizer, captions: list[str]) -> list[list[int]]:

@@ -150,6 +150,8 @@ def add_caption_parser(commands) -> None:
     caption.add_argument("--top_k", type=int, default=None)
     caption.add_argument("--top_p", type=float, default=None)
     caption.add_argument("--max_new_tokens", type=int, default=None)
+    caption.add_argument("--guidance_scale", type=float, default=None,
+                         help="image guidance (1 = none; default: the captioner's own setting)")
     caption.add_argument("--seed", type=int, default=0)
     caption.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     caption.add_argument("--dtype", choices=DTYPES, default="auto",
@@ -171,7 +173,7 @@ def caption(args: argparse.Namespace) -> int:
         return 0
     output = pipe(images, num_beams=args.num_beams, num_return_sequences=args.num_return_sequences,
                   do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                  max_new_tokens=args.max_new_tokens, generator=torch.Generator(device=device).manual_seed(args.seed))
+                  max_new_tokens=args.max_new_tokens, guidance_scale=args.guidance_scale, generator=torch.Generator(device=device).manual_seed(args.seed))
     per_image = args.num_return_sequences
     for index, text in enumerate(output.captions):
         print(f"{images[index // per_image]}\t{text}")

@@ -14,14 +14,16 @@ pipe = ImageToTextPipeline.from_pipe(text_to_image_pipe)                # shares
 Images: PIL images, paths, uint8 arrays (H, W) / (H, W, 3|4), or float tensors (3, H, W) / (B, 3, H, W) in
 [-1, 1]; any size and mode. They are converted and cut like training data (``pipelines.data.images``: RGB,
 transparency onto white, the largest centred square, resized to the VQ-GAN's resolution). An image of more than
-``max_image_pixels`` pixels (Pillow's decompression-bomb limit by default) is refused before any work.
+``max_image_pixels`` pixels (the data layer's limit, 64 megapixels, by default) is refused before any work; a file's
+size is read from its header, before decoding.
 
 ``score`` is the captioner's length-normalised log-likelihood: the mean log-probability per caption token (the
 pipeline's text tokenizer, its end token included), natural log, <= 0; higher fits better. Captions are read
 through the same text normaliser as prompts. A word the captioner never saw in training makes a caption unlikely.
 
 Decoding settings are ``transformers``' ``generate`` options (``num_beams``, ``do_sample``, ``temperature``,
-``top_k``, ``top_p``, ``num_return_sequences``, ``max_new_tokens``). Sampling draws from torch's global RNG, or,
+``top_k``, ``top_p``, ``num_return_sequences``, ``max_new_tokens``), plus ``guidance_scale``: image guidance
+(``captioner.model``; 1 = none; default: the captioner's saved setting). Sampling draws from torch's global RNG, or,
 with ``generator``, from a seed drawn from it (the same generator state gives the same captions).
 """
 
@@ -40,12 +42,10 @@ from tqdm.auto import tqdm
 
 from captioner.model import Captioner, tokenize_captions
 from pipelines.call_checks import positive_int, prompt_list
-from pipelines.data.images import RowSkipped, open_image, preprocess_image
+from pipelines.data.images import DEFAULT_MAX_IMAGE_PIXELS, RowSkipped, open_image, preprocess_image
 from pipelines.pipeline_folder import CAPTIONER_FOLDER, check_captioner
 from prior.text import load_text_tokenizer
 from tokenizer.model import VQGAN
-
-DEFAULT_MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS  # about 89 megapixels
 
 
 @dataclass
@@ -190,8 +190,8 @@ class ImageToTextPipeline:
 
     def __call__(self, images, *, num_beams: int = 1, do_sample: bool = False, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, num_return_sequences: int = 1,
-                 max_new_tokens: int | None = None, generator: torch.Generator | None = None,
-                 batch_size: int = 64) -> ImageToTextOutput:
+                 max_new_tokens: int | None = None, guidance_scale: float | None = None,
+                 generator: torch.Generator | None = None, batch_size: int = 64) -> ImageToTextOutput:
         """Captions for ``images``: greedy by default; ``num_beams`` > 1 for beam search, ``do_sample=True``
         for sampling (``temperature``, ``top_k``, ``top_p``)."""
         num_beams = positive_int(num_beams, "num_beams")
@@ -204,7 +204,10 @@ class ImageToTextPipeline:
                              f"{num_return_sequences}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        options = {"num_beams": num_beams, "do_sample": do_sample, "num_return_sequences": num_return_sequences}
+        if guidance_scale is not None and not guidance_scale >= 0:
+            raise ValueError(f"guidance_scale must be >= 0 (1 = no image guidance), got {guidance_scale}")
+        options = {"num_beams": num_beams, "do_sample": do_sample, "num_return_sequences": num_return_sequences,
+                   "guidance_scale": guidance_scale}
         if do_sample:
             options.update(temperature=float(temperature), top_k=top_k or 0, top_p=1.0 if top_p is None else top_p)
         codes = self.encode(images)

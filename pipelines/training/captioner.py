@@ -80,6 +80,8 @@ class CaptionerDataOptions(JSONConfig):
     # share of the caption tokens the captioner reads (not those it predicts) replaced by random ones in training:
     # it must read each word from the image, which helps on word combinations never seen together
     input_noise: float = 0.3
+    # share of grids replaced by the null image in training, which image guidance at decoding needs
+    image_dropout: float = 0.1
 
 
 @dataclass
@@ -176,7 +178,8 @@ class CaptionerStage(TrainingStage):
     def train_step(self, loop: TrainingLoop, batch: dict, step: int) -> dict[str, torch.Tensor]:
         codes = batch["codes"].to(self.accelerator.device)
         with self.accelerator.autocast():
-            output = self.model(codes, self.caption_batch(batch["caption"]), input_noise=self.config.data.input_noise)
+            output = self.model(codes, self.caption_batch(batch["caption"]), input_noise=self.config.data.input_noise,
+                                image_dropout=self.config.data.image_dropout)
         loop.optimize(output.loss, self.optimizer, self.model.parameters())
         return {"loss/train": output.loss, "train/accuracy": output.accuracy}
 

@@ -120,3 +120,16 @@ def test_input_noise_changes_what_is_read_not_what_is_predicted(text_tokenizer, 
     torch.manual_seed(0)
     noisy = captioner(codes, batch, input_noise=1.0)
     assert noisy.loss > clean.loss  # every word read is random; the targets are the same captions
+
+
+def test_image_guidance_decodes_with_every_search(text_tokenizer, trained):
+    captioner, codes = trained
+    assert torch.equal(captioner.generate(codes, guidance_scale=1.0), captioner.generate(codes))
+    assert captioner.generate(codes, guidance_scale=2.0).shape[0] == len(CAPTIONS)
+    assert captioner.generate(codes, guidance_scale=2.0, num_beams=2, num_return_sequences=2).shape[0] == 12
+    assert captioner.generate(codes, guidance_scale=2.0, do_sample=True, top_k=3).shape[0] == len(CAPTIONS)
+    batch = captioner.caption_batch(tokenize_captions(text_tokenizer, CAPTIONS))
+    with_image = captioner(codes, batch).log_likelihood
+    torch.manual_seed(0)
+    without = captioner(codes, batch, image_dropout=1.0).log_likelihood  # every grid is the null image
+    assert (with_image > without).all()  # the trained captioner reads its captions off the grids

@@ -71,6 +71,9 @@ def test_bad_settings_and_scores(pipe):
         captioning([image], num_return_sequences=2)
     with pytest.raises(ValueError, match="num_beams"):
         captioning([image], num_beams=0)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        captioning([image], guidance_scale=-1.0)
+    assert len(captioning([image, image], guidance_scale=2.0).captions) == 2
     with pytest.raises(ValueError, match="2 captions for 3 images"):
         captioning.score([image] * 3, ["a", "b"])
     with pytest.raises(TypeError, match="captions must be"):
