@@ -13,6 +13,7 @@ from captioner.model import Captioner, CaptionerConfig
 from pipelines.image_to_text import ImageToTextPipeline
 from pipelines.text_to_image import TextToImagePipeline
 from pipelines.training.captioner import (
+    GUIDANCE_CANDIDATES,
     CaptionerDataOptions,
     CaptionerRunConfig,
     CaptionerStage,
@@ -52,6 +53,9 @@ def test_training_reduces_loss_and_saves_a_captioning_folder(tokens, tmp_path):
     captioning = ImageToTextPipeline.from_pretrained(tmp_path)
     assert len(captioning(torch.zeros(2, 3, 8, 8)).captions) == 2
     assert torch.equal(captioning.captioner.code_features, code_vectors(captioning.vqgan))  # the VQ-GAN's own
+    choice = json.loads((tmp_path / "guidance_choice.json").read_text())  # chosen on the validation scenes
+    assert captioning.captioner.config.guidance_scale == choice["guidance_scale"] in GUIDANCE_CANDIDATES
+    assert "val/exact_match_holdout_guidance_2" in choice
 
 
 def test_with_a_pipeline_the_output_is_that_pipeline_with_a_captioner(tokens, tmp_path):
