@@ -97,3 +97,12 @@ def test_no_stamps_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RuntimeError, match="no PNG stamps"):
         build_tuxpaint_imagefolders(tmp_path / "out", tmp_path / "cache", tmp_path / "empty")
+
+
+def test_without_apt_the_download_is_a_clear_error(tmp_path, monkeypatch):
+    import benchmarks.tuxpaint as tuxpaint
+
+    monkeypatch.setattr(tuxpaint.shutil, "which", lambda name: None)
+    with pytest.raises(tuxpaint.DataSourceError, match="--stamps_dir"):
+        build_tuxpaint_imagefolders(tmp_path / "out", tmp_path / "cache")
+    assert not (tmp_path / "out").exists()
