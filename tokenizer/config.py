@@ -141,7 +141,15 @@ VQGAN_PRESETS: dict[str, VQGANConfig] = {
         z_channels=64, norm_groups=16,
         quantizer=QuantizerConfig(codebook_size=512, code_dim=8, dead_code_threshold=0.5, reseed_every=10),
     ),
-    # 64x64 -> 8x8 codes (f8).
+    # CPU 64x64 -> 8x8 codes (f8): cpu-32's widths with one more thin level in front, so the two 64x64/32x32
+    # levels stay narrow (they dominate CPU time). A step costs about 2.2x a cpu-32 step at equal batch
+    # (benchmarks/real_images.py --stages speed prints the ratio).
+    "cpu-64": VQGANConfig(
+        resolution=64, ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=(1, 1, 1, 2), attn_resolutions=(8,),
+        z_channels=64, norm_groups=16,
+        quantizer=QuantizerConfig(codebook_size=512, code_dim=8, dead_code_threshold=0.5, reseed_every=10),
+    ),
+    # 64x64 -> 8x8 codes (f8), for GPUs (about 8.5 s a step on the 2-core CPU).
     "base-64": VQGANConfig(
         resolution=64, ch=64, ch_mult=(1, 1, 2, 4), num_res_blocks=(1, 1, 2, 2), attn_resolutions=(8,),
         z_channels=128, norm_groups=32,

@@ -83,9 +83,17 @@ def test_strict_loading(tiny, tmp_path):
 def test_presets_build(name):
     config = vqgan_preset(name)
     assert config.resolution // config.downsample_factor == config.latent_size
-    if name in ("tiny", "cpu-32"):
+    if name in ("tiny", "cpu-32", "cpu-64"):
         model = VQGAN(config).eval()
-        assert model.encode(images(config, 1)).shape[-1] == config.latent_size
+        with torch.no_grad():
+            codes = model.encode(images(config, 1))
+            assert model.decode(codes).shape == (1, 3, config.resolution, config.resolution)
+        assert codes.shape == (1, config.latent_size, config.latent_size)
+
+
+def test_cpu_64_maps_64x64_images_to_an_8x8_grid():
+    config = vqgan_preset("cpu-64")
+    assert (config.resolution, config.latent_size) == (64, 8)
 
 
 def test_taming_key_names(tiny):
