@@ -15,16 +15,10 @@ from captioner.model import (
     tokenize_captions,
 )
 from pipelines.core.config import CheckpointMismatchError
+from pipelines.training.quickstart import VALIDATION_PROMPTS
 from prior.text_tokenizer import train_text_tokenizer
 
-CAPTIONS = [
-    "a small red circle on the left",
-    "a large blue square at the top",
-    "a large green triangle in the center",
-    "a small yellow square below a large purple circle",
-    "a large cyan circle left of a small red square",
-    "a small purple triangle on the right",
-]
+CAPTIONS = list(VALIDATION_PROMPTS[:6])
 
 
 @pytest.fixture(scope="module")
