@@ -182,7 +182,6 @@ def run_tokenize(args: argparse.Namespace) -> None:
               f"load with {result.info['load']}")
 
 
-
 def add_prior_parser(subparsers) -> None:
     parser = subparsers.add_parser("prior", help="train a text-conditioned prior on a tokenized dataset",
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -247,9 +246,8 @@ def add_captioner_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "captioner", help="train an image captioner (codes -> captions) on a tokenized dataset",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="With --pipeline the output folder is that pipeline with a captioner/ component added (it "
-                    "captions and reranks); without, it holds vqgan/, text_tokenizer/ (a BPE trained on the captions) "
-                    "and captioner/. See pipelines/training/captioner.py.")
+        description="With --pipeline the output is that pipeline with captioner/ added; without, vqgan/, "
+                    "text_tokenizer/ (a BPE trained on the captions) and captioner/. See pipelines/training/captioner.py.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--tokens", help="tokenized dataset folder (train.py tokenize)")
     source.add_argument("--data", help="images + captions (any data-layer source): tokenized first into "
@@ -363,7 +361,6 @@ def add_quickstart_parser(subparsers) -> None:
 
 
 def run_quickstart_command(args: argparse.Namespace) -> None:
-
     config = QuickstartConfig(**{field.name: getattr(args, field.name)
                                  for field in dataclasses.fields(QuickstartConfig)})
     if config.text_encoder in ("none", ""):

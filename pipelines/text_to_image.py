@@ -52,25 +52,24 @@ Behaviour on unusual input:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from tqdm.auto import tqdm
 
-from captioner.model import Captioner, tokenize_captions
+from captioner.model import Captioner
 from pipelines.call_checks import positive_int, prompt_list
 from pipelines.core.version import tessera_version
+from pipelines.outputs import eval_mode, gather_images, postprocess_images
 from pipelines.pipeline_folder import (
     CAPTIONER_FOLDER,
     COMPONENTS,
@@ -82,6 +81,7 @@ from pipelines.pipeline_folder import (
     load_captioner,
     load_components,
 )
+from pipelines.reranking import SampleChunk, best_of_candidates
 from prior.config import SamplingConfig
 from prior.context import TextContext
 from prior.text import TextConditioner
@@ -118,33 +118,7 @@ class GenerationRequest:
         return len(self.prompts) * self.num_images_per_prompt
 
 
-SampleChunk = Callable[[TextContext, "TextContext | None", torch.Tensor], torch.Tensor]
 FinishChunk = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def gather_images(chunks: list, output_type: str) -> list[Image.Image] | np.ndarray | torch.Tensor | None:
-    """Postprocessed chunks -> one output: a list of PIL images, one array, one tensor, or None ("codes").
-    Called outside inference mode, so the returned tensors are ordinary tensors."""
-    if output_type == "pt":
-        return torch.cat(chunks)
-    if output_type == "np":
-        return np.concatenate(chunks)
-    if output_type == "pil":
-        return [image for chunk in chunks for image in chunk]
-    return None
-
-
-@contextlib.contextmanager
-def eval_mode(*modules: nn.Module) -> Iterator[None]:
-    """Put ``modules`` in eval mode for the block, then restore each one's mode."""
-    modes = [module.training for module in modules]
-    try:
-        for module in modules:
-            module.eval()
-        yield
-    finally:
-        for module, mode in zip(modules, modes):
-            module.train(mode)
 
 
 def select_rows(context: TextContext, index: torch.Tensor) -> TextContext:
@@ -387,7 +361,10 @@ class TextToImagePipeline:
                 return self.prior.sample(context, negative_context=negative, generator=request.generator,
                                          **request.options)
         if request.num_candidates > 1:
-            sample_chunk = self.reranked(sample_chunk, request)
+            sample_chunk = best_of_candidates(
+                sample_chunk, request.num_candidates, lambda row: request.prompts[row // request.num_images_per_prompt],
+                self.captioner,
+                self.text.tokenizer)
 
         prompts, negatives, per_prompt = request.prompts, request.negatives, request.num_images_per_prompt
         total = request.num_images
@@ -409,37 +386,9 @@ class TextToImagePipeline:
                     decoded = self.decode(chunk)  # (B, 3, H, W)
                     if finish_chunk is not None:
                         decoded = finish_chunk(decoded, rows)
-                    images.append(self.postprocess(decoded, request.output_type))
+                    images.append(postprocess_images(decoded, request.output_type))
                 progress.update(stop - start)
         return TextToImageOutput(images=gather_images(images, request.output_type), codes=torch.cat(codes),
                                  prompts=[p for p in prompts for _ in range(per_prompt)])
 
-    def reranked(self, sample_chunk: SampleChunk, request: GenerationRequest) -> SampleChunk:
-        """``sample_chunk`` drawing ``request.num_candidates`` candidates per row (one batch of B x K rows) and
-        keeping, per row, the one whose prompt the captioner scores highest (the first for an empty prompt)."""
-        count = request.num_candidates
-
-        def best_of(context: TextContext, negative: TextContext | None, rows: torch.Tensor) -> torch.Tensor:
-            repeat = torch.arange(len(rows)).repeat_interleave(count)  # (B * K,) candidate -> row of the chunk
-            candidates = sample_chunk(select_rows(context, repeat),
-                                      None if negative is None else select_rows(negative, repeat),
-                                      rows.repeat_interleave(count))  # (B * K, h, w)
-            prompts = [request.prompts[row // request.num_images_per_prompt] for row in rows[repeat].tolist()]
-            scores = self.captioner.log_likelihood(candidates, tokenize_captions(self.text.tokenizer, prompts))
-            scores = scores.masked_fill(torch.tensor([not p.strip() for p in prompts], device=scores.device), 0.0)
-            best = scores.view(len(rows), count).argmax(1)  # (B,)
-            picked = torch.arange(len(rows), device=candidates.device)
-            return candidates.view(len(rows), count, *candidates.shape[1:])[picked, best.to(candidates.device)]
-
-        return best_of
-
-    @staticmethod
-    def postprocess(images: torch.Tensor, output_type: str):
-        """(B, 3, H, W) float32 in [-1, 1] -> the output type, on the CPU."""
-        images = images.cpu()
-        if output_type == "pt":
-            return images.clone()
-        if output_type == "np":
-            return images.add(1).div(2).permute(0, 2, 3, 1).numpy().copy()  # (B, H, W, 3) in [0, 1]
-        pixels = images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)  # as save_image_grid
-        return [Image.fromarray(array) for array in pixels.permute(0, 2, 3, 1).numpy()]  # (H, W, 3) each
+    postprocess = staticmethod(postprocess_images)  # (B, 3, H, W) in [-1, 1] -> the output type
