@@ -10,6 +10,8 @@ Stages (``--stages``; each skips the work whose outputs already exist, so a run 
 - ``tokenizers``: ``train.py tokenizer --preset cpu-64`` with three recipes at equal steps and batch:
   ``default`` (our losses and quantizer, GAN from ``--disc_start``), ``vanilla`` (taming's settings, as in
   ``benchmarks/tokenizer_quality.py``) and ``no_gan`` (the default without the adversarial loss: a VQ-VAE);
+  ``no_gan`` is the default run until ``--disc_start``, so it continues from the default's checkpoint there when
+  that exists (the checkpoints fall on thirds of the run: give ``--disc_start`` a multiple of a third);
   then held-out PSNR, SSIM, codebook usage, perplexity and sharpness (high-frequency energy of the
   reconstructions over that of the originals, ``tokenizer.metrics.sharpness_ratio``: 1.0 = as sharp).
 - ``prior``: ``train.py tokenize`` (train and held-out images, default tokenizer), then ``train.py prior``
@@ -139,11 +141,16 @@ def train_tokenizers(out: Path, args: argparse.Namespace) -> dict[str, dict]:
               "--validation_steps", str(max(1, args.tokenizer_steps // 3)),
               "--checkpointing_steps", str(max(1, args.tokenizer_steps // 3)), "--seed", str(args.seed)]
     pending = []
-    for name, overrides in recipes(args.disc_start or args.tokenizer_steps // 2).items():
+    disc_start = args.disc_start or 2 * args.tokenizer_steps // 3
+    for name, overrides in recipes(disc_start).items():
         folder = out / f"tokenizer-{name}"
-        if not (folder / "model.safetensors").is_file():
-            resume = ["--resume_from_checkpoint", "latest"] if (folder / "checkpoints").is_dir() else []
-            pending.append((name, ["tokenizer", *common, "--output_dir", str(folder), *resume, "--set", *overrides]))
+        if name not in args.recipes or (folder / "model.safetensors").is_file():
+            continue
+        resume = ["--resume_from_checkpoint", "latest"] if (folder / "checkpoints").is_dir() else []
+        shared = out / "tokenizer-default" / "checkpoints" / f"checkpoint-{disc_start}"
+        if name == "no_gan" and not resume and shared.is_dir():
+            resume = ["--resume_from_checkpoint", str(shared)]  # the same run as the default until the GAN starts
+        pending.append((name, ["tokenizer", *common, "--output_dir", str(folder), *resume, "--set", *overrides]))
     threads = 1 if args.concurrent > 1 else None
     for first in range(0, len(pending), args.concurrent):
         group = pending[first:first + args.concurrent]
@@ -186,11 +193,11 @@ def tokenizer_stage(out: Path, args: argparse.Namespace) -> dict:
     loader = heldout_loader(out / "data")
     originals = torch.cat([batch["pixel_values"] for batch in loader])[:16]
     results, rows = {}, [originals]
-    for name in recipes(0):
+    for name in (name for name in recipes(0) if (out / f"tokenizer-{name}" / "model.safetensors").is_file()):
         metrics, reconstructions = evaluate_tokenizer(out / f"tokenizer-{name}", loader)
         results[name] = {**metrics, **runs.get(name, {})}
         rows.append(reconstructions)
-    save_image_grid(torch.cat(rows), out / "reconstructions.png", nrow=16)  # rows: originals, then each recipe
+    save_image_grid(torch.cat(rows), out / "reconstructions.png", nrow=16)  # rows: originals, then each trained recipe
     (out / "tokenizers.json").write_text(json.dumps(results, indent=2))
     return results
 
@@ -202,8 +209,9 @@ def train_prior(out: Path, args: argparse.Namespace) -> dict:
     for split in ("train", "heldout"):  # the export resumes itself and skips a finished one
         log = out / "logs" / f"tokenize-{split}.log"
         start = time.time()
+        views = ["--augmentations", str(args.prior_augmentations)] if split == "train" else []
         process = run_command(["tokenize", "--tokenizer", str(tokenizer), "--data", str(out / "data" / split),
-                               "--output_dir", str(out / f"tokens-{split}")], log)
+                               "--output_dir", str(out / f"tokens-{split}"), *views], log)
         seconds[f"tokenize_{split}"] = wait_all({f"tokenize {split}": (process, log, start)})[f"tokenize {split}"]
     folder = out / "prior"
     if not (folder / "pipeline.json").is_file():
@@ -211,6 +219,7 @@ def train_prior(out: Path, args: argparse.Namespace) -> dict:
         arguments = ["prior", "--tokens", str(out / "tokens-train"), "--validation_tokens",
                      str(out / "tokens-heldout"), "--tokenizer", str(tokenizer), "--prior", "masked", "--preset",
                      "cpu-small", "--text_encoder", TEXT_ENCODER, "--max_train_steps", str(args.prior_steps),
+                     "--train_batch_size", str(args.prior_batch_size),
                      "--validation_steps", str(args.prior_steps), "--checkpointing_steps",
                      str(max(1, args.prior_steps // 3)), "--seed", str(args.seed), "--output_dir", str(folder),
                      *resume]
@@ -287,13 +296,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stamps_dir", default=None, help="an unpacked usr/share/tuxpaint/stamps (no download)")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tokenizer_steps", type=int, default=300)
+    parser.add_argument("--tokenizer_steps", type=int, default=3000)
     parser.add_argument("--tokenizer_batch_size", type=int, default=16)
-    parser.add_argument("--disc_start", type=int, default=None, help="default recipe's GAN start (default: half)")
+    parser.add_argument("--disc_start", type=int, default=None, help="default recipe's GAN start (default: two thirds of the steps)")
+    parser.add_argument("--recipes", nargs="+", default=list(recipes(0)), choices=list(recipes(0)),
+                        help="the tokenizer recipes to train in this call (all that exist are evaluated)")
     parser.add_argument("--concurrent", type=int, default=1,
                         help="tokenizer trainings at once (above 1: one torch thread each)")
     parser.add_argument("--speed_repeats", type=int, default=3)
     parser.add_argument("--prior_steps", type=int, default=600)
+    parser.add_argument("--prior_batch_size", type=int, default=32)
+    parser.add_argument("--prior_augmentations", type=int, default=4,
+                        help="random crop/flip views of each training image for the prior (0: the image once)")
     parser.add_argument("--grid_prompts", type=int, default=8)
     args = parser.parse_args(argv)
     out = Path(args.output_dir)

@@ -104,25 +104,27 @@ class SelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, hidden_size: int, mlp_ratio: float):
+    def __init__(self, hidden_size: int, mlp_ratio: float, activation: str = "gelu"):
         super().__init__()
         inner = int(hidden_size * mlp_ratio)
         self.fc1 = nn.Linear(hidden_size, inner)
         self.fc2 = nn.Linear(inner, hidden_size)
+        self.approximate = "tanh" if activation == "gelu_tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        return self.fc2(F.gelu(self.fc1(x), approximate=self.approximate))
 
 
 class TransformerBlock(nn.Module):
     """Pre-norm block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``, with residual dropout."""
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, dropout: float):
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, dropout: float,
+                 activation: str = "gelu"):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden_size)
         self.attn = SelfAttention(hidden_size, num_heads, dropout)
         self.norm2 = nn.LayerNorm(hidden_size)
-        self.mlp = MLP(hidden_size, mlp_ratio)
+        self.mlp = MLP(hidden_size, mlp_ratio, activation)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache | None = None,
@@ -134,10 +136,11 @@ class TransformerBlock(nn.Module):
 class Transformer(nn.Module):
     """A stack of ``TransformerBlock`` and a final norm."""
 
-    def __init__(self, hidden_size: int, num_layers: int, num_heads: int, mlp_ratio: float, dropout: float):
+    def __init__(self, hidden_size: int, num_layers: int, num_heads: int, mlp_ratio: float, dropout: float,
+                 activation: str = "gelu"):
         super().__init__()
         self.blocks = nn.ModuleList(
-            TransformerBlock(hidden_size, num_heads, mlp_ratio, dropout) for _ in range(num_layers)
+            TransformerBlock(hidden_size, num_heads, mlp_ratio, dropout, activation) for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(hidden_size)
 
@@ -164,7 +167,7 @@ class GridTransformer(nn.Module):
         self.col_embedding = nn.Embedding(config.grid_size, width)
         self.embed_dropout = nn.Dropout(config.dropout)
         self.transformer = Transformer(width, config.num_layers, config.num_heads, config.mlp_ratio,
-                                       config.dropout)
+                                       config.dropout, config.mlp_activation)
         self.head = nn.Linear(width, config.codebook_size)
         self.apply(self._init_weights)
         residual_std = 0.02 / math.sqrt(2 * config.num_layers)  # GPT-2: residual branches scaled by depth

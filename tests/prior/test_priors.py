@@ -313,3 +313,20 @@ def test_strict_loading(tmp_path):
         load_prior(tmp_path / "wider")
     with pytest.raises(FileNotFoundError):
         load_prior(tmp_path / "missing")
+
+
+def test_configs_saved_before_mlp_activation_keep_the_tanh_gelu(tmp_path):
+    prior = make_prior("masked")
+    assert prior.config.mlp_activation == "gelu"  # the presets use exact GELU
+    prior.save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["mlp_activation"]  # as written before the field existed
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    old = load_prior(tmp_path / "old")
+    assert old.config.mlp_activation == "gelu_tanh"
+    codes, context = make_codes(), make_context()
+    exact, approximate = prior(codes, context), old(codes, context)
+    assert not torch.equal(exact, approximate)
+    torch.testing.assert_close(exact, approximate, atol=1e-2, rtol=0)
+    with pytest.raises(ValueError, match="mlp_activation"):
+        prior_preset("tiny", mlp_activation="relu")

@@ -91,9 +91,9 @@ def test_presets_build(name):
         assert codes.shape == (1, config.latent_size, config.latent_size)
 
 
-def test_cpu_64_maps_64x64_images_to_an_8x8_grid():
+def test_cpu_64_maps_64x64_images_to_a_16x16_grid():
     config = vqgan_preset("cpu-64")
-    assert (config.resolution, config.latent_size) == (64, 8)
+    assert (config.resolution, config.latent_size) == (64, 16)
 
 
 def test_taming_key_names(tiny):
