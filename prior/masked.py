@@ -88,13 +88,17 @@ class MaskedPrior(GridPrior):
     @sampling_method
     def code_log_probs(self, codes: torch.Tensor, context: TextContext, *,
                        negative_context: TextContext | None = None, guidance_scale: float = 1.0,
-                       group_stride: int = 1) -> torch.Tensor:
+                       group_stride: int = 1, chain: bool = False) -> torch.Tensor:
         """How likely the prior finds each of ``codes`` (B, h, w) for the text: float32 log-probabilities
         (B, h, w), guided as in ``sample``. A code is scored with its *group* masked: the codes whose row and
         column agree with it modulo ``group_stride``. ``group_stride=1`` masks the whole grid (each code given
         the text alone); ``grid_size`` masks one code at a time (given the text and every other code, the
         pseudo-likelihood); in between, a code is judged from the text and the codes around it. One forward
-        per group, ``group_stride ** 2`` in all, after one cached context."""
+        per group, ``group_stride ** 2`` in all, after one cached context.
+
+        ``chain=True`` decodes the groups in order instead: each group is scored given the text and the groups
+        before it only (the later ones stay masked), so the scores of an image sum to its log-likelihood under
+        that decoding order, a proper joint likelihood of the whole grid."""
         self.check_codes(codes)
         size = self.config.grid_size
         if not 1 <= group_stride <= size:
@@ -109,7 +113,8 @@ class MaskedPrior(GridPrior):
         scores = torch.zeros(targets.shape, device=device)
         for index in range(group_stride ** 2):
             masked = group == index  # (N,)
-            tokens = torch.where(masked, self.mask_token_id, targets)  # (B, N)
+            hidden = group >= index if chain else masked  # (N,)
+            tokens = torch.where(hidden, self.mask_token_id, targets)  # (B, N)
             log_probs = guided_log_probs(logits_fn, tokens, targets, guidance_scale)  # (B, N)
             scores[:, masked] = log_probs[:, masked]
         return scores.view(codes.shape)  # (B, h, w)

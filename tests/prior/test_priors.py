@@ -330,3 +330,28 @@ def test_configs_saved_before_mlp_activation_keep_the_tanh_gelu(tmp_path):
     torch.testing.assert_close(exact, approximate, atol=1e-2, rtol=0)
     with pytest.raises(ValueError, match="mlp_activation"):
         prior_preset("tiny", mlp_activation="relu")
+
+
+def test_chained_code_log_probs_are_a_joint_likelihood_of_the_grid():
+    """A tiny masked prior learns 2x2 grids of one repeated code (out of 3), so each code is predictable from
+    the others. Over all 81 grids, the chained scores of each grid sum to a distribution (total 1) for any
+    stride; the pseudo-likelihood (each code given all the others) does not (it gives each constant grid ~1)."""
+    torch.manual_seed(0)
+    prior = build_prior(prior_preset("tiny", kind="masked", grid_size=2, codebook_size=3, caption_dropout=0.0))
+    constant = torch.arange(3).repeat_interleave(4).view(3, 2, 2)
+    context = make_context(lengths=(3,))
+    optimizer = torch.optim.Adam(prior.parameters(), lr=1e-2)
+    for _ in range(150):
+        optimizer.zero_grad()
+        prior.loss(constant.repeat(4, 1, 1), TextContext(context.hidden_states.expand(12, -1, -1),
+                                                         context.mask.expand(12, -1))).loss.backward()
+        optimizer.step()
+    prior.eval()
+    grids = torch.cartesian_prod(*[torch.arange(3)] * 4).view(81, 2, 2)
+    context = TextContext(context.hidden_states.expand(81, -1, -1), context.mask.expand(81, -1))
+    for stride in (1, 2):
+        joint = prior.code_log_probs(grids, context, group_stride=stride, chain=True).flatten(1).sum(1)
+        torch.testing.assert_close(joint.exp().sum(), torch.tensor(1.0), atol=1e-4, rtol=0)
+    torch.testing.assert_close(prior.code_log_probs(grids, context, chain=True), prior.code_log_probs(grids, context))
+    pseudo = prior.code_log_probs(grids, context, group_stride=2).flatten(1).sum(1)
+    assert float(pseudo.exp().sum()) > 1.5
