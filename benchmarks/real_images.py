@@ -14,20 +14,22 @@ Stages (``--stages``; each skips the work whose outputs already exist, so a run 
   that exists (the checkpoints fall on thirds of the run: give ``--disc_start`` a multiple of a third);
   then held-out PSNR, SSIM, codebook usage, perplexity and sharpness (high-frequency energy of the
   reconstructions over that of the originals, ``tokenizer.metrics.sharpness_ratio``: 1.0 = as sharp).
-- ``prior``: ``train.py tokenize`` (train and held-out images, default tokenizer), then ``train.py prior``
-  (masked, ``cpu-small``, frozen MiniLM text encoder); held-out negative log-likelihood per code with the
-  caption and with the null caption, and a grid of samples for held-out captions.
+- ``prior``: ``train.py tokenize`` (held-out images once, training images as ``--prior_augmentations`` random
+  crop/flip views; default tokenizer), then ``train.py prior`` (masked, ``cpu-small``, frozen MiniLM text
+  encoder); held-out negative log-likelihood per code with the caption and with the null caption, and a grid of
+  samples for held-out captions.
 - ``report``: the table (markdown) and ``OUT/results.json`` from whatever stages have run.
 
 NLL of the masked prior (nats per code, ``prior.code_log_probs``): every held-out code is scored with an
 interleaved group of the grid masked (codes whose row and column agree modulo ``s``): ``s=1`` masks the whole
 grid (each code from the text alone), ``s=2`` a quarter of it (each code from the text and its 8 neighbours,
 which stay given). ``chain_4`` is the joint likelihood of the whole grid: its 16 interleaved groups (``s=4``)
-decoded in turn, each given the text and the groups before it (``code_log_probs(..., chain=True)``). The same codes are scored with their caption and with the null caption (an empty prompt: the prior's
-learned null context); no guidance.
+decoded in turn, each given the text and the groups before it (``code_log_probs(..., chain=True)``). The same
+codes are scored with their caption and with the null caption (an empty prompt: the prior's learned null
+context); no guidance.
 
     python -m benchmarks.real_images --output_dir runs/real-images
-    python -m benchmarks.real_images --output_dir runs/real-images --stages prior report --prior_steps 1000
+    python -m benchmarks.real_images --output_dir runs/real-images --stages prior report --prior_steps 600
 """
 
 from __future__ import annotations
@@ -307,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrent", type=int, default=1,
                         help="tokenizer trainings at once (above 1: one torch thread each)")
     parser.add_argument("--speed_repeats", type=int, default=3)
-    parser.add_argument("--prior_steps", type=int, default=600)
+    parser.add_argument("--prior_steps", type=int, default=1500)
     parser.add_argument("--prior_batch_size", type=int, default=32)
     parser.add_argument("--prior_augmentations", type=int, default=4,
                         help="random crop/flip views of each training image for the prior (0: the image once)")
@@ -333,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         results["tokenizers"] = tokenizer_stage(out, args)
     if "prior" in args.stages:
         results["prior"] = prior_stage(out, args)
+    if results_file.is_file():  # another call may have written its stages meanwhile: keep them
+        results = {**json.loads(results_file.read_text()), **{stage: results[stage] for stage in results
+                                                                 if stage in args.stages}}
     results_file.write_text(json.dumps(results, indent=2))
     print(json.dumps({key: value for key, value in results.items() if key != "data"}, indent=2))
     print(markdown(results))
