@@ -32,9 +32,7 @@ elsewhere) is never read: the row is counted as "outside_folder".
 
 from __future__ import annotations
 
-import csv
 import glob
-import json
 import logging
 import os
 import re
@@ -44,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from PIL import Image
 
+from pipelines.data.folder_files import inside_folder, read_metadata, unlisted_images
 from pipelines.shapes import shapes_dataset
 
 __all__ = [
@@ -332,55 +330,13 @@ def _folder_source(path: Path, split: str, streaming: bool, **columns: Any) -> R
                           "(in it or in a split subfolder) and no parquet files")
 
 
-def _read_metadata(path: Path, max_rows: int | None) -> tuple[list[tuple[str, dict]], list[tuple[str, str]]]:
-    """Metadata records as ``(row id, record)`` and unparseable rows as ``("bad_metadata", row id)``.
-
-    A row id is ``"metadata.jsonl:<line>"``; at most ``max_rows`` rows (good or bad) are read.
-    """
-    records: list[tuple[str, dict]] = []
-    bad: list[tuple[str, str]] = []
-    with path.open(encoding="utf-8-sig", newline="") as file:
-        if path.suffix == ".csv":
-            lines: Iterable[tuple[int, Any]] = ((number, row) for number, row in enumerate(csv.DictReader(file), 2))
-        else:
-            lines = ((number, line) for number, line in enumerate(file, 1) if line.strip())
-        for number, line in lines:
-            if max_rows is not None and len(records) + len(bad) >= max_rows:
-                break
-            row_id = f"{path.name}:{number}"
-            try:
-                record = line if isinstance(line, dict) else json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            if isinstance(record, dict):
-                records.append((row_id, record))
-            else:
-                bad.append(("bad_metadata", row_id))
-    return records, bad
-
-
-def _unlisted_images(folder: Path, listed: set[str]) -> list[str]:
-    """Image files under ``folder`` (relative posix paths) that no metadata row names."""
-    extensions = {extension for extension, kind in Image.registered_extensions().items() if kind in Image.OPEN}
-    listed = {os.path.normpath(name) for name in listed}
-    found = (os.path.relpath(file, folder) for file in folder.rglob("*") if file.suffix.lower() in extensions)
-    return sorted(Path(name).as_posix() for name in found if os.path.normpath(name) not in listed)
-
-
-def _inside_folder(folder: Path, name: str) -> Path | None:
-    """``folder / name`` with symbolic links resolved, or ``None`` when that leads out of ``folder``."""
-    root = folder.resolve()
-    path = (root / name).resolve()  # an absolute ``name`` replaces ``root``; ``..`` and links are followed
-    return path if path.is_relative_to(root) else None
-
-
 def _imagefolder_source(metadata: Path, *, image_column: str | None, caption_column: str | None,
                         max_rows: int | None) -> RawSource:
     """An imagefolder read from its metadata; ``image_column`` names the metadata key holding the
     image's relative path (default ``"file_name"``). ``source_id`` is that relative path; a path that leads
     out of the folder is skipped as "outside_folder" (its row id is the name as written)."""
     folder = metadata.parent
-    records, skipped = _read_metadata(metadata, max_rows)
+    records, skipped = read_metadata(metadata, max_rows)
     keys = list(dict.fromkeys(key for _, record in records for key in record if key is not None))
     file_key = pick_column("image", image_column, keys, (FILE_NAME_KEY,), str(metadata))
     caption_key = pick_column("caption", caption_column, keys, CAPTION_COLUMN_CANDIDATES, str(metadata))
@@ -391,7 +347,7 @@ def _imagefolder_source(metadata: Path, *, image_column: str | None, caption_col
         if not isinstance(name, str) or not name.strip():
             skipped.append(("bad_metadata", row_id))
             continue
-        path = _inside_folder(folder, name)
+        path = inside_folder(folder, name)
         if path is None:
             skipped.append(("outside_folder", name))
             refused.add(name)
@@ -400,7 +356,7 @@ def _imagefolder_source(metadata: Path, *, image_column: str | None, caption_col
         rows["caption"].append(caption_text(record.get(caption_key)))
         rows[ID_COLUMN].append(name)
     if max_rows is None:  # with max_rows the folder is deliberately not read in full
-        skipped += [("no_metadata", name) for name in _unlisted_images(folder, set(rows[ID_COLUMN]) | refused)]
+        skipped += [("no_metadata", name) for name in unlisted_images(folder, set(rows[ID_COLUMN]) | refused)]
     features = datasets.Features({name: datasets.Value("string") for name in rows})
     return RawSource(datasets.Dataset.from_dict(rows, features=features), RowLayout("image", "caption", ID_COLUMN),
                      skipped)
