@@ -355,7 +355,6 @@ def add_quickstart_parser(subparsers) -> None:
                         help="a frozen pretrained text encoder (local folder or package:<module>); 'none': a scratch "
                              "encoder trained with the prior")
     parser.add_argument("--caption_variation", default=defaults.caption_variation, choices=CAPTION_VARIATIONS)
-    parser.add_argument("--caption_variants", type=int, default=defaults.caption_variants)
     parser.add_argument("--captioner_preset", default=defaults.captioner_preset, choices=sorted(CAPTIONER_PRESETS))
     parser.add_argument("--captioner_steps", type=int, default=defaults.captioner_steps, help="0: no captioner")
     parser.set_defaults(run=run_quickstart_command)
