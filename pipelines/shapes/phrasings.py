@@ -33,29 +33,17 @@ class Words:
 
 
 TRAINING_WORDS = Words(
-    sizes={"small": ("small", "little", "mini", "petite"),
-           "large": ("large", "big", "giant", "enormous", "massive")},
-    colors={"red": ("red", "crimson", "scarlet"), "green": ("green", "emerald", "lime"),
-            "blue": ("blue", "navy", "royal blue"), "yellow": ("yellow", "golden"),
-            "purple": ("purple", "lilac", "lavender", "magenta"),
-            "cyan": ("cyan", "turquoise", "teal", "light blue")},
-    shapes={"circle": ("circle", "disc", "disk", "ball", "spot", "round shape", "circular shape"),
-            "square": ("square", "box", "cube", "tile", "brick", "square shape"),
-            "triangle": ("triangle", "pyramid", "triangular shape")},
-    positions={"left": ("on the left", "to the left", "on the left side", "at the left", "on the far left",
-                        "at the left edge", "in the left half", "toward the left"),
-               "right": ("on the right", "to the right", "on the right side", "at the right", "on the far right",
-                         "at the right edge", "in the right half", "toward the right"),
-               "top": ("at the top", "near the top", "at the top of the image", "up top", "in the top half",
-                       "high up", "along the top edge", "toward the top"),
-               "bottom": ("at the bottom", "near the bottom", "at the bottom of the image", "down below",
-                          "in the bottom half", "low down", "along the bottom edge", "toward the bottom"),
-               "center": ("in the center", "in the middle", "at the center", "in the middle of the image",
-                          "centered", "in the very middle")},
-    relations={"above": ("above", "over", "higher than"),
-               "below": ("below", "under", "underneath"),
-               "left of": ("to the left of", "left of", "on the left side of", "at the left of"),
-               "right of": ("to the right of", "right of", "on the right side of", "at the right of")},
+    sizes={"small": ("small", "little"), "large": ("large", "big")},
+    colors={"red": ("red",), "green": ("green",), "blue": ("blue",), "yellow": ("yellow",),
+            "purple": ("purple",), "cyan": ("cyan", "turquoise")},
+    shapes={"circle": ("circle", "disc"), "square": ("square", "box"), "triangle": ("triangle",)},
+    positions={"left": ("on the left", "to the left", "on the left side", "at the left"),
+               "right": ("on the right", "to the right", "on the right side", "at the right"),
+               "top": ("at the top", "near the top", "at the top of the image", "up top"),
+               "bottom": ("at the bottom", "near the bottom", "at the bottom of the image", "down below"),
+               "center": ("in the center", "in the middle", "at the center", "in the middle of the image")},
+    relations={"above": ("above", "over"), "below": ("below", "under"),
+               "left of": ("to the left of", "left of"), "right of": ("to the right of", "right of")},
 )
 HELD_OUT_WORDS = Words(
     sizes={"small": ("tiny",), "large": ("huge",)},
@@ -67,26 +55,17 @@ HELD_OUT_WORDS = Words(
                "right of": ("on the right of",)},
 )
 
-TRAINING_LEAD_INS = ("a picture of", "an image of", "a photo of", "draw", "show", "a drawing of", "an image with",
-                     "show me", "make", "create", "paint", "render", "sketch", "an illustration of",
-                     "a scene with", "i want", "i want to see", "give me", "could you show", "make me",
-                     "a simple picture of", "here is")
+TRAINING_LEAD_INS = ("a picture of", "an image of", "a photo of", "draw", "show", "a drawing of", "an image with")
 HELD_OUT_LEAD_INS = ("please draw", "can you draw", "i would like to see", "generate an image of")
 
 # Sentence orders. Single object: {obj} {pos}. Pair: {obj0} {rel} {obj1}, with {conv} the flipped relation.
-TRAINING_SINGLE = ("{obj} {pos}", "{pos}, {obj}", "{pos} there is {obj}", "there is {obj} {pos}", "{obj} is {pos}",
-                   "{obj} sitting {pos}", "{obj} located {pos}", "{obj} that is {pos}", "{pos} is {obj}",
-                   "{pos} you can see {obj}", "{obj}, {pos}", "{obj} positioned {pos}")
+TRAINING_SINGLE = ("{obj} {pos}", "{pos}, {obj}", "{pos} there is {obj}", "there is {obj} {pos}")
 TRAINING_PAIR = ("{obj0} {rel} {obj1}", "{obj1} {conv} {obj0}", "{rel} {obj1} there is {obj0}",
-                 "there is {obj0} {rel} {obj1}", "{obj0} is {rel} {obj1}", "{obj0} sits {rel} {obj1}",
-                 "{obj1} is {conv} {obj0}", "{obj0} located {rel} {obj1}", "{rel} {obj1}, {obj0}",
-                 "{obj1} has {obj0} {rel} it", "{obj1}, {rel} it is {obj0}", "{obj1}; {rel} it there is {obj0}",
-                 "{obj1}, {obj0} is {rel} it")
+                 "there is {obj0} {rel} {obj1}")
 HELD_OUT_SINGLE = ("{obj} placed {pos}", "{pos} we see {obj}")
 HELD_OUT_PAIR = ("{obj1} with {obj0} {rel} it", "{obj1} and {obj0} {rel} it")
 ARTICLES = ("a", "one", "")
-OBJECT_ORDERS = ("{size} {color} {shape}", "{size} {shape} in {color}", "{color} {size} {shape}",
-                 "{size} {shape} that is {color}")
+OBJECT_ORDERS = ("{size} {color} {shape}", "{size} {shape} in {color}")
 
 FAMILIES = ("training", "held_out_lead_in", "held_out_order", "held_out_synonyms")
 
