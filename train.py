@@ -201,6 +201,8 @@ def add_prior_parser(subparsers) -> None:
                         help="vary the training captions: noise (casing, punctuation; any data) or shapes (other "
                              "phrasings and synonyms of built-in shapes scenes, plus noise)")
     parser.add_argument("--caption_variants", type=int, default=16, help="variants of each distinct caption")
+    parser.add_argument("--caption_warmup_epochs", type=int, default=0,
+                        help="epoch e < N gives a variant to a share e/N of the rows, the caption itself to the rest")
     parser.add_argument("--validation_prompts", nargs="*", default=[])
     parser.add_argument("--guidance_scale", type=float, default=None)
     parser.add_argument("--num_steps", type=int, default=None, help="masked prior: decoding steps")
@@ -233,7 +235,8 @@ def run_prior(args: argparse.Namespace) -> None:
         text=TextEncoderConfig(pretrained=args.text_encoder),
         data=PriorDataOptions(tokens=tokens, tokenizer=args.tokenizer, validation_tokens=args.validation_tokens,
                               validation_prompts=tuple(args.validation_prompts),
-                              caption_variation=args.caption_variation, caption_variants=args.caption_variants),
+                              caption_variation=args.caption_variation, caption_variants=args.caption_variants,
+                              caption_warmup_epochs=args.caption_warmup_epochs),
         sampling=sampling,
         training=training_config_from_args(args),
     )
@@ -355,6 +358,7 @@ def add_quickstart_parser(subparsers) -> None:
                         help="a frozen pretrained text encoder (local folder or package:<module>); 'none': a scratch "
                              "encoder trained with the prior")
     parser.add_argument("--caption_variation", default=defaults.caption_variation, choices=CAPTION_VARIATIONS)
+    parser.add_argument("--caption_warmup_epochs", type=int, default=defaults.caption_warmup_epochs)
     parser.add_argument("--captioner_preset", default=defaults.captioner_preset, choices=sorted(CAPTIONER_PRESETS))
     parser.add_argument("--captioner_steps", type=int, default=defaults.captioner_steps, help="0: no captioner")
     parser.set_defaults(run=run_quickstart_command)

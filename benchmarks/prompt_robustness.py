@@ -10,6 +10,9 @@ each prompt gets one image (seeded), judged by the analytic evaluator against th
 - ``held_out_synonyms``: synonyms never used in training ("tiny", "huge", "violet", "beneath", "in the centre");
 - ``holdout``: the template on ``holdout`` scenes (colour-shape pairs never seen in training).
 
+``--per_attribute`` adds ``held_out_synonyms:<attribute>`` (sizes, colors, shapes, positions, relations): the
+synonyms of one attribute only, on the scenes that have one for it, to see which held-out words carry over.
+
 The held-out families come from ``pipelines.shapes.phrasings`` (its ``HELD_OUT_*`` sets), which training with
 ``--caption_variation shapes`` never draws from. Prints JSON and a markdown table.
 
@@ -28,10 +31,11 @@ import torch
 
 from pipelines.data.captions import typed_noise
 from pipelines.shapes import SceneSpec, caption, evaluate, parse_caption, shapes_dataset
-from pipelines.shapes.phrasings import phrase
+from pipelines.shapes.phrasings import ATTRIBUTES, has_held_out_synonym, phrase
 from pipelines.text_to_image import TextToImagePipeline
 
 FAMILIES = ("template", "typed", "held_out_lead_in", "held_out_order", "held_out_synonyms", "holdout")
+ATTRIBUTE_FAMILIES = tuple(f"held_out_synonyms:{attribute}" for attribute in ATTRIBUTES)
 
 
 def scenes(split: str, count: int, seed: int) -> list[SceneSpec]:
@@ -47,21 +51,33 @@ def prompts_of(family: str, specs: list[SceneSpec], seed: int) -> list[str]:
             out.append(caption(spec))
         elif family == "typed":
             out.append(typed_noise(caption(spec), rng))
+        elif family in ATTRIBUTE_FAMILIES:
+            attribute = family.split(":")[1]
+            out.append(phrase(spec, rng, family="held_out_synonyms", synonym_attributes=(attribute,)))
         else:
             out.append(phrase(spec, rng, family=family))
     return out
 
 
-def score(pipeline: TextToImagePipeline, num_scenes: int, seed: int) -> dict:
+def specs_of(family: str, test: list[SceneSpec], holdout: list[SceneSpec]) -> list[SceneSpec]:
+    if family == "holdout":
+        return holdout
+    if family in ATTRIBUTE_FAMILIES:
+        return [spec for spec in test if has_held_out_synonym(spec, family.split(":")[1])]
+    return test
+
+
+def score(pipeline: TextToImagePipeline, num_scenes: int, seed: int, families: tuple[str, ...] = FAMILIES) -> dict:
     test, holdout = scenes("test", num_scenes, seed=1234), scenes("holdout", num_scenes, seed=1234)
     row, examples = {}, {}
-    for family in FAMILIES:
-        specs = holdout if family == "holdout" else test
+    for family in families:
+        specs = specs_of(family, test, holdout)
         prompts = prompts_of(family, specs, seed)
         start = time.perf_counter()
         images = pipeline(prompts, generator=torch.Generator().manual_seed(seed), output_type="pt").images
         row[family] = evaluate(images, specs).accuracy["all_correct"]
         row[f"{family}_seconds"] = round(time.perf_counter() - start, 1)
+        row[f"{family}_scenes"] = len(specs)
         examples[family] = prompts[:3]
     return {**row, "examples": examples}
 
@@ -72,21 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_scenes", type=int, default=200, help="scenes per family")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--per_attribute", action="store_true",
+                        help="also score the held-out synonyms of each attribute alone")
     args = parser.parse_args(argv)
+    families = FAMILIES + (ATTRIBUTE_FAMILIES if args.per_attribute else ())
     rows = []
     for folder in args.pipelines:
         pipeline = TextToImagePipeline.from_pretrained(folder)
         pipeline.set_progress_bar_config(disable=True)
         rows.append({"pipeline": str(folder), "text_encoder": pipeline.text.config.pretrained or "scratch",
-                     **score(pipeline, args.num_scenes, args.seed)})
+                     **score(pipeline, args.num_scenes, args.seed, families)})
     print(json.dumps(rows, indent=2))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    print("| pipeline | text encoder | " + " | ".join(FAMILIES) + " |")
-    print("|---|---|" + "---|" * len(FAMILIES))
+    print("| pipeline | text encoder | " + " | ".join(families) + " |")
+    print("|---|---|" + "---|" * len(families))
     for row in rows:
         print(f"| {row['pipeline']} | {row['text_encoder']} | "
-              + " | ".join(f"{row[family]:.1%}" for family in FAMILIES) + " |")
+              + " | ".join(f"{row[family]:.1%}" for family in families) + " |")
     return 0
 
 

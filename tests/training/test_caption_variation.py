@@ -4,6 +4,7 @@ deterministic, and a frozen encoder's cached outputs equal running it."""
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 import torch
@@ -11,17 +12,25 @@ import torch
 from pipelines.data.captions import typed_noise
 from pipelines.shapes import SceneSpec, caption, shapes_dataset
 from pipelines.shapes.phrasings import (
+    ATTRIBUTES,
     HELD_OUT_LEAD_INS,
     HELD_OUT_PAIR,
     HELD_OUT_SINGLE,
     HELD_OUT_WORDS,
+    TRAINING_LEAD_INS,
     TRAINING_WORDS,
+    has_held_out_synonym,
     phrase,
 )
-from pipelines.training.captions import CaptionBank, ContextCache, vary_caption
+from pipelines.training.captions import CaptionBank, ContextCache, variation_share, vary_caption
 from prior.text import TextConditioner, TextEncoderConfig
 
 CAPTIONS = shapes_dataset(300, seed=5)["caption"]
+
+
+def spaced(text: str) -> str:
+    """``text``'s words in lower case, one space apart and around, so that ``f" {word} " in`` finds whole words."""
+    return f" {' '.join(re.findall(r'[a-z-]+', text.lower()))} "
 
 
 def held_out_words() -> set[str]:
@@ -37,12 +46,16 @@ def test_training_variation_never_uses_held_out_words_orders_or_lead_ins():
     texts = [text.lower() for text in bank.captions()]
     assert len(texts) > 5 * len(set(CAPTIONS))
     for text in texts:
-        padded = f" {text} "
-        assert not any(f" {word} " in padded for word in held), text
+        assert not any(f" {word} " in spaced(text) for word in held), text
         assert not any(text.startswith(lead) for lead in HELD_OUT_LEAD_INS), text
-    # the held-out sentence orders' own words (HELD_OUT_SINGLE, HELD_OUT_PAIR)
-    assert HELD_OUT_SINGLE == ("{obj} placed {pos}", "{pos} we see {obj}") and all(t.endswith(" it") for t in HELD_OUT_PAIR)
-    assert not any(" placed " in text or " we see " in text or text.endswith(" it") for text in texts)
+    # the held-out sentence orders' own words (HELD_OUT_SINGLE, HELD_OUT_PAIR), after any training lead-in
+    assert HELD_OUT_SINGLE == ("{obj} placed {pos}", "{pos} we see {obj}")
+    assert HELD_OUT_PAIR == ("{obj1} with {obj0} {rel} it", "{obj1} and {obj0} {rel} it")
+    lead_ins = [lead.split() for lead in TRAINING_LEAD_INS]
+    for text in texts:
+        words = re.findall(r"[a-z-]+", text)
+        body = next((words[len(lead):] for lead in lead_ins if words[:len(lead)] == lead), words)
+        assert not {"placed", "we", "with", "and"} & set(body), text
 
 
 @pytest.mark.parametrize("family", ["held_out_lead_in", "held_out_order", "held_out_synonyms"])
@@ -52,7 +65,23 @@ def test_held_out_families_differ_from_the_template(family):
     texts = [phrase(spec, rng, family=family) for spec in specs]
     assert all(text != caption(spec) for text, spec in zip(texts, specs))
     if family == "held_out_synonyms":
-        assert all(any(f" {word} " in f" {text} " for word in held_out_words()) for text in texts)
+        assert all(any(f" {word} " in spaced(text) for word in held_out_words()) for text in texts)
+
+
+@pytest.mark.parametrize("attribute", ATTRIBUTES)
+def test_held_out_synonyms_of_one_attribute(attribute):
+    words = {name: {word for words in getattr(HELD_OUT_WORDS, name).values() for word in words} for name in ATTRIBUTES}
+    specs = [SceneSpec.from_json(spec) for spec in shapes_dataset(80, seed=2)["spec"]]
+    chosen = [spec for spec in specs if has_held_out_synonym(spec, attribute)]
+    assert 0 < len(chosen) < len(specs) or attribute == "sizes"
+    rng = random.Random(0)
+    for spec in chosen:
+        text = spaced(phrase(spec, rng, family="held_out_synonyms", synonym_attributes=(attribute,)))
+        assert any(f" {word} " in text for word in words[attribute]), text
+        others = set().union(*(words[name] for name in ATTRIBUTES if name != attribute))
+        assert not any(f" {word} " in text for word in others), text
+    with pytest.raises(ValueError, match="unknown attributes"):
+        phrase(specs[0], rng, family="held_out_synonyms", synonym_attributes=("texture",))
 
 
 def test_the_bank_is_deterministic_and_keeps_the_caption():
@@ -60,6 +89,19 @@ def test_the_bank_is_deterministic_and_keeps_the_caption():
     assert first.variants == second.variants
     assert all(options[0] == text for text, options in first.variants.items())
     assert CaptionBank(CAPTIONS, "none", 4, seed=3).captions() == list(dict.fromkeys(CAPTIONS))
+
+
+def test_the_warmup_epochs_vary_a_growing_share_of_the_rows():
+    assert [variation_share(epoch, 2) for epoch in range(4)] == [0.0, 0.5, 1.0, 1.0]
+    assert variation_share(0, 0) == 1.0
+    bank = CaptionBank(CAPTIONS, "shapes", 8, seed=0)
+    def varied(share: float) -> float:
+        picks = [bank.pick(text, random.Random(f"{share}:{row}"), share) for row, text in enumerate(CAPTIONS)]
+        return sum(pick != text for pick, text in zip(picks, CAPTIONS)) / len(CAPTIONS)
+    assert varied(0.0) == 0.0
+    assert 0.3 < varied(0.5) < 0.6 and varied(1.0) > 0.75  # a variant may equal the caption (1 in 8)
+    # share 1 draws exactly as the bank always did (no extra random draw)
+    assert bank.pick(CAPTIONS[4], random.Random(9), 1.0) == bank.pick(CAPTIONS[4], random.Random(9))
 
 
 def test_noise_keeps_the_words():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipelines.tokens.dataset import TokenizerMismatchError
-from pipelines.training.prior import PriorRunConfig, train_prior
+from pipelines.training.prior import FinetuneOptions, PriorRunConfig, PriorStage, train_prior
 from prior.kinds import load_prior
 from prior.text import TextConditioner
 from tests.training.step_counter import counting_train_steps
@@ -74,3 +74,21 @@ def test_cli_tokenizes_images_first(tokens, tmp_path):
                 "text.intermediate_size=16", "text.vocab_size=300", "data.num_evaluation_captions=2"])
     assert (tmp_path / "tokens" / "tokenized_dataset.json").is_file()
     assert (tmp_path / "pipeline.json").is_file() and (tmp_path / "prior" / "model.safetensors").is_file()
+
+
+def test_caption_warmup_varies_a_growing_share_of_the_rows(tokens, tiny_config, tmp_path):
+    vqgan, token_dir = tokens
+    config = tiny_config(tmp_path, vqgan, token_dir, "masked")
+    config.data.caption_variation, config.data.caption_warmup_epochs = "shapes", 2
+    stage = PriorStage(config)
+    stage.load_data()
+    get_row, rows = stage.varied_row(stage.train_rows), stage.train_rows
+
+    def varied_share(epoch: int) -> float:
+        return sum(get_row(row, epoch)["caption"] != rows[row]["caption"] for row in range(len(rows))) / len(rows)
+
+    assert varied_share(0) == 0.0
+    assert 0.0 < varied_share(1) < varied_share(3)
+    config.finetune = FinetuneOptions(replay_tokens=str(token_dir), replay_fraction=0.25)
+    with pytest.raises(ValueError, match="caption_warmup_epochs"):
+        PriorStage(config)
