@@ -43,8 +43,7 @@ from pipelines.shapes import same_scene, shapes_dataset
 from pipelines.tokens import check_tokenizer_matches, collate_tokenized, load_tokenized_dataset
 from pipelines.training.batches import EpochDataset
 from pipelines.training.config import TrainingConfig
-from pipelines.training.ema import EMA
-from pipelines.training.loop import TrainingLoop, TrainingStage, make_optimizer, make_scheduler
+from pipelines.training.loop import TrainingLoop, TrainingStage
 from pipelines.training.prior import PRIOR_TRAINING_DEFAULTS, captions_are_shapes
 from prior.text import TEXT_CONFIG_NAME, TOKENIZER_FOLDER, load_text_tokenizer
 from prior.text_tokenizer import train_text_tokenizer
@@ -156,17 +155,12 @@ class CaptionerStage(TrainingStage):
         return captioner
 
     def setup(self, accelerator) -> None:
-        training = self.config.training
         self.accelerator = accelerator
         with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
             self.load_data()
         self.vqgan.to(accelerator.device)
-        captioner = self.build_captioner()
-        self.ema = EMA(captioner, training.ema_decay)
-        optimizer = make_optimizer(captioner.parameters(), training)
-        self.schedulers = [make_scheduler(optimizer, training)]
-        self.model, self.optimizer = accelerator.prepare(captioner, optimizer)
-        self.models = [self.model]
+        self.model, self.optimizer = self.prepare_averaged(accelerator, self.build_captioner(),
+                                                           self.config.training)
 
     @property
     def ema_source(self) -> Captioner:

@@ -108,6 +108,18 @@ class TrainingStage:
     def setup(self, accelerator: Accelerator) -> None:
         raise NotImplementedError
 
+    def prepare_averaged(self, accelerator: Accelerator, model: nn.Module, training: TrainingConfig
+                         ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """The one-model setup: an EMA of ``model``, AdamW on its trainable parameters with the warmup-cosine
+        schedule, both through ``accelerator.prepare``. Sets ``ema``, ``schedulers`` and ``models``; returns the
+        prepared model and optimizer."""
+        self.ema = EMA(model, training.ema_decay)
+        optimizer = make_optimizer(model.parameters(), training)
+        self.schedulers = [make_scheduler(optimizer, training)]
+        prepared, optimizer = accelerator.prepare(model, optimizer)
+        self.models = [prepared]
+        return prepared, optimizer
+
     @property
     def ema_source(self) -> nn.Module:
         raise NotImplementedError

@@ -39,8 +39,7 @@ from pipelines.tokens.text_cache import text_cache_identity
 from pipelines.training.batches import EpochDataset, MixedBatchSampler, StepBatchSampler
 from pipelines.training.captions import CAPTION_VARIATIONS, CaptionBank, ContextCache, variation_share
 from pipelines.training.config import TrainingConfig
-from pipelines.training.ema import EMA
-from pipelines.training.loop import TrainingLoop, TrainingStage, make_optimizer, make_scheduler
+from pipelines.training.loop import TrainingLoop, TrainingStage
 from prior.config import PriorConfig, SamplingConfig
 from prior.context import TextContext
 from prior.kinds import build_prior, load_prior
@@ -212,17 +211,12 @@ class PriorStage(TrainingStage):
         return PriorBundle(text, build_prior(config.prior))
 
     def setup(self, accelerator) -> None:
-        training = self.config.training
         self.accelerator = accelerator
         with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
             self.load_data()
         self.vqgan.to(accelerator.device)
         bundle = self.build_bundle(self.train_rows["caption"])
-        self.ema = EMA(bundle, training.ema_decay)
-        optimizer = make_optimizer(bundle.parameters(), training)
-        self.schedulers = [make_scheduler(optimizer, training)]
-        self.bundle, self.optimizer = accelerator.prepare(bundle, optimizer)
-        self.models = [self.bundle]
+        self.bundle, self.optimizer = self.prepare_averaged(accelerator, bundle, self.config.training)
         self.use_text_cache = self.bank is None and self.text_cache_matches(bundle.text)
         self.context_cache = None
         if not bundle.text.trainable and not self.use_text_cache:
