@@ -71,7 +71,7 @@ class QuickstartConfig(JSONConfig):
     tokenizer_preset: str = "cpu-32"
     prior_preset: str = "cpu-small"
     tokenizer_steps: int = 2000
-    prior_steps: int = 3000
+    prior_steps: int = 4500
     seed: int = 0
     mixed_precision: str = "no"
     save_dtype: str = "fp16"  # weights of the final pipeline folder
