@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import shlex
 import sys
@@ -55,7 +54,6 @@ from pathlib import Path
 from accelerate import PartialState
 
 from captioner.model import CAPTIONER_PRESETS
-from pipelines.core.config import dataclass_from_dict
 from pipelines.pipeline_folder import PipelineConfig
 from pipelines.tokens import ExportConfig, export_tokenized_dataset
 from pipelines.training.captioner import (
@@ -65,7 +63,7 @@ from pipelines.training.captioner import (
     train_captioner,
 )
 from pipelines.training.captions import CAPTION_VARIATIONS
-from pipelines.training.config import add_training_arguments, training_config_from_args
+from pipelines.training.config import add_training_arguments, training_config_from_args, with_overrides
 from pipelines.training.finetune import FinetuneRequest, finetune_run_config
 from pipelines.training.prior import (
     FINETUNE_TRAINING_DEFAULTS,
@@ -92,27 +90,6 @@ def report(message: str) -> None:
         print(message)
 
 
-def apply_overrides(config: dict, assignments: list[str]) -> dict:
-    """``a.b.c=value`` assignments on a nested config dict; values parse as JSON, else stay strings."""
-    for assignment in assignments:
-        key, sep, raw = assignment.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects key=value, got {assignment!r}")
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise SystemExit(f"--set {key}: {part!r} is not a config section (sections: {sorted(node)})")
-            node = node[part]
-        if leaf not in node:
-            raise SystemExit(f"--set {key}: unknown field {leaf!r}; fields here: {sorted(node)}")
-        try:
-            node[leaf] = json.loads(raw)
-        except json.JSONDecodeError:
-            node[leaf] = raw
-    return config
-
-
 def add_tokenizer_parser(subparsers) -> None:
     parser = subparsers.add_parser("tokenizer", help="train the VQ-GAN image tokenizer",
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -136,7 +113,7 @@ def run_tokenizer(args: argparse.Namespace) -> None:
                          caption_column=args.caption_column, random_flip=args.random_flip),
         training=training_config_from_args(args),
     )
-    config = dataclass_from_dict(TokenizerRunConfig, apply_overrides(config.to_dict(), args.set))
+    config = with_overrides(config, args.set)
     output = train_tokenizer(config)
     report(f"saved the image tokenizer to {output}")
 
@@ -240,7 +217,7 @@ def run_prior(args: argparse.Namespace) -> None:
         sampling=sampling,
         training=training_config_from_args(args),
     )
-    config = dataclass_from_dict(PriorRunConfig, apply_overrides(config.to_dict(), args.set))
+    config = with_overrides(config, args.set)
     output = train_prior(config)
     report(f"saved the prior, text encoder and VQ-GAN to {output}")
 
@@ -278,7 +255,7 @@ def run_captioner(args: argparse.Namespace) -> None:
                                   validation_tokens=args.validation_tokens),
         training=training_config_from_args(args),
     )
-    config = dataclass_from_dict(CaptionerRunConfig, apply_overrides(config.to_dict(), args.set))
+    config = with_overrides(config, args.set)
     output = train_captioner(config)
     report(f"saved the captioner to {output}; try: tessera caption IMAGE --pipeline {output}")
 
@@ -331,7 +308,7 @@ def run_finetune(args: argparse.Namespace) -> None:
         config = finetune_run_config(request, training_config_from_args(args))
     except ValueError as error:
         raise SystemExit(str(error)) from error
-    config = dataclass_from_dict(PriorRunConfig, apply_overrides(config.to_dict(), args.set))
+    config = with_overrides(config, args.set)
     output = train_prior(config)
     report(f"saved the fine-tuned pipeline to {output}")
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from dataclasses import dataclass
 
-from pipelines.core.config import JSONConfig
+from pipelines.core.config import JSONConfig, dataclass_from_dict
 
 
 @dataclass
@@ -56,3 +57,29 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainingCo
 
 def training_config_from_args(args: argparse.Namespace) -> TrainingConfig:
     return TrainingConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(TrainingConfig)})
+
+
+def apply_overrides(config: dict, assignments: list[str]) -> dict:
+    """``a.b.c=value`` assignments on a nested config dict; values parse as JSON, else stay strings."""
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects key=value, got {assignment!r}")
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise SystemExit(f"--set {key}: {part!r} is not a config section (sections: {sorted(node)})")
+            node = node[part]
+        if leaf not in node:
+            raise SystemExit(f"--set {key}: unknown field {leaf!r}; fields here: {sorted(node)}")
+        try:
+            node[leaf] = json.loads(raw)
+        except json.JSONDecodeError:
+            node[leaf] = raw
+    return config
+
+
+def with_overrides(config: JSONConfig, assignments: list[str]) -> JSONConfig:
+    """A copy of ``config`` (a run config) with ``--set a.b.c=value`` ``assignments`` applied."""
+    return dataclass_from_dict(type(config), apply_overrides(config.to_dict(), assignments))

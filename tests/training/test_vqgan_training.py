@@ -12,9 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import train
 from pipelines.training.checkpoints import TrainingDivergedError
-from pipelines.training.config import TrainingConfig
+from pipelines.training.config import TrainingConfig, apply_overrides
 from pipelines.training.vqgan import DataOptions, TokenizerRunConfig, VQGANStage, train_tokenizer
 from tokenizer.config import vqgan_preset
 
@@ -114,7 +113,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
 
 def test_cli_set_overrides_are_checked():
     config = {"model": {"ch": 8, "quantizer": {"kind": "vq"}}, "loss": {"disc_start": 1}}
-    train.apply_overrides(config, ["model.quantizer.kind=fsq", "loss.disc_start=5"])
+    apply_overrides(config, ["model.quantizer.kind=fsq", "loss.disc_start=5"])
     assert config["model"]["quantizer"]["kind"] == "fsq" and config["loss"]["disc_start"] == 5
     with pytest.raises(SystemExit, match="unknown field"):
-        train.apply_overrides(config, ["loss.not_a_field=1"])
+        apply_overrides(config, ["loss.not_a_field=1"])
