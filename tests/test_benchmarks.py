@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from benchmarks import peer_speed, prior_train_mfu
+from benchmarks import peer_speed, prior_train_mfu, prompt_robustness
 from prior.config import prior_preset
 from prior.kinds import build_prior
 
@@ -61,3 +61,16 @@ def test_mfu_runs_on_cpu_without_a_peak(capsys):
     assert all("mfu" not in row and row["seconds_per_step"] > 0 for row in results)
     assert prior_train_mfu.peak_flops(torch.device("cpu"), torch.bfloat16, None) is None
     assert prior_train_mfu.peak_flops(torch.device("cpu"), torch.bfloat16, 100.0) == 100e12
+
+
+def test_prompt_robustness_gives_one_seeded_prompt_per_scene_of_each_family():
+    test, holdout = (prompt_robustness.scenes(split, 12, seed=0) for split in ("test", "holdout"))
+    families = prompt_robustness.FAMILIES + prompt_robustness.ATTRIBUTE_FAMILIES
+    for family in families:
+        specs = prompt_robustness.specs_of(family, test, holdout)
+        prompts = prompt_robustness.prompts_of(family, specs, seed=0)
+        assert len(prompts) == len(specs) and all(isinstance(prompt, str) and prompt for prompt in prompts)
+        assert prompts == prompt_robustness.prompts_of(family, specs, seed=0), family
+    assert prompt_robustness.specs_of("holdout", test, holdout) == holdout
+    training = prompt_robustness.prompts_of("training", test, seed=0)
+    assert training != prompt_robustness.prompts_of("template", test, seed=0)

@@ -23,6 +23,7 @@ import random
 from collections.abc import Iterable
 
 import torch
+from tqdm.auto import tqdm
 
 from pipelines.data.captions import typed_noise
 from pipelines.shapes import caption_style, parse_caption
@@ -77,12 +78,13 @@ class CaptionBank:
 class ContextCache:
     """A frozen text encoder's output for each of ``captions``, computed once (float16, real tokens only)."""
 
-    def __init__(self, text: TextConditioner, captions: list[str], batch_size: int = 256):
+    def __init__(self, text: TextConditioner, captions: list[str], batch_size: int = 256, show_progress: bool = True):
         if text.trainable:
             raise ValueError("only a frozen text encoder's outputs can be cached")
         self.entries: dict[str, torch.Tensor] = {}
         with torch.inference_mode():
-            for start in range(0, len(captions), batch_size):
+            for start in tqdm(range(0, len(captions), batch_size), desc="encoding captions", unit="batch",
+                              disable=not show_progress):
                 chunk = captions[start:start + batch_size]
                 context = text(chunk)  # (B, L, D), padding zeroed
                 lengths = context.mask.sum(1).tolist()

@@ -221,7 +221,8 @@ class PriorStage(TrainingStage):
         self.context_cache = None
         if not bundle.text.trainable and not self.use_text_cache:
             logger.info("encoding %d distinct captions once with the frozen text encoder", len(self.distinct_captions))
-            self.context_cache = ContextCache(bundle.text, self.distinct_captions)
+            self.context_cache = ContextCache(bundle.text, self.distinct_captions,
+                                              show_progress=accelerator.is_local_main_process)
 
     def text_cache_matches(self, text: TextConditioner) -> bool:
         """Whether every training dataset holds cached outputs of this (frozen) text encoder, so that a step

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+import transformers
 
 from pipelines.data.captions import typed_noise
 from pipelines.shapes import SceneSpec, caption, shapes_dataset
@@ -56,6 +57,19 @@ def test_training_variation_never_uses_held_out_words_orders_or_lead_ins():
         words = re.findall(r"[a-z-]+", text)
         body = next((words[len(lead):] for lead in lead_ins if words[:len(lead)] == lead), words)
         assert not {"placed", "we", "with", "and"} & set(body), text
+
+
+def test_held_out_words_share_no_word_piece_with_training_words(minilm):
+    """A held-out synonym must be unseen to the frozen encoder too: no training word may contain one of its word
+    pieces ("aquamarine" would bring "aqua"), only the structural words both kinds of phrase are built from."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm)
+
+    def pieces(words) -> set[str]:
+        return {piece for table in vars(words).values() for options in table.values() for word in options
+                for piece in tokenizer.tokenize(word)}
+
+    shared = pieces(TRAINING_WORDS) & pieces(HELD_OUT_WORDS)
+    assert shared <= {"in", "on", "of", "the", "left", "right", "top", "side"}, shared
 
 
 @pytest.mark.parametrize("family", ["held_out_lead_in", "held_out_order", "held_out_synonyms"])
