@@ -6,7 +6,7 @@ each prompt gets one image (seeded), judged by the analytic evaluator against th
 - ``template``: the training template ("a small red circle on the left");
 - ``typed``: the template as typed (capitals, full stops, commas, doubled spaces);
 - ``training``: the phrasings ``--caption_variation shapes`` trains on, words and orders drawn at random ("a
-  giant crimson ball atop a navy cube"): what a pipeline trained with the current vocabulary should know;
+  blue box has a big turquoise disc over it"): what a pipeline trained with the current vocabulary should know;
 - ``held_out_lead_in``: a lead-in never used in training ("please draw ...");
 - ``held_out_order``: a sentence order never used in training ("a blue square with a red circle above it");
 - ``held_out_synonyms``: synonyms never used in training ("tiny", "huge", "violet", "beneath", "in the centre");
