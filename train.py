@@ -180,6 +180,9 @@ def add_prior_parser(subparsers) -> None:
     parser.add_argument("--caption_variants", type=int, default=16, help="variants of each distinct caption")
     parser.add_argument("--caption_warmup_epochs", type=int, default=0,
                         help="epoch e < N gives a variant to a share e/N of the rows, the caption itself to the rest")
+    parser.add_argument("--caption_omission", type=float, default=0.0,
+                        help="with --caption_variation shapes: the share of phrasings that leave one attribute unsaid "
+                             "(size, colour, shape name, position or relation), for less specific prompts")
     parser.add_argument("--validation_prompts", nargs="*", default=[])
     parser.add_argument("--guidance_scale", type=float, default=None)
     parser.add_argument("--num_steps", type=int, default=None, help="masked prior: decoding steps")
@@ -213,7 +216,8 @@ def run_prior(args: argparse.Namespace) -> None:
         data=PriorDataOptions(tokens=tokens, tokenizer=args.tokenizer, validation_tokens=args.validation_tokens,
                               validation_prompts=tuple(args.validation_prompts),
                               caption_variation=args.caption_variation, caption_variants=args.caption_variants,
-                              caption_warmup_epochs=args.caption_warmup_epochs),
+                              caption_warmup_epochs=args.caption_warmup_epochs,
+                              caption_omission=args.caption_omission),
         sampling=sampling,
         training=training_config_from_args(args),
     )
@@ -336,6 +340,8 @@ def add_quickstart_parser(subparsers) -> None:
                              "encoder trained with the prior")
     parser.add_argument("--caption_variation", default=defaults.caption_variation, choices=CAPTION_VARIATIONS)
     parser.add_argument("--caption_warmup_epochs", type=int, default=defaults.caption_warmup_epochs)
+    parser.add_argument("--caption_omission", type=float, default=defaults.caption_omission,
+                        help="share of shapes phrasings that leave one attribute unsaid")
     parser.add_argument("--captioner_preset", default=defaults.captioner_preset, choices=sorted(CAPTIONER_PRESETS))
     parser.add_argument("--captioner_steps", type=int, default=defaults.captioner_steps, help="0: no captioner")
     parser.set_defaults(run=run_quickstart_command)

@@ -10,10 +10,14 @@ each prompt gets one image (seeded), judged by the analytic evaluator against th
 - ``held_out_lead_in``: a lead-in never used in training ("please draw ...");
 - ``held_out_order``: a sentence order never used in training ("a blue square with a red circle above it");
 - ``held_out_synonyms``: synonyms never used in training ("tiny", "huge", "violet", "beneath", "in the centre");
-- ``holdout``: the template on ``holdout`` scenes (colour-shape pairs never seen in training).
+- ``holdout``: the template on ``holdout`` scenes (colour-shape pairs never seen in training);
+- ``underspecified``: a training phrasing that leaves one attribute of the scene unsaid, drawn per scene ("a
+  small red circle" without its position, "a red circle and a blue square" without their relation, "a small red
+  shape"), judged on what it says (and on the number of objects).
 
 ``--per_attribute`` adds ``held_out_synonyms:<attribute>`` (sizes, colors, shapes, positions, relations): the
-synonyms of one attribute only, on the scenes that have one for it, to see which held-out words carry over.
+synonyms of one attribute only, on the scenes that have one for it, to see which held-out words carry over; and
+``underspecified:<attribute>`` (size, color, shape, position, relation): that attribute left unsaid.
 
 The held-out families come from ``pipelines.shapes.phrasings`` (its ``HELD_OUT_*`` sets), which training with
 ``--caption_variation shapes`` never draws from. Prints JSON and a markdown table.
@@ -33,11 +37,14 @@ import torch
 
 from pipelines.data.captions import typed_noise
 from pipelines.shapes import SceneSpec, caption, evaluate, parse_caption, shapes_dataset
-from pipelines.shapes.phrasings import ATTRIBUTES, has_held_out_synonym, phrase
+from pipelines.shapes.evaluate import STATED_ATTRIBUTES
+from pipelines.shapes.phrasings import ATTRIBUTES, has_held_out_synonym, omittable, phrase
 from pipelines.text_to_image import TextToImagePipeline
 
-FAMILIES = ("template", "typed", "training", "held_out_lead_in", "held_out_order", "held_out_synonyms", "holdout")
-ATTRIBUTE_FAMILIES = tuple(f"held_out_synonyms:{attribute}" for attribute in ATTRIBUTES)
+FAMILIES = ("template", "typed", "training", "held_out_lead_in", "held_out_order", "held_out_synonyms", "holdout",
+            "underspecified")
+ATTRIBUTE_FAMILIES = (tuple(f"held_out_synonyms:{attribute}" for attribute in ATTRIBUTES)
+                      + tuple(f"underspecified:{attribute}" for attribute in STATED_ATTRIBUTES))
 
 
 def scenes(split: str, count: int, seed: int) -> list[SceneSpec]:
@@ -46,26 +53,42 @@ def scenes(split: str, count: int, seed: int) -> list[SceneSpec]:
 
 def prompts_of(family: str, specs: list[SceneSpec], seed: int) -> list[str]:
     """One prompt per scene, drawn with ``random.Random(f"{seed}:{family}:{index}")``."""
-    out = []
+    out, unsaid = [], unsaid_of(family, specs, seed)
     for index, spec in enumerate(specs):
         rng = random.Random(f"{seed}:{family}:{index}")
         if family in ("template", "holdout"):
             out.append(caption(spec))
         elif family == "typed":
             out.append(typed_noise(caption(spec), rng))
-        elif family in ATTRIBUTE_FAMILIES:
+        elif family.startswith("held_out_synonyms:"):
             attribute = family.split(":")[1]
             out.append(phrase(spec, rng, family="held_out_synonyms", synonym_attributes=(attribute,)))
+        elif family.startswith("underspecified"):
+            out.append(phrase(spec, rng, omit=unsaid[index]))
         else:
             out.append(phrase(spec, rng, family=family))
     return out
 
 
+def unsaid_of(family: str, specs: list[SceneSpec], seed: int) -> list[tuple[str, ...]]:
+    """What each prompt of ``family`` leaves unsaid: for ``underspecified``, one attribute of ``omittable(spec)``
+    drawn with ``random.Random(f"{seed}:{family}:{index}:unsaid")``; for ``underspecified:<attribute>``, that
+    one; for the other families, nothing."""
+    if family == "underspecified":
+        return [(random.Random(f"{seed}:{family}:{index}:unsaid").choice(omittable(spec)),)
+                for index, spec in enumerate(specs)]
+    if family.startswith("underspecified:"):
+        return [(family.split(":")[1],)] * len(specs)
+    return [()] * len(specs)
+
+
 def specs_of(family: str, test: list[SceneSpec], holdout: list[SceneSpec]) -> list[SceneSpec]:
     if family == "holdout":
         return holdout
-    if family in ATTRIBUTE_FAMILIES:
+    if family.startswith("held_out_synonyms:"):
         return [spec for spec in test if has_held_out_synonym(spec, family.split(":")[1])]
+    if family.startswith("underspecified:"):
+        return [spec for spec in test if family.split(":")[1] in omittable(spec)]
     return test
 
 
@@ -77,7 +100,9 @@ def score(pipeline: TextToImagePipeline, num_scenes: int, seed: int, families: t
         prompts = prompts_of(family, specs, seed)
         start = time.perf_counter()
         images = pipeline(prompts, generator=torch.Generator().manual_seed(seed), output_type="pt").images
-        row[family] = evaluate(images, specs).accuracy["all_correct"]
+        judgements = evaluate(images, specs).judgements
+        unsaid = unsaid_of(family, specs, seed)
+        row[family] = sum(j.correct_except(u) for j, u in zip(judgements, unsaid)) / len(specs)
         row[f"{family}_seconds"] = round(time.perf_counter() - start, 1)
         row[f"{family}_scenes"] = len(specs)
         examples[family] = prompts[:3]

@@ -74,3 +74,15 @@ def test_prompt_robustness_gives_one_seeded_prompt_per_scene_of_each_family():
     assert prompt_robustness.specs_of("holdout", test, holdout) == holdout
     training = prompt_robustness.prompts_of("training", test, seed=0)
     assert training != prompt_robustness.prompts_of("template", test, seed=0)
+
+
+def test_prompt_robustness_underspecified_prompts_name_what_they_leave_unsaid():
+    test = prompt_robustness.scenes("test", 40, seed=0)
+    unsaid = prompt_robustness.unsaid_of("underspecified", test, seed=0)
+    assert [len(u) for u in unsaid] == [1] * len(test)
+    assert {u[0] for u in unsaid} == {"size", "color", "shape", "position", "relation"}
+    assert prompt_robustness.unsaid_of("template", test, seed=0) == [()] * len(test)
+    singles = prompt_robustness.specs_of("underspecified:position", test, [])
+    assert singles and all(len(spec.objects) == 1 for spec in singles)
+    prompts = prompt_robustness.prompts_of("underspecified:position", singles, seed=0)
+    assert not any(word in prompt for prompt in prompts for word in ("left", "right", "top", "bottom", "middle", "center"))

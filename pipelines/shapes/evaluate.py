@@ -31,6 +31,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,8 @@ from PIL import Image
 from pipelines.shapes.dataset import SceneSpec, parse_caption
 from pipelines.shapes.detect import DetectedObject, detect_objects
 
-ATTRIBUTES = ("color", "shape", "size", "position", "relation", "count", "all_correct")
+STATED_ATTRIBUTES = ("color", "shape", "size", "position", "relation")  # what a prompt states
+ATTRIBUTES = (*STATED_ATTRIBUTES, "count", "all_correct")
 # Positions: offsets of the shape's centre from the image centre, in fractions of the side.
 # Ground truth sits at 0 or 0.25 from the centre, +- JITTER, +- a pixel of measurement.
 CENTER_TOLERANCE = 0.1  # both offsets at most this: "center"; the other offset of left/right/top/bottom
@@ -66,6 +68,14 @@ class Judgement:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def correct_except(self, unsaid: Collection[str]) -> bool:
+        """Right on every attribute but those in ``unsaid`` (a prompt that did not state them); the count always
+        counts."""
+        unknown = set(unsaid) - set(STATED_ATTRIBUTES)
+        if unknown:
+            raise ValueError(f"unknown attributes {sorted(unknown)}; choose from {STATED_ATTRIBUTES}")
+        return self.count and all(getattr(self, name) for name in STATED_ATTRIBUTES if name not in unsaid)
 
 
 @dataclass

@@ -13,6 +13,10 @@ disjoint vocabularies and template sets:
 - ``HELD_OUT``: never used in training, only to measure generalisation: other lead-ins ("please draw ..."),
   other orders ("a blue square with a red circle above it"), and other synonyms ("tiny", "huge", "violet",
   "beneath", "in the centre" ...). ``phrase(spec, rng, family=...)`` makes one of a family.
+
+Any phrasing may also leave attributes unsaid (``omit``: "a red circle on the left" for a small one, "a small
+red circle" without its position, "a red circle and a blue square" without their relation, "a small red shape"):
+a less specific prompt that is still true of the scene, as people often type them.
 """
 
 from __future__ import annotations
@@ -75,6 +79,11 @@ HELD_OUT_SINGLE = ("{obj} placed {pos}", "{pos} we see {obj}")
 HELD_OUT_PAIR = ("{obj1} with {obj0} {rel} it", "{obj1} and {obj0} {rel} it")
 ARTICLES = ("a", "one", "")
 OBJECT_ORDERS = ("{size} {color} {shape}", "{size} {shape} in {color}")
+# What a less specific phrasing says in place of what it omits: no position, no relation (not with "and" or
+# "with": the held-out orders' words), no shape name.
+UNPLACED_SINGLE = ("{obj}", "there is {obj}", "you can see {obj}")
+UNRELATED_PAIR = ("{obj0}, {obj1}", "{obj0} as well as {obj1}", "{obj0} plus {obj1}")
+GENERIC_SHAPE_WORDS = ("shape", "object")
 
 FAMILIES = ("training", "held_out_lead_in", "held_out_order", "held_out_synonyms")
 ATTRIBUTES = tuple(field.name for field in dataclasses.fields(Words))  # sizes, colors, shapes, positions, relations
@@ -91,14 +100,27 @@ def _words(attribute: str, value: str, rng: random.Random, held_out: Collection[
     return _choose(rng, held) if held else _choose(rng, getattr(TRAINING_WORDS, attribute)[value])
 
 
-def describe(obj: ShapeObject, rng: random.Random, *, held_out_words: Collection[str] = ()) -> str:
+def omittable(spec: SceneSpec) -> tuple[str, ...]:
+    """The attributes a phrasing of ``spec`` may leave unsaid (names of ``evaluate.Judgement`` fields)."""
+    return ("size", "color", "shape", "position" if len(spec.objects) == 1 else "relation")
+
+
+def describe(obj: ShapeObject, rng: random.Random, *, held_out_words: Collection[str] = (),
+             omit: Collection[str] = ()) -> str:
     """One object: an optional article, then size, colour and shape words in one of ``OBJECT_ORDERS``; the
-    attributes named in ``held_out_words`` use held-out synonyms where they have some."""
+    attributes named in ``held_out_words`` use held-out synonyms where they have some; those in ``omit``
+    ("size", "color", "shape") are left out (a generic word stands for the shape)."""
     words = {"size": _words("sizes", obj.size, rng, held_out_words),
              "color": _words("colors", obj.color, rng, held_out_words),
              "shape": _words("shapes", obj.shape, rng, held_out_words)}
     article = _choose(rng, ARTICLES)
-    return " ".join(part for part in (article, _choose(rng, OBJECT_ORDERS).format(**words)) if part)
+    if not omit:
+        return " ".join(part for part in (article, _choose(rng, OBJECT_ORDERS).format(**words)) if part)
+    if "shape" in omit:
+        words["shape"] = _choose(rng, GENERIC_SHAPE_WORDS)
+    words.update({attribute: "" for attribute in ("size", "color") if attribute in omit})
+    order = OBJECT_ORDERS[0] if "color" in omit else _choose(rng, OBJECT_ORDERS)
+    return " ".join(f"{article} {order.format(**words)}".split())
 
 
 def has_held_out_synonym(spec: SceneSpec, attribute: str) -> bool:
@@ -112,25 +134,31 @@ def has_held_out_synonym(spec: SceneSpec, attribute: str) -> bool:
 
 
 def phrase(spec: SceneSpec, rng: random.Random, family: str = "training", *,
-           synonym_attributes: Collection[str] = ATTRIBUTES) -> str:
+           synonym_attributes: Collection[str] = ATTRIBUTES, omit: Collection[str] = ()) -> str:
     """One phrasing of ``spec`` from ``family`` (one of ``FAMILIES``). ``training`` draws from the training
     sets only, with a lead-in a third of the time; each held-out family changes one thing: the lead-in (always
     a held-out one), the sentence order, or the words (each attribute of ``synonym_attributes`` that has
-    held-out synonyms uses one)."""
+    held-out synonyms uses one). The attributes in ``omit`` (some of ``omittable(spec)``) are left unsaid, of
+    every object; without a position or relation the sentence is one of ``UNPLACED_SINGLE`` / ``UNRELATED_PAIR``."""
     if family not in FAMILIES:
         raise ValueError(f"unknown phrasing family {family!r}; one of {FAMILIES}")
     unknown = set(synonym_attributes) - set(ATTRIBUTES)
     if unknown:
         raise ValueError(f"unknown attributes {sorted(unknown)}; choose from {ATTRIBUTES}")
+    if not set(omit) <= set(omittable(spec)):
+        raise ValueError(f"cannot omit {sorted(set(omit) - set(omittable(spec)))} from a "
+                         f"{len(spec.objects)}-object scene; choose from {omittable(spec)}")
     held_words = tuple(synonym_attributes) if family == "held_out_synonyms" else ()
     held_order = family == "held_out_order"
     if len(spec.objects) == 1:
-        template = _choose(rng, HELD_OUT_SINGLE if held_order else TRAINING_SINGLE)
-        text = template.format(obj=describe(spec.objects[0], rng, held_out_words=held_words),
+        templates = UNPLACED_SINGLE if "position" in omit else HELD_OUT_SINGLE if held_order else TRAINING_SINGLE
+        template = _choose(rng, templates)  # an unplaced template has no {pos}: format ignores it
+        text = template.format(obj=describe(spec.objects[0], rng, held_out_words=held_words, omit=omit),
                                pos=_words("positions", spec.position, rng, held_words))
     else:
-        template = _choose(rng, HELD_OUT_PAIR if held_order else TRAINING_PAIR)
-        first, second = (describe(obj, rng, held_out_words=held_words) for obj in spec.objects)
+        templates = UNRELATED_PAIR if "relation" in omit else HELD_OUT_PAIR if held_order else TRAINING_PAIR
+        template = _choose(rng, templates)  # an unrelated template has no {rel} or {conv}
+        first, second = (describe(obj, rng, held_out_words=held_words, omit=omit) for obj in spec.objects)
         text = template.format(obj0=first, obj1=second, rel=_words("relations", spec.relation, rng, held_words),
                                conv=_words("relations", CONVERSE_RELATION[spec.relation], rng, held_words))
     if family == "held_out_lead_in":

@@ -37,7 +37,7 @@ from pipelines.tokens import (
 from pipelines.tokens.dataset import TEXT_COLUMNS
 from pipelines.tokens.text_cache import text_cache_identity
 from pipelines.training.batches import EpochDataset, MixedBatchSampler, StepBatchSampler
-from pipelines.training.captions import CAPTION_VARIATIONS, CaptionBank, ContextCache, variation_share
+from pipelines.training.captions import CaptionBank, ContextCache, check_caption_variation, variation_share
 from pipelines.training.config import TrainingConfig
 from pipelines.training.loop import TrainingLoop, TrainingStage
 from prior.config import PriorConfig, SamplingConfig
@@ -81,10 +81,10 @@ class PriorDataOptions(JSONConfig):
     caption_variation: str = "none"  # "none" | "noise" (any data) | "shapes" (phrasings); see training.captions
     caption_variants: int = 16  # variants of each distinct caption drawn from in training
     caption_warmup_epochs: int = 0  # epoch e < N varies a share e / N of the rows (training.captions.variation_share)
+    caption_omission: float = 0.0  # "shapes" only: share of phrasings that leave one attribute unsaid
 
     def __post_init__(self) -> None:
-        if self.caption_variation not in CAPTION_VARIATIONS:
-            raise ValueError(f"caption_variation must be one of {CAPTION_VARIATIONS}, got {self.caption_variation!r}")
+        check_caption_variation(self.caption_variation, self.caption_omission)
         if self.caption_warmup_epochs < 0:
             raise ValueError(f"caption_warmup_epochs must be >= 0, got {self.caption_warmup_epochs}")
 
@@ -175,7 +175,8 @@ class PriorStage(TrainingStage):
             captions += self.replay_rows["caption"]
         self.bank = None
         if data.caption_variation != "none":
-            self.bank = CaptionBank(captions, data.caption_variation, data.caption_variants, config.training.seed)
+            self.bank = CaptionBank(captions, data.caption_variation, data.caption_variants, config.training.seed,
+                                    data.caption_omission)
         self.distinct_captions = self.bank.captions() if self.bank else list(dict.fromkeys(captions))
         self.evaluation = None
         if captions_are_shapes(self.train_rows["caption"]):

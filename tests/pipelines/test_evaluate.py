@@ -102,6 +102,19 @@ def test_rejects_a_wrong_attribute(resolution, wrong, attribute):
     assert not getattr(verdict, attribute) and not verdict.all_correct and verdict.count
 
 
+def test_a_prompt_that_leaves_an_attribute_unsaid_is_judged_on_the_rest():
+    image = render(LEFT, 32, np.random.default_rng(0))
+    wrong_size = judge_image(image, replace_object(LEFT, 0, size="large"))
+    assert not wrong_size.correct_except(()) and wrong_size.correct_except(("size",))
+    assert not wrong_size.correct_except(("color",))
+    elsewhere = judge_image(image, dataclasses.replace(LEFT, position="right"))
+    assert elsewhere.correct_except(("position",)) and not elsewhere.correct_except(("size",))
+    two = judge_image(render(ABOVE, 32), LEFT)  # one object asked for, two drawn: the count always counts
+    assert not two.correct_except(("position", "color", "shape", "size"))
+    with pytest.raises(ValueError, match="unknown attributes"):
+        wrong_size.correct_except(("count",))
+
+
 @pytest.mark.parametrize("resolution", [32, 64])
 def test_rejects_missing_extra_and_no_objects(resolution):
     only_first = SceneSpec(ABOVE.objects[:1], position="top")

@@ -11,7 +11,7 @@ import torch
 import transformers
 
 from pipelines.data.captions import typed_noise
-from pipelines.shapes import SceneSpec, caption, shapes_dataset
+from pipelines.shapes import SceneSpec, caption, parse_caption, shapes_dataset
 from pipelines.shapes.phrasings import (
     ATTRIBUTES,
     HELD_OUT_LEAD_INS,
@@ -21,9 +21,18 @@ from pipelines.shapes.phrasings import (
     TRAINING_LEAD_INS,
     TRAINING_WORDS,
     has_held_out_synonym,
+    omittable,
     phrase,
 )
-from pipelines.training.captions import CaptionBank, ContextCache, variation_share, vary_caption
+from pipelines.shapes.scene import CONVERSE_RELATION
+from pipelines.training.captions import (
+    CaptionBank,
+    ContextCache,
+    check_caption_variation,
+    variation_share,
+    vary_caption,
+)
+from pipelines.training.prior import PriorDataOptions
 from prior.text import TextConditioner, TextEncoderConfig
 
 CAPTIONS = shapes_dataset(300, seed=5)["caption"]
@@ -41,9 +50,10 @@ def held_out_words() -> set[str]:
     return held
 
 
-def test_training_variation_never_uses_held_out_words_orders_or_lead_ins():
+@pytest.mark.parametrize("omission", [0.0, 0.5])
+def test_training_variation_never_uses_held_out_words_orders_or_lead_ins(omission):
     held = held_out_words()
-    bank = CaptionBank(CAPTIONS, "shapes", 8, seed=0)
+    bank = CaptionBank(CAPTIONS, "shapes", 8, seed=0, omission=omission)
     texts = [text.lower() for text in bank.captions()]
     assert len(texts) > 5 * len(set(CAPTIONS))
     for text in texts:
@@ -96,6 +106,73 @@ def test_held_out_synonyms_of_one_attribute(attribute):
         assert not any(f" {word} " in text for word in others), text
     with pytest.raises(ValueError, match="unknown attributes"):
         phrase(specs[0], rng, family="held_out_synonyms", synonym_attributes=("texture",))
+
+
+def words_of(attribute: str) -> set[str]:
+    """Every training word of ``attribute`` ("size", "color", "shape", "position", "relation")."""
+    table = getattr(TRAINING_WORDS, f"{attribute}s")
+    return {word for words in table.values() for word in words}
+
+
+SPECS = [SceneSpec.from_json(spec) for spec in shapes_dataset(60, seed=3)["spec"]]
+
+
+@pytest.mark.parametrize("attribute", ["size", "color", "shape", "position", "relation"])
+def test_an_omitted_attribute_is_left_unsaid_and_the_rest_is_said(attribute):
+    rng = random.Random(0)
+    chosen = [spec for spec in SPECS if attribute in omittable(spec)]
+    assert chosen
+    for spec in chosen:
+        text = spaced(phrase(spec, rng, omit=(attribute,)))
+        assert not any(f" {word} " in text for word in words_of(attribute)), text
+        for obj in spec.objects:
+            for name in {"size", "color", "shape"} - {attribute}:
+                value = getattr(obj, name)
+                assert any(f" {word} " in text for word in getattr(TRAINING_WORDS, f"{name}s")[value]), text
+        if attribute == "shape":
+            assert " shape " in text or " object " in text, text
+
+
+def test_omitting_what_a_scene_does_not_have_is_an_error():
+    single = next(spec for spec in SPECS if len(spec.objects) == 1)
+    pair = next(spec for spec in SPECS if len(spec.objects) == 2)
+    with pytest.raises(ValueError, match="cannot omit .'relation'. from a 1-object scene"):
+        phrase(single, random.Random(0), omit=("relation",))
+    with pytest.raises(ValueError, match="cannot omit .'position'. from a 2-object scene"):
+        phrase(pair, random.Random(0), omit=("position",))
+
+
+def said(spec: SceneSpec, text: str) -> set[str]:
+    """The attributes of ``spec`` that ``text`` states (with training words)."""
+    text = spaced(text)
+    stated = {name for name in ("size", "color", "shape")
+              if all(any(f" {word} " in text for word in getattr(TRAINING_WORDS, f"{name}s")[getattr(obj, name)])
+                     for obj in spec.objects)}
+    if len(spec.objects) == 1:
+        places = TRAINING_WORDS.positions[spec.position]
+    else:  # either object may come first, with the relation flipped
+        places = TRAINING_WORDS.relations[spec.relation] + TRAINING_WORDS.relations[CONVERSE_RELATION[spec.relation]]
+    return stated | ({omittable(spec)[-1]} if any(f" {word} " in text for word in places) else set())
+
+
+@pytest.mark.parametrize("omission", [0.0, 1.0])
+def test_the_omission_share_leaves_one_attribute_out_of_that_share_of_phrasings(omission):
+    bank = CaptionBank(CAPTIONS[:100], "shapes", 5, seed=0, omission=omission)
+    for text, options in bank.variants.items():
+        spec = parse_caption(text)
+        assert said(spec, options[0]) == set(omittable(spec))  # the caption itself, whole
+        for variant in options[1:]:
+            assert len(said(spec, variant)) == len(omittable(spec)) - (omission == 1.0), variant
+
+
+def test_caption_omission_needs_the_shapes_variation_and_a_share():
+    check_caption_variation("shapes", 0.2)
+    with pytest.raises(ValueError, match="needs caption variation 'shapes'"):
+        PriorDataOptions(caption_variation="noise", caption_omission=0.2)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        check_caption_variation("shapes", 1.5)
+    with pytest.raises(ValueError, match="unknown caption variation"):
+        CaptionBank(CAPTIONS, "paraphrase", 4, seed=0)
 
 
 def test_the_bank_is_deterministic_and_keeps_the_caption():
