@@ -55,6 +55,7 @@ from accelerate import PartialState
 
 from captioner.model import CAPTIONER_PRESETS
 from pipelines.pipeline_folder import PipelineConfig
+from pipelines.shapes.evaluate import STATED_ATTRIBUTES
 from pipelines.tokens import ExportConfig, export_tokenized_dataset
 from pipelines.training.captioner import (
     CAPTIONER_TRAINING_DEFAULTS,
@@ -183,6 +184,8 @@ def add_prior_parser(subparsers) -> None:
     parser.add_argument("--caption_omission", type=float, default=0.0,
                         help="with --caption_variation shapes: the share of phrasings that leave one attribute unsaid "
                              "(size, colour, shape name, position or relation), for less specific prompts")
+    parser.add_argument("--caption_omit", nargs="+", default=list(STATED_ATTRIBUTES), choices=STATED_ATTRIBUTES,
+                        help="the attributes --caption_omission may leave unsaid")
     parser.add_argument("--validation_prompts", nargs="*", default=[])
     parser.add_argument("--guidance_scale", type=float, default=None)
     parser.add_argument("--num_steps", type=int, default=None, help="masked prior: decoding steps")
@@ -217,7 +220,7 @@ def run_prior(args: argparse.Namespace) -> None:
                               validation_prompts=tuple(args.validation_prompts),
                               caption_variation=args.caption_variation, caption_variants=args.caption_variants,
                               caption_warmup_epochs=args.caption_warmup_epochs,
-                              caption_omission=args.caption_omission),
+                              caption_omission=args.caption_omission, caption_omit=tuple(args.caption_omit)),
         sampling=sampling,
         training=training_config_from_args(args),
     )
@@ -342,6 +345,7 @@ def add_quickstart_parser(subparsers) -> None:
     parser.add_argument("--caption_warmup_epochs", type=int, default=defaults.caption_warmup_epochs)
     parser.add_argument("--caption_omission", type=float, default=defaults.caption_omission,
                         help="share of shapes phrasings that leave one attribute unsaid")
+    parser.add_argument("--caption_omit", nargs="+", default=list(defaults.caption_omit), choices=STATED_ATTRIBUTES)
     parser.add_argument("--captioner_preset", default=defaults.captioner_preset, choices=sorted(CAPTIONER_PRESETS))
     parser.add_argument("--captioner_steps", type=int, default=defaults.captioner_steps, help="0: no captioner")
     parser.set_defaults(run=run_quickstart_command)
@@ -352,6 +356,7 @@ def run_quickstart_command(args: argparse.Namespace) -> None:
                                  for field in dataclasses.fields(QuickstartConfig)})
     if config.text_encoder in ("none", ""):
         config.text_encoder = None
+    config.caption_omit = tuple(config.caption_omit)
     result = run_quickstart(config)
     if not PartialState().is_main_process:
         return

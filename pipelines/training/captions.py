@@ -5,9 +5,9 @@ every caption a run can draw, computed once.
 - ``noise`` (any data): the same words typed differently (``pipelines.data.captions.typed_noise``).
 - ``shapes``: for built-in shapes captions in English, other phrasings of the scene
   (``pipelines.shapes.phrasings``, training families only), sometimes with typing noise; other captions get
-  noise only. With ``omission`` > 0, that share of the phrasings leaves one attribute unsaid (size, colour,
-  shape name, position or relation: "a small red circle" for a small red circle on the left), so that a less
-  specific prompt still gets a scene that fits it rather than one the prior never saw.
+  noise only. With ``omission`` > 0, that share of the phrasings leaves one attribute unsaid, drawn from
+  ``omit`` (size, colour, shape name, position or relation: "a small red circle" for a small red circle on the
+  left), so that a less specific prompt still gets a scene that fits it rather than one the prior never saw.
 
 ``CaptionBank`` holds ``num_variants`` variants of each distinct caption (the caption itself first), made
 deterministically from ``(seed, caption, k)``; training draws one per row and epoch. A finite bank is what lets
@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from pipelines.data.captions import typed_noise
 from pipelines.shapes import caption_style, parse_caption
+from pipelines.shapes.evaluate import STATED_ATTRIBUTES
 from pipelines.shapes.phrasings import omittable, phrase
 from prior.context import TextContext
 from prior.text import TextConditioner
@@ -37,19 +38,21 @@ CAPTION_VARIATIONS = ("none", "noise", "shapes")
 PHRASED_STYLES = ("en", "en_alt")  # the shapes styles the English phrasings may replace
 
 
-def vary_caption(caption: str, rng: random.Random, variation: str, omission: float = 0.0) -> str:
+def vary_caption(caption: str, rng: random.Random, variation: str, omission: float = 0.0,
+                 omit: tuple[str, ...] = STATED_ATTRIBUTES) -> str:
     """One variant of ``caption`` (see the module docstring)."""
     if variation == "none":
         return caption
     if variation == "shapes" and caption_style(caption) in PHRASED_STYLES:
         spec = parse_caption(caption)
-        omit = (rng.choice(omittable(spec)),) if omission and rng.random() < omission else ()
-        text = phrase(spec, rng, omit=omit)
+        choices = [attribute for attribute in omittable(spec) if attribute in omit]
+        unsaid = (rng.choice(choices),) if omission and choices and rng.random() < omission else ()
+        text = phrase(spec, rng, omit=unsaid)
         return typed_noise(text, rng) if rng.random() < 0.3 else text
     return typed_noise(caption, rng)
 
 
-def check_caption_variation(variation: str, omission: float) -> None:
+def check_caption_variation(variation: str, omission: float, omit: tuple[str, ...] = STATED_ATTRIBUTES) -> None:
     if variation not in CAPTION_VARIATIONS:
         raise ValueError(f"unknown caption variation {variation!r}; one of {CAPTION_VARIATIONS}")
     if not 0.0 <= omission <= 1.0:
@@ -57,6 +60,9 @@ def check_caption_variation(variation: str, omission: float) -> None:
     if omission and variation != "shapes":
         raise ValueError("caption omission needs caption variation 'shapes' (it leaves out attributes of a "
                          f"built-in shapes scene), got {variation!r}")
+    unknown = set(omit) - set(STATED_ATTRIBUTES)
+    if unknown:
+        raise ValueError(f"cannot omit {sorted(unknown)}; choose from {STATED_ATTRIBUTES}")
 
 
 def variation_share(epoch: int, warmup_epochs: int) -> float:
@@ -65,14 +71,15 @@ def variation_share(epoch: int, warmup_epochs: int) -> float:
 
 
 class CaptionBank:
-    def __init__(self, captions: Iterable[str], variation: str, num_variants: int, seed: int, omission: float = 0.0):
-        check_caption_variation(variation, omission)
+    def __init__(self, captions: Iterable[str], variation: str, num_variants: int, seed: int, omission: float = 0.0,
+                 omit: tuple[str, ...] = STATED_ATTRIBUTES):
+        check_caption_variation(variation, omission, omit)
         if num_variants < 1:
             raise ValueError(f"num_variants must be >= 1, got {num_variants}")
         self.variation = variation
         count = num_variants if variation != "none" else 1
         self.variants = {caption: [caption] + [vary_caption(caption, random.Random(f"{seed}:{caption}:{k}"), variation,
-                                                            omission) for k in range(1, count)]
+                                                            omission, omit) for k in range(1, count)]
                          for caption in dict.fromkeys(captions)}
 
     def pick(self, caption: str, rng: random.Random, variant_share: float = 1.0) -> str:

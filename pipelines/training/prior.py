@@ -27,6 +27,7 @@ from pipelines.core.config import JSONConfig
 from pipelines.core.io import save_image_grid
 from pipelines.pipeline_folder import PipelineConfig, check_components
 from pipelines.shapes import evaluate, parse_caption, shapes_dataset
+from pipelines.shapes.evaluate import STATED_ATTRIBUTES
 from pipelines.text_to_image import TextToImagePipeline
 from pipelines.tokens import (
     check_tokenizer_matches,
@@ -82,9 +83,10 @@ class PriorDataOptions(JSONConfig):
     caption_variants: int = 16  # variants of each distinct caption drawn from in training
     caption_warmup_epochs: int = 0  # epoch e < N varies a share e / N of the rows (training.captions.variation_share)
     caption_omission: float = 0.0  # "shapes" only: share of phrasings that leave one attribute unsaid
+    caption_omit: tuple[str, ...] = STATED_ATTRIBUTES  # the attributes they may leave unsaid
 
     def __post_init__(self) -> None:
-        check_caption_variation(self.caption_variation, self.caption_omission)
+        check_caption_variation(self.caption_variation, self.caption_omission, self.caption_omit)
         if self.caption_warmup_epochs < 0:
             raise ValueError(f"caption_warmup_epochs must be >= 0, got {self.caption_warmup_epochs}")
 
@@ -176,7 +178,7 @@ class PriorStage(TrainingStage):
         self.bank = None
         if data.caption_variation != "none":
             self.bank = CaptionBank(captions, data.caption_variation, data.caption_variants, config.training.seed,
-                                    data.caption_omission)
+                                    data.caption_omission, data.caption_omit)
         self.distinct_captions = self.bank.captions() if self.bank else list(dict.fromkeys(captions))
         self.evaluation = None
         if captions_are_shapes(self.train_rows["caption"]):

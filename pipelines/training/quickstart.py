@@ -29,6 +29,7 @@ from captioner.model import CAPTIONER_PRESETS
 from pipelines.core.config import JSONConfig
 from pipelines.core.io import atomic_write_text
 from pipelines.core.pretrained import WEIGHTS_NAME
+from pipelines.shapes.evaluate import STATED_ATTRIBUTES
 from pipelines.text_to_image import TextToImagePipeline
 from pipelines.tokens import ExportConfig, export_tokenized_dataset
 from pipelines.training.captioner import (
@@ -81,6 +82,7 @@ class QuickstartConfig(JSONConfig):
     caption_variation: str = "shapes"  # see pipelines.training.captions
     caption_warmup_epochs: int = 2  # the variant share grows over the first epochs (training.captions)
     caption_omission: float = 0.0  # share of phrasings that leave one attribute unsaid (training.captions)
+    caption_omit: tuple[str, ...] = STATED_ATTRIBUTES  # the attributes they may leave unsaid
     captioner_preset: str = "cpu-small"
     captioner_steps: int = 3500  # 0: no captioner
 
@@ -150,7 +152,7 @@ def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
             data=PriorDataOptions(tokens=str(tokens_dir), tokenizer=str(vqgan_dir),
                                   validation_prompts=VALIDATION_PROMPTS, caption_variation=config.caption_variation,
                                   caption_warmup_epochs=config.caption_warmup_epochs,
-                                  caption_omission=config.caption_omission),
+                                  caption_omission=config.caption_omission, caption_omit=config.caption_omit),
             training=training(PRIOR_TRAINING_DEFAULTS, prior_dir, config.prior_steps))))
     final_dir, metrics = prior_dir, last_metrics(prior_dir)
     if config.captioner_steps:

@@ -165,6 +165,14 @@ def test_the_omission_share_leaves_one_attribute_out_of_that_share_of_phrasings(
             assert len(said(spec, variant)) == len(omittable(spec)) - (omission == 1.0), variant
 
 
+def test_the_omitted_attributes_can_be_limited():
+    bank = CaptionBank(CAPTIONS[:100], "shapes", 5, seed=0, omission=1.0, omit=("position",))
+    for text, options in bank.variants.items():
+        spec = parse_caption(text)
+        expected = {"size", "color", "shape"} | ({"relation"} if len(spec.objects) == 2 else set())
+        assert all(said(spec, variant) == expected for variant in options[1:]), options
+
+
 def test_caption_omission_needs_the_shapes_variation_and_a_share():
     check_caption_variation("shapes", 0.2)
     with pytest.raises(ValueError, match="needs caption variation 'shapes'"):
@@ -173,6 +181,8 @@ def test_caption_omission_needs_the_shapes_variation_and_a_share():
         check_caption_variation("shapes", 1.5)
     with pytest.raises(ValueError, match="unknown caption variation"):
         CaptionBank(CAPTIONS, "paraphrase", 4, seed=0)
+    with pytest.raises(ValueError, match="cannot omit .'count'."):
+        PriorDataOptions(caption_variation="shapes", caption_omission=0.2, caption_omit=("count",))
 
 
 def test_the_bank_is_deterministic_and_keeps_the_caption():

@@ -71,9 +71,12 @@ def test_cli_tokenizes_images_first(tokens, tmp_path):
                 "--output_dir", str(tmp_path), "--max_train_steps", "2", "--validation_steps", "1000",
                 "--checkpointing_steps", "1000", "--train_batch_size", "4", "--num_validation_images", "4",
                 "--report_to", "none", "--set", "text.hidden_size=8", "text.num_layers=1", "text.num_heads=2",
-                "text.intermediate_size=16", "text.vocab_size=300", "data.num_evaluation_captions=2"])
+                "text.intermediate_size=16", "text.vocab_size=300", "data.num_evaluation_captions=2",
+                "--caption_variation", "shapes", "--caption_omission", "0.3", "--caption_omit", "size", "position"])
     assert (tmp_path / "tokens" / "tokenized_dataset.json").is_file()
     assert (tmp_path / "pipeline.json").is_file() and (tmp_path / "prior" / "model.safetensors").is_file()
+    recorded = json.loads((tmp_path / "run_config.json").read_text())["data"]
+    assert (recorded["caption_omission"], recorded["caption_omit"]) == (0.3, ["size", "position"])
 
 
 def test_caption_warmup_varies_a_growing_share_of_the_rows(tokens, tiny_config, tmp_path):
