@@ -2,25 +2,25 @@
 
 Train the VQ-GAN image tokenizer (defaults: the CPU preset on the built-in synthetic shapes, 32x32 -> 8x8 codes):
 
-    python train.py tokenizer --output_dir runs/vqgan
-    python train.py tokenizer --output_dir runs/vqgan --resume_from_checkpoint latest
-    python train.py tokenizer --preset cpu-64 --data path/to/imagefolder --output_dir runs/vqgan64 \\
+    python train.py vqgan --output_dir runs/vqgan
+    python train.py vqgan --output_dir runs/vqgan --resume_from_checkpoint latest
+    python train.py vqgan --preset cpu-64 --data path/to/imagefolder --output_dir runs/vqgan64 \\
         --train_batch_size 16 --max_train_steps 3000 --set loss.disc_start=2000
-    python train.py tokenizer --preset base-64 --data path/to/imagefolder --output_dir runs/vqgan64 \\
+    python train.py vqgan --preset base-64 --data path/to/imagefolder --output_dir runs/vqgan64 \\
         --mixed_precision bf16 --train_batch_size 64
-    accelerate launch --num_processes 4 train.py tokenizer --preset f16-256 --data my_images --output_dir runs/f16
+    accelerate launch --num_processes 4 train.py vqgan --preset f16-256 --data my_images --output_dir runs/f16
 
 Export a tokenized dataset (parquet shards + a JSON sidecar; resumable; several processes):
 
-    python train.py tokenize --tokenizer runs/vqgan --data shapes:num_samples=20000 --output_dir runs/tokens
-    python train.py tokenize --tokenizer runs/vqgan --data path/to/imagefolder --output_dir runs/tokens --num_processes 2
-    torchrun --standalone --nproc_per_node 2 train.py tokenize --tokenizer runs/vqgan --data ... --output_dir ...
+    python train.py tokenize --vqgan runs/vqgan --data shapes:num_samples=20000 --output_dir runs/tokens
+    python train.py tokenize --vqgan runs/vqgan --data path/to/imagefolder --output_dir runs/tokens --num_processes 2
+    torchrun --standalone --nproc_per_node 2 train.py tokenize --vqgan runs/vqgan --data ... --output_dir ...
 
 Train a text-conditioned prior on a tokenized dataset:
 
-    python train.py prior --tokens runs/tokens --tokenizer runs/vqgan --prior autoregressive --output_dir runs/ar
-    python train.py prior --tokens runs/tokens --tokenizer runs/vqgan --prior masked --output_dir runs/masked
-    python train.py prior --data path/to/imagefolder --tokenizer runs/vqgan --output_dir runs/ar   # tokenizes first
+    python train.py prior --tokens runs/tokens --vqgan runs/vqgan --prior autoregressive --output_dir runs/ar
+    python train.py prior --tokens runs/tokens --vqgan runs/vqgan --prior masked --output_dir runs/masked
+    python train.py prior --data path/to/imagefolder --vqgan runs/vqgan --output_dir runs/ar   # tokenizes first
 
 Fine-tune a saved pipeline on new captions (new images tokenized on the fly; 25 % of each batch replays the
 original data recorded in pipeline.json):
@@ -33,7 +33,7 @@ Train an image captioner (codes -> captions) on a tokenized dataset; with --pipe
 and text tokenizer, writing the pipeline with a captioner/ component added:
 
     python train.py captioner --pipeline models/tessera-shapes --tokens runs/tokens --output_dir runs/captioner
-    python train.py captioner --tokenizer runs/vqgan --data path/to/imagefolder --output_dir runs/captioner
+    python train.py captioner --vqgan runs/vqgan --data path/to/imagefolder --output_dir runs/captioner
 
 Everything above in one command (the shipped models/tessera-shapes pipeline; resumable):
 
@@ -53,36 +53,40 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from captioner.model import CAPTIONER_PRESETS
-from pipelines.pipeline_folder import PipelineConfig
-from pipelines.shapes.evaluate import STATED_ATTRIBUTES
-from pipelines.tokens import ExportConfig, export_tokenized_dataset
-from pipelines.training.captioner import (
+from tessera.captioner.model import CAPTIONER_PRESETS
+from tessera.pipelines.pipeline_folder import PipelineConfig
+from tessera.pipelines.shapes.evaluate import STATED_ATTRIBUTES
+from tessera.pipelines.tokens import ExportConfig, export_tokenized_dataset
+from tessera.pipelines.training.captioner import (
     CAPTIONER_TRAINING_DEFAULTS,
     CaptionerDataOptions,
     CaptionerRunConfig,
     train_captioner,
 )
-from pipelines.training.captions import CAPTION_VARIATIONS
-from pipelines.training.config import add_training_arguments, training_config_from_args, with_overrides
-from pipelines.training.finetune import FinetuneRequest, finetune_run_config
-from pipelines.training.prior import (
+from tessera.pipelines.training.captions import CAPTION_VARIATIONS
+from tessera.pipelines.training.config import (
+    add_training_arguments,
+    training_config_from_args,
+    with_overrides,
+)
+from tessera.pipelines.training.finetune import FinetuneRequest, finetune_run_config
+from tessera.pipelines.training.prior import (
     FINETUNE_TRAINING_DEFAULTS,
     PRIOR_TRAINING_DEFAULTS,
     PriorDataOptions,
     PriorRunConfig,
     train_prior,
 )
-from pipelines.training.quickstart import SAVE_DTYPES, QuickstartConfig, run_quickstart
-from pipelines.training.vqgan import (
+from tessera.pipelines.training.quickstart import SAVE_DTYPES, QuickstartConfig, run_quickstart
+from tessera.pipelines.training.vqgan import (
     TOKENIZER_TRAINING_DEFAULTS,
     DataOptions,
     TokenizerRunConfig,
     train_tokenizer,
 )
-from prior.config import PRIOR_KINDS, PRIOR_PRESETS, SamplingConfig, prior_preset
-from prior.text import TextEncoderConfig
-from tokenizer.config import VQGAN_PRESETS, vqgan_preset
+from tessera.prior.config import PRIOR_KINDS, PRIOR_PRESETS, SamplingConfig, prior_preset
+from tessera.prior.text import TextEncoderConfig
+from tessera.tokenizer.config import VQGAN_PRESETS, vqgan_preset
 
 
 def report(message: str) -> None:
@@ -92,7 +96,8 @@ def report(message: str) -> None:
 
 
 def add_tokenizer_parser(subparsers) -> None:
-    parser = subparsers.add_parser("tokenizer", help="train the VQ-GAN image tokenizer",
+    parser = subparsers.add_parser("vqgan", aliases=["tokenizer"], help="train the VQ-GAN image tokenizer "
+                                   "(`train.py vqgan`, the old name, still works)",
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", default="cpu-32", choices=sorted(VQGAN_PRESETS))
     parser.add_argument("--data", default="shapes:num_samples=50000",
@@ -125,7 +130,9 @@ def add_tokenize_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Writes OUTPUT_DIR/data/*.parquet (codes, caption, source_id) and OUTPUT_DIR/tokenized_dataset.json. "
                     "Re-running the same command resumes an interrupted export. See pipelines/tokens/export.py.")
-    parser.add_argument("--tokenizer", required=True, help="a saved VQ-GAN folder (train.py tokenizer's output)")
+    parser.add_argument("--vqgan", "--tokenizer", dest="vqgan", required=True,
+                        help="a saved VQ-GAN folder, the image tokenizer (train.py vqgan's output; --vqgan is "
+                             "the old spelling)")
     parser.add_argument("--data", required=True,
                         help="imagefolder, save_to_disk folder, parquet, hub name, or shapes[:k=v,...]")
     parser.add_argument("--output_dir", required=True)
@@ -166,8 +173,9 @@ def add_prior_parser(subparsers) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--tokens", help="tokenized dataset folder (train.py tokenize)")
     source.add_argument("--data", help="images + captions (any data-layer source): tokenized first into "
-                                       "OUTPUT_DIR/tokens with --tokenizer (resumable), then trained on")
-    parser.add_argument("--tokenizer", required=True, help="the VQ-GAN folder the tokens were made with")
+                                       "OUTPUT_DIR/tokens with --vqgan (resumable), then trained on")
+    parser.add_argument("--vqgan", "--tokenizer", dest="vqgan", required=True,
+                        help="the VQ-GAN folder the tokens were made with (--vqgan is the old spelling)")
     parser.add_argument("--validation_tokens", default=None)
     parser.add_argument("--prior", default="autoregressive", choices=PRIOR_KINDS)
     parser.add_argument("--preset", default="cpu-small", choices=sorted(PRIOR_PRESETS))
@@ -206,17 +214,17 @@ def sampling_with_overrides(sampling, args: argparse.Namespace):
 
 def tokenize_for_prior(data: str, tokenizer: str, output_dir: str) -> str:
     """``train.py prior --data`` and ``train.py captioner --data``: export the images once (a finished export is reused as is)."""
-    export_tokenized_dataset(ExportConfig(tokenizer=tokenizer, data=data, output_dir=output_dir))
+    export_tokenized_dataset(ExportConfig(vqgan=tokenizer, data=data, output_dir=output_dir))
     return output_dir
 
 
 def run_prior(args: argparse.Namespace) -> None:
     sampling = sampling_with_overrides(SamplingConfig(), args)
-    tokens = args.tokens or tokenize_for_prior(args.data, args.tokenizer, f"{args.output_dir}/tokens")
+    tokens = args.tokens or tokenize_for_prior(args.data, args.vqgan, f"{args.output_dir}/tokens")
     config = PriorRunConfig(
         prior=prior_preset(args.preset, kind=args.prior),
         text=TextEncoderConfig(pretrained=args.text_encoder),
-        data=PriorDataOptions(tokens=tokens, tokenizer=args.tokenizer, validation_tokens=args.validation_tokens,
+        data=PriorDataOptions(tokens=tokens, vqgan=args.vqgan, validation_tokens=args.validation_tokens,
                               validation_prompts=tuple(args.validation_prompts),
                               caption_variation=args.caption_variation, caption_variants=args.caption_variants,
                               caption_warmup_epochs=args.caption_warmup_epochs,
@@ -241,8 +249,9 @@ def add_captioner_parser(subparsers) -> None:
                                        "OUTPUT_DIR/tokens (resumable), then trained on")
     parser.add_argument("--pipeline", default=None,
                         help="caption with this pipeline's VQ-GAN and text tokenizer (e.g. models/tessera-shapes)")
-    parser.add_argument("--tokenizer", default=None,
-                        help="the VQ-GAN folder the tokens were made with (default with --pipeline: its vqgan/)")
+    parser.add_argument("--vqgan", "--tokenizer", dest="vqgan", default=None,
+                        help="the VQ-GAN folder the tokens were made with (default with --pipeline: its vqgan/; "
+                             "--vqgan is the old spelling)")
     parser.add_argument("--validation_tokens", default=None)
     parser.add_argument("--preset", default="cpu-small", choices=sorted(CAPTIONER_PRESETS))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -252,13 +261,13 @@ def add_captioner_parser(subparsers) -> None:
 
 
 def run_captioner(args: argparse.Namespace) -> None:
-    tokenizer = args.tokenizer or (f"{args.pipeline}/vqgan" if args.pipeline else None)
+    tokenizer = args.vqgan or (f"{args.pipeline}/vqgan" if args.pipeline else None)
     if tokenizer is None:
-        raise SystemExit("train.py captioner needs --pipeline or --tokenizer (the VQ-GAN that makes the codes)")
+        raise SystemExit("train.py captioner needs --pipeline or --vqgan (the VQ-GAN that makes the codes)")
     tokens = args.tokens or tokenize_for_prior(args.data, tokenizer, f"{args.output_dir}/tokens")
     config = CaptionerRunConfig(
         captioner=dataclasses.replace(CAPTIONER_PRESETS[args.preset]),
-        data=CaptionerDataOptions(tokens=tokens, tokenizer=tokenizer, pipeline=args.pipeline,
+        data=CaptionerDataOptions(tokens=tokens, vqgan=tokenizer, pipeline=args.pipeline,
                                   validation_tokens=args.validation_tokens),
         training=training_config_from_args(args),
     )

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from pipelines.image_to_text import ImageToTextPipeline
-from pipelines.shapes import evaluate, same_scene, shapes_dataset
-from pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.image_to_text import ImageToTextPipeline
+from tessera.pipelines.shapes import evaluate, same_scene, shapes_dataset
+from tessera.pipelines.text_to_image import TextToImagePipeline
 
 SPLITS = ("test", "holdout")
 

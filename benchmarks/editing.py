@@ -37,12 +37,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.editing import ImageToImagePipeline, InpaintPipeline
-from pipelines.shapes.captions import caption
-from pipelines.shapes.dataset import JITTER, RELATION_CENTERS, SIZE_FRACTION, render, sample_spec
-from pipelines.shapes.evaluate import evaluate
-from pipelines.shapes.scene import COLORS, POSITIONS, RELATIONS, SHAPES, SIZES, SceneSpec, ShapeObject
-from tokenizer.metrics import psnr
+from tessera.pipelines.editing import ImageToImagePipeline, InpaintPipeline
+from tessera.pipelines.shapes.captions import caption
+from tessera.pipelines.shapes.dataset import JITTER, RELATION_CENTERS, SIZE_FRACTION, render, sample_spec
+from tessera.pipelines.shapes.evaluate import evaluate
+from tessera.pipelines.shapes.scene import COLORS, POSITIONS, RELATIONS, SHAPES, SIZES, SceneSpec, ShapeObject
+from tessera.tokenizer.metrics import psnr
 
 TASKS = ("inpaint", "outpaint", "image_to_image", "denoise")
 CUT_BAND = 0.375  # share of the side cut away for "cut off" (12 px at 32)

@@ -28,7 +28,7 @@ import time
 import numpy as np
 from PIL import Image, ImageFilter
 
-from pipelines.shapes.dataset import (
+from tessera.pipelines.shapes.dataset import (
     CAPTION_STYLES,
     COLORS,
     POSITIONS,
@@ -41,8 +41,8 @@ from pipelines.shapes.dataset import (
     parse_caption,
     shapes_dataset,
 )
-from pipelines.shapes.detect import detect_objects
-from pipelines.shapes.evaluate import ATTRIBUTES, EvaluationReport, evaluate, judge_detections
+from tessera.pipelines.shapes.detect import detect_objects
+from tessera.pipelines.shapes.evaluate import ATTRIBUTES, EvaluationReport, evaluate, judge_detections
 
 TARGETS = {"own specs": (">=", 0.995), **{f"captions {style}": (">=", 0.995) for style in CAPTION_STYLES},
            "shuffled captions": ("<=", 0.02), "shuffled, other scene": ("<=", 0.0), "one attribute off": ("<=", 0.0),

@@ -10,7 +10,7 @@ random weights: speed depends on the architecture, not on the weights (its codes
 use a trained folder for anything but timing).
 
     python -m benchmarks.export_speed                                   # 20,000 images, random cpu-32
-    python -m benchmarks.export_speed --tokenizer runs/vqgan --num_processes 2
+    python -m benchmarks.export_speed --vqgan runs/vqgan --num_processes 2
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from pathlib import Path
 import datasets
 import torch
 
-from pipelines.tokens.export import ExportConfig, export_tokenized_dataset
-from tokenizer.config import VQGAN_PRESETS, vqgan_preset
-from tokenizer.model import VQGAN
+from tessera.pipelines.tokens.export import ExportConfig, export_tokenized_dataset
+from tessera.tokenizer.config import VQGAN_PRESETS, vqgan_preset
+from tessera.tokenizer.model import VQGAN
 
 
 def random_tokenizer(folder: Path, preset: str) -> Path:
@@ -91,7 +91,8 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokenizer", default=None, help="a saved VQ-GAN folder (default: random weights)")
+    parser.add_argument("--vqgan", "--tokenizer", dest="vqgan", default=None,
+                        help="a saved VQ-GAN folder (default: random weights)")
     parser.add_argument("--preset", default="cpu-32", choices=sorted(VQGAN_PRESETS))
     parser.add_argument("--num_samples", type=int, default=20_000)
     parser.add_argument("--output_dir", default="runs/bench-export")
@@ -103,14 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     output = Path(args.output_dir)
-    tokenizer = Path(args.tokenizer) if args.tokenizer else random_tokenizer(output / "vqgan-random", args.preset)
+    tokenizer = Path(args.vqgan) if args.vqgan else random_tokenizer(output / "vqgan-random", args.preset)
     dataset_dir = output / "dataset"
     shutil.rmtree(dataset_dir, ignore_errors=True)  # a fresh export every time
     load_before = os.getloadavg()
     baseline = encoder_baseline(tokenizer, args.batch_size, args.baseline_images)
     print(f"encoder alone, before the export: {baseline['images_per_second']} images/s", flush=True)
 
-    config = ExportConfig(tokenizer=str(tokenizer), data=f"shapes:num_samples={args.num_samples}",
+    config = ExportConfig(vqgan=str(tokenizer), data=f"shapes:num_samples={args.num_samples}",
                           output_dir=str(dataset_dir), batch_size=args.batch_size, shard_size=args.shard_size,
                           num_processes=args.num_processes)
     start = time.perf_counter()
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     run["encoder_images_per_second"] = round(run["images"] / run["encoder_seconds"], 1)  # inside the export
     baseline_after = encoder_baseline(tokenizer, args.batch_size, args.baseline_images)  # shows drift on a busy machine
     result = {
-        "tokenizer": str(tokenizer) if args.tokenizer else f"random-weight {args.preset} (speed only)",
+        "tokenizer": str(tokenizer) if args.vqgan else f"random-weight {args.preset} (speed only)",
         "source": config.data, "resolution": info["resolution"], "code_shape": info["code_shape"],
         "batch_size": args.batch_size, "shard_size": args.shard_size, "num_processes": args.num_processes,
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import train
 from benchmarks.prior_quality import evaluation_captions, print_table, score
-from pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.text_to_image import TextToImagePipeline
 
 
 def measure(folder: Path, captions: dict[str, list[str]], label: str) -> dict:

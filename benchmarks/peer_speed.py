@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from prior.config import PRIOR_PRESETS, PriorConfig, prior_preset
-from prior.context import TextContext
-from prior.kinds import build_prior
+from tessera.prior.config import PRIOR_PRESETS, PriorConfig, prior_preset
+from tessera.prior.context import TextContext
+from tessera.prior.kinds import build_prior
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

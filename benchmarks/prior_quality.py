@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from pipelines.shapes.evaluate import evaluate
-from pipelines.text_to_image import TextToImagePipeline
-from pipelines.training.prior import shapes_evaluation_captions
+from tessera.pipelines.shapes.evaluate import evaluate
+from tessera.pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.training.prior import shapes_evaluation_captions
 
 
 def score(pipeline: TextToImagePipeline, captions: dict[str, list[str]], *, guidance_scale: float,

@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from prior.config import prior_preset
-from prior.context import TextContext
-from prior.kinds import build_prior, load_prior
+from tessera.prior.config import prior_preset
+from tessera.prior.context import TextContext
+from tessera.prior.kinds import build_prior, load_prior
 
 
 def timed(fn, repeats: int, device: torch.device) -> float:

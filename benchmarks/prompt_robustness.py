@@ -35,11 +35,11 @@ from pathlib import Path
 
 import torch
 
-from pipelines.data.captions import typed_noise
-from pipelines.shapes import SceneSpec, caption, evaluate, parse_caption, shapes_dataset
-from pipelines.shapes.evaluate import STATED_ATTRIBUTES
-from pipelines.shapes.phrasings import ATTRIBUTES, has_held_out_synonym, omittable, phrase
-from pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.data.captions import typed_noise
+from tessera.pipelines.shapes import SceneSpec, caption, evaluate, parse_caption, shapes_dataset
+from tessera.pipelines.shapes.evaluate import STATED_ATTRIBUTES
+from tessera.pipelines.shapes.phrasings import ATTRIBUTES, has_held_out_synonym, omittable, phrase
+from tessera.pipelines.text_to_image import TextToImagePipeline
 
 FAMILIES = ("template", "typed", "training", "held_out_lead_in", "held_out_order", "held_out_synonyms", "holdout",
             "underspecified")

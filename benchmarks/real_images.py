@@ -7,7 +7,7 @@ Stages (``--stages``; each skips the work whose outputs already exist, so a run 
   (composited on white, padded to a square, resized here; held out by a hash of the file name, ~10 %).
 - ``speed``: seconds per VQ-GAN training step, ``cpu-32`` vs ``cpu-64`` at equal batch, from the same
   imagefolder, before and after the adversarial phase; interleaved, best of ``--speed_repeats``.
-- ``tokenizers``: ``train.py tokenizer --preset cpu-64`` with three recipes at equal steps and batch:
+- ``tokenizers``: ``train.py vqgan --preset cpu-64`` with three recipes at equal steps and batch:
   ``default`` (our losses and quantizer, GAN from ``--disc_start``), ``vanilla`` (taming's settings, as in
   ``benchmarks/tokenizer_quality.py``) and ``no_gan`` (the default without the adversarial loss: a VQ-VAE);
   ``no_gan`` is the default run until ``--disc_start``, so it continues from the default's checkpoint there when
@@ -47,17 +47,22 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.tuxpaint import DataSourceError, build_tuxpaint_imagefolders
-from pipelines.core.io import save_image_grid
-from pipelines.data import collate_image_captions, load_image_caption_data
-from pipelines.text_to_image import TextToImagePipeline
-from pipelines.tokens.dataset import load_tokenized_dataset
-from pipelines.training.config import TrainingConfig
-from pipelines.training.loop import TrainingLoop
-from pipelines.training.vqgan import DataOptions, TokenizerRunConfig, VQGANStage, evaluate_reconstructions
-from tokenizer.config import vqgan_preset
-from tokenizer.losses import LossConfig
-from tokenizer.metrics import high_frequency_energy
-from tokenizer.model import VQGAN
+from tessera.core.io import save_image_grid
+from tessera.pipelines.data import collate_image_captions, load_image_caption_data
+from tessera.pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.tokens.dataset import load_tokenized_dataset
+from tessera.pipelines.training.config import TrainingConfig
+from tessera.pipelines.training.loop import TrainingLoop
+from tessera.pipelines.training.vqgan import (
+    DataOptions,
+    TokenizerRunConfig,
+    VQGANStage,
+    evaluate_reconstructions,
+)
+from tessera.tokenizer.config import vqgan_preset
+from tessera.tokenizer.losses import LossConfig
+from tessera.tokenizer.metrics import high_frequency_energy
+from tessera.tokenizer.model import VQGAN
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("data", "speed", "tokenizers", "prior", "report")
@@ -214,14 +219,14 @@ def train_prior(out: Path, args: argparse.Namespace) -> dict:
         log = out / "logs" / f"tokenize-{split}.log"
         start = time.time()
         views = ["--augmentations", str(args.prior_augmentations)] if split == "train" else []
-        process = run_command(["tokenize", "--tokenizer", str(tokenizer), "--data", str(out / "data" / split),
+        process = run_command(["tokenize", "--vqgan", str(tokenizer), "--data", str(out / "data" / split),
                                "--output_dir", str(out / f"tokens-{split}"), *views], log)
         seconds[f"tokenize_{split}"] = wait_all({f"tokenize {split}": (process, log, start)})[f"tokenize {split}"]
     folder = out / "prior"
     if not (folder / "pipeline.json").is_file():
         resume = ["--resume_from_checkpoint", "latest"] if (folder / "checkpoints").is_dir() else []
         arguments = ["prior", "--tokens", str(out / "tokens-train"), "--validation_tokens",
-                     str(out / "tokens-heldout"), "--tokenizer", str(tokenizer), "--prior", "masked", "--preset",
+                     str(out / "tokens-heldout"), "--vqgan", str(tokenizer), "--prior", "masked", "--preset",
                      "cpu-small", "--text_encoder", TEXT_ENCODER, "--max_train_steps", str(args.prior_steps),
                      "--train_batch_size", str(args.prior_batch_size),
                      "--validation_steps", str(args.prior_steps), "--checkpointing_steps",

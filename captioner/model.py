@@ -35,8 +35,8 @@ import torch
 import transformers
 from torch import nn
 
-from pipelines.core.config import JSONConfig
-from pipelines.core.pretrained import PretrainedMixin
+from tessera.core.config import JSONConfig
+from tessera.core.pretrained import PretrainedMixin
 
 BOS, EOS, UNK = 0, 1, 2  # captioner vocabulary indices; text token i of the config is index NUM_SPECIAL + i
 NUM_SPECIAL = 3

@@ -1,11 +1,11 @@
-"""The ``tessera`` command (also ``python -m pipelines.cli``): generate and edit images with a saved pipeline;
+"""The ``tessera`` command (also ``python -m tessera``): generate and edit images with a saved pipeline;
 convert other projects' VQ image tokenizers to Tessera VQ-GAN folders and export ours to diffusers.
 
 ```bash
 tessera generate "a small red circle on the left" -o out.png
 tessera generate "a small red circle on the left" "a large blue square above a small green triangle" \
     --num_images_per_prompt 4 --seed 0 -o samples/      # samples/00000.png ... + samples/metadata.jsonl
-python -m pipelines.shapes.evaluate samples/                   # score them (pipelines trained on the shapes)
+python -m tessera.pipelines.shapes.evaluate samples/                   # score them (pipelines trained on the shapes)
 tessera generate "a red circle" "a blue square" --num_images_per_prompt 4 --grid -o grid.png
 tessera generate --prompts_file prompts.txt --pipeline runs/masked -o samples/ --device cuda
 tessera generate "a small red circle on the left" --num_candidates 4 -o best.png   # reranked by the captioner
@@ -24,7 +24,7 @@ Where images go (``-o``):
   (one row per prompt when ``--num_images_per_prompt`` > 1). More than one image without ``--grid`` is an error.
 - any other path is a folder: ``00000.png``, ``00001.png``, ... (prompt-major: the first prompt's images
   first), a ``metadata.jsonl`` with one ``{"file_name", "text"}`` line per image (the imagefolder layout that
-  ``python -m pipelines.shapes.evaluate`` and ``datasets`` read) and a ``generation.json`` with the settings used;
+  ``python -m tessera.pipelines.shapes.evaluate`` and ``datasets`` read) and a ``generation.json`` with the settings used;
   with ``--grid``, ``grid.png`` instead of the single images. Files of the same names are overwritten.
 
 Editing (``pipelines.editing``; one image in, one ``.png`` out at the input's size; the sampling flags are
@@ -57,7 +57,8 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_PIPELINE = Path(__file__).resolve().parents[1] / "models" / "tessera-shapes"
+from tessera.models import DEFAULT_PIPELINE, SHIPPED_PIPELINES, resolve_pipeline_folder
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 CONVERT_SOURCES = ("taming", "llamagen", "diffusers")  # tokenizer.convert.SOURCES (imported late: start-up time)
 PIXEL_RANGES = {"-1,1": (-1, 1), "0,1": (0, 1)}
@@ -65,8 +66,9 @@ PIXEL_RANGES = {"-1,1": (-1, 1), "0,1": (0, 1)}
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """The pipeline, seed, sampling and device flags every command shares."""
-    parser.add_argument("--pipeline", type=Path, default=DEFAULT_PIPELINE,
-                        help=f"a saved pipeline folder (default: {DEFAULT_PIPELINE})")
+    parser.add_argument("--pipeline", type=resolve_pipeline_folder, default=DEFAULT_PIPELINE,
+                        help=f"a saved pipeline folder, or the name of a shipped one ({', '.join(SHIPPED_PIPELINES)}; "
+                             f"default: {DEFAULT_PIPELINE})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--negative_prompt", default=None, help="one negative prompt for every prompt")
     sampling = parser.add_argument_group("sampling (default: the pipeline's pipeline.json)")
@@ -140,8 +142,9 @@ def add_caption_parser(commands) -> None:
         description="Print one line per caption: the image path, a tab, the caption (num_return_sequences lines "
                     "per image). With --score, the log-likelihood per token of the given caption for each image.")
     caption.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    caption.add_argument("--pipeline", type=Path, default=DEFAULT_PIPELINE,
-                         help=f"a folder with a captioner/ component (default: {DEFAULT_PIPELINE})")
+    caption.add_argument("--pipeline", type=resolve_pipeline_folder, default=DEFAULT_PIPELINE,
+                         help=f"a folder with a captioner/ component, or a shipped pipeline's name (default: "
+                              f"{DEFAULT_PIPELINE})")
     caption.add_argument("--score", default=None, metavar="CAPTION", help="score this caption instead of captioning")
     caption.add_argument("--num_beams", type=int, default=1)
     caption.add_argument("--num_return_sequences", type=int, default=1)
@@ -162,7 +165,7 @@ def add_caption_parser(commands) -> None:
 def caption(args: argparse.Namespace) -> int:
     import torch
 
-    from pipelines.image_to_text import ImageToTextPipeline
+    from tessera.pipelines.image_to_text import ImageToTextPipeline
 
     device, dtype = resolve_device(args.device, args.dtype)
     pipe = load_pipeline(args.pipeline, device, dtype, quiet=args.no_progress, cls=ImageToTextPipeline)
@@ -203,7 +206,7 @@ def add_convert_parsers(commands) -> None:
 
 
 def convert(args: argparse.Namespace) -> int:
-    from tokenizer.convert import convert_checkpoint
+    from tessera.tokenizer.convert import convert_checkpoint
 
     pixel_range = None if args.pixel_range is None else PIXEL_RANGES[args.pixel_range]
     report = convert_checkpoint(args.source, args.checkpoint, args.output, resolution=args.resolution,
@@ -213,7 +216,7 @@ def convert(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from tokenizer.convert import export_to_diffusers
+    from tessera.tokenizer.convert import export_to_diffusers
 
     print("\n".join(export_to_diffusers(args.vqgan, args.output).lines()))
     return 0
@@ -253,13 +256,15 @@ def save_png(image, path: Path) -> None:
 def load_pipeline(directory: Path, device, dtype, *, quiet: bool, cls=None):
     """``cls.from_pretrained`` (default ``TextToImagePipeline``); ``quiet`` also hides transformers'
     "Loading weights" bar and the pipeline's progress bar."""
-    from pipelines.text_to_image import TextToImagePipeline
-    from prior.text_sources import quiet_transformers_bars
+    from tessera.pipelines.text_to_image import TextToImagePipeline
+    from tessera.prior.text_sources import quiet_transformers_bars
 
+    directory = resolve_pipeline_folder(directory)
     if not directory.exists():
         raise FileNotFoundError(f"no pipeline at {directory}; pass --pipeline DIR (a folder written by "
-                                "TextToImagePipeline.save_pretrained), or train one with "
-                                "`python train.py prior --tokens ... --tokenizer ... --output_dir DIR`.")
+                                "TextToImagePipeline.save_pretrained, or a shipped pipeline's name: "
+                                f"{', '.join(SHIPPED_PIPELINES)}), or train one with "
+                                "`python train.py prior --tokens ... --vqgan ... --output_dir DIR`.")
     with quiet_transformers_bars() if quiet else contextlib.nullcontext():
         pipe = (cls or TextToImagePipeline).from_pretrained(directory, device=device, dtype=dtype)
     if quiet:
@@ -283,8 +288,8 @@ def generate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pipelines.core.io import atomic_write_text, save_image_grid
-    from pipelines.core.version import tessera_version
+    from tessera.core.io import atomic_write_text, save_image_grid
+    from tessera.core.version import tessera_version
 
     device, dtype = resolve_device(args.device, args.dtype)
     pipe = load_pipeline(pipeline_dir, device, dtype, quiet=args.no_progress)
@@ -327,7 +332,7 @@ def edit(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from pipelines.editing import ImageToImagePipeline, InpaintPipeline
+    from tessera.pipelines.editing import ImageToImagePipeline, InpaintPipeline
 
     if args.output.suffix.lower() != ".png":
         raise ValueError(f"-o must name a .png file, got {args.output}")

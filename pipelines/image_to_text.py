@@ -1,7 +1,7 @@
 """The image-to-text pipeline: images -> VQ-GAN codes -> captioner -> captions, and image-caption scores.
 
 ```python
-from pipelines.image_to_text import ImageToTextPipeline
+from tessera.pipelines.image_to_text import ImageToTextPipeline
 
 pipe = ImageToTextPipeline.from_pretrained("models/tessera-shapes")     # a folder with a captioner/ component
 pipe(["scene.png", Image.open("other.jpg")]).captions                   # greedy captions, one per image
@@ -40,12 +40,19 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from captioner.model import Captioner, tokenize_captions
-from pipelines.call_checks import positive_int, prompt_list
-from pipelines.data.images import DEFAULT_MAX_IMAGE_PIXELS, RowSkipped, open_image, preprocess_image
-from pipelines.pipeline_folder import CAPTIONER_FOLDER, check_captioner
-from prior.text import load_text_tokenizer
-from tokenizer.model import VQGAN
+from tessera.captioner.model import Captioner, tokenize_captions
+from tessera.models import resolve_pipeline_folder
+from tessera.pipelines.call_checks import positive_int, prompt_list
+from tessera.pipelines.data.images import DEFAULT_MAX_IMAGE_PIXELS, RowSkipped, open_image, preprocess_image
+from tessera.pipelines.outputs import eval_mode
+from tessera.pipelines.pipeline_folder import (
+    CAPTIONER_FOLDER,
+    COMPONENTS,
+    PIPELINE_CONFIG_NAME,
+    check_captioner,
+)
+from tessera.prior.text import TEXT_CONFIG_NAME, TextEncoderConfig, load_text_tokenizer, swap_in_saved
+from tessera.tokenizer.model import VQGAN
 
 
 @dataclass
@@ -131,9 +138,11 @@ class ImageToTextPipeline:
     """Images -> ``vqgan`` encoder -> codes -> ``captioner`` -> text-tokenizer ids -> captions."""
 
     def __init__(self, vqgan: VQGAN, text_tokenizer, captioner: Captioner,
-                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, text_config: TextEncoderConfig | None = None
+                 ) -> None:
         check_captioner(vqgan, captioner)
-        self.vqgan, self.tokenizer, self.captioner = vqgan, text_tokenizer, captioner
+        self.vqgan, self.text_tokenizer, self.captioner = vqgan, text_tokenizer, captioner
+        self.text_config = text_config  # how the text tokenizer reads text (normalisation), saved beside it
         self.max_image_pixels = max_image_pixels
         self._progress_bar_config: dict = {}
 
@@ -145,22 +154,50 @@ class ImageToTextPipeline:
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32) -> ImageToTextPipeline:
         """A folder with ``vqgan/``, ``text_tokenizer/`` and ``captioner/`` (a pipeline folder with a captioner,
-        or the output of ``train.py captioner``), loaded strictly and offline."""
-        directory = Path(directory)
+        or the output of ``train.py captioner`` or ``save_pretrained``), loaded strictly and offline; or the
+        name of a shipped pipeline (``tessera.models``)."""
+        directory = resolve_pipeline_folder(directory)
         if not (directory / CAPTIONER_FOLDER).is_dir():
             raise FileNotFoundError(f"{directory} has no {CAPTIONER_FOLDER}/ component; train one with "
                                     f"`python train.py captioner --pipeline {directory} --output_dir DIR`")
-        vqgan = VQGAN.from_pretrained(directory / "vqgan")
+        vqgan = VQGAN.from_pretrained(directory / COMPONENTS["vqgan"])
         captioner = Captioner.from_pretrained(directory / CAPTIONER_FOLDER)
-        return cls(vqgan, load_text_tokenizer(directory), captioner).to(device, dtype)
+        text_config = TextEncoderConfig.load(directory / TEXT_CONFIG_NAME) if (directory / TEXT_CONFIG_NAME).is_file() \
+            else None
+        return cls(vqgan, load_text_tokenizer(directory, text_config), captioner,
+                   text_config=text_config).to(device, dtype)
 
     @classmethod
     def from_pipe(cls, pipe) -> ImageToTextPipeline:
-        """The captioning side of a ``TextToImagePipeline`` that has a captioner (modules shared, not copied)."""
+        """The captioning side of a text-to-image or editing pipeline that has a captioner (modules shared, not
+        copied)."""
         if getattr(pipe, "captioner", None) is None:
             raise ValueError("this pipeline has no captioner; load a folder with a captioner/ component, or train "
                              "one with `python train.py captioner --pipeline DIR`")
-        return cls(pipe.vqgan, pipe.text.tokenizer, pipe.captioner)
+        return cls(pipe.vqgan, pipe.text.text_tokenizer, pipe.captioner, text_config=pipe.text.config)
+
+    @property
+    def components(self) -> dict:
+        return {"vqgan": self.vqgan, "text_tokenizer": self.text_tokenizer, "captioner": self.captioner}
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write a captioning folder that ``from_pretrained`` loads: ``vqgan/``, ``text_tokenizer/`` (with
+        ``text_config.json`` when the pipeline has one) and ``captioner/``. A folder that holds a text-to-image
+        pipeline (``pipeline.json``, ``prior/``) is refused, nothing written: its prior needs the VQ-GAN and
+        text side it has, so save that pipeline with ``TextToImagePipeline.save_pretrained`` instead."""
+        directory = Path(directory)
+        other = [name for name in (PIPELINE_CONFIG_NAME, COMPONENTS["prior"]) if (directory / name).exists()]
+        if other:
+            raise FileExistsError(f"{directory} holds a text-to-image pipeline ({', '.join(other)}); writing a "
+                                  "captioning folder over it would leave its prior with other components. Save to "
+                                  "a new folder, or save the text-to-image pipeline itself.")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.vqgan.save_pretrained(directory / COMPONENTS["vqgan"])
+        swap_in_saved(self.text_tokenizer, directory / COMPONENTS["text_tokenizer"])
+        if self.text_config is not None:
+            self.text_config.save(directory / TEXT_CONFIG_NAME)
+        self.captioner.save_pretrained(directory / CAPTIONER_FOLDER)
+        return directory
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> ImageToTextPipeline:
         """Move the modules; ``dtype`` applies to the captioner and the VQ-GAN's encoder (the quantizer stays
@@ -183,7 +220,7 @@ class ImageToTextPipeline:
         pixels = torch.stack([preprocess_image(as_pil_image(image, self.max_image_pixels), resolution)
                               for image in image_list(images)])  # (N, 3, R, R) in [-1, 1]
         weight = self.vqgan.encoder.conv_in.weight
-        with torch.inference_mode():
+        with torch.inference_mode(), eval_mode(self.vqgan):
             latents = self.vqgan.encoder(self.vqgan.to_network_range(pixels).to(weight.device, weight.dtype))
             codes = self.vqgan.vectors_to_codes(latents.float())  # (N, h, w)
         return codes.clone()
@@ -212,14 +249,13 @@ class ImageToTextPipeline:
             options.update(temperature=float(temperature), top_k=top_k or 0, top_p=1.0 if top_p is None else top_p)
         codes = self.encode(images)
         captions: list[str] = []
-        self.captioner.eval()
-        with seeded_from(generator, self.device), \
+        with eval_mode(self.captioner, self.vqgan), seeded_from(generator, self.device), \
                 tqdm(total=len(codes), desc="captioning", unit="img", **self._progress_bar_config) as progress:
             for start in range(0, len(codes), batch_size):
                 sequences = self.captioner.generate(codes[start:start + batch_size], max_new_tokens=max_new_tokens,
                                                     **options)  # (B * num_return_sequences, T)
                 ids = self.captioner.text_token_ids(sequences.cpu())
-                captions += [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+                captions += [text.strip() for text in self.text_tokenizer.batch_decode(ids, skip_special_tokens=True)]
                 progress.update(min(batch_size, len(codes) - start))
         return ImageToTextOutput(captions=captions, codes=codes.cpu())
 
@@ -234,8 +270,8 @@ class ImageToTextPipeline:
 
     def score_codes(self, codes: torch.Tensor, captions: list[str], batch_size: int = 64) -> torch.Tensor:
         """Like ``score`` for code grids (N, h, w) already made, e.g. a text-to-image pipeline's candidates."""
-        self.captioner.eval()
-        scores = [self.captioner.log_likelihood(codes[start:start + batch_size],
-                                                tokenize_captions(self.tokenizer, captions[start:start + batch_size]))
-                  for start in range(0, len(codes), batch_size)]
+        with eval_mode(self.captioner):
+            scores = [self.captioner.log_likelihood(
+                codes[start:start + batch_size], tokenize_captions(self.text_tokenizer, captions[start:start + batch_size]))
+                for start in range(0, len(codes), batch_size)]
         return torch.cat(scores).cpu()

@@ -11,14 +11,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from captioner.model import Captioner
-from pipelines.core.config import CheckpointMismatchError, JSONConfig
-from pipelines.core.version import tessera_version
-from prior.config import PRIOR_KINDS, SamplingConfig
-from prior.kinds import load_prior
-from prior.text import ENCODER_FOLDER, TEXT_CONFIG_NAME, TOKENIZER_FOLDER, TextConditioner
-from prior.transformer import GridPrior
-from tokenizer.model import VQGAN
+from tessera.captioner.model import Captioner
+from tessera.core.config import CheckpointMismatchError, JSONConfig
+from tessera.core.version import tessera_version
+from tessera.prior.config import PRIOR_KINDS, SamplingConfig
+from tessera.prior.kinds import load_prior
+from tessera.prior.text import ENCODER_FOLDER, TEXT_CONFIG_NAME, TOKENIZER_FOLDER, TextConditioner
+from tessera.prior.transformer import GridPrior
+from tessera.tokenizer.model import VQGAN
 
 PIPELINE_CONFIG_NAME = "pipeline.json"
 FORMAT_VERSION = 1

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import torch
 
-from captioner.model import Captioner, tokenize_captions
-from prior.context import TextContext
+from tessera.captioner.model import Captioner, tokenize_captions
+from tessera.prior.context import TextContext
 
 SampleChunk = Callable[[TextContext, "TextContext | None", torch.Tensor], torch.Tensor]
 

@@ -2,7 +2,7 @@
 
 ```python
 import torch
-from pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.text_to_image import TextToImagePipeline
 
 pipe = TextToImagePipeline.from_pretrained("models/tessera-shapes")        # CPU, float32
 pipe = pipe.to("cuda", torch.bfloat16)                                      # optional
@@ -66,11 +66,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from captioner.model import Captioner
-from pipelines.call_checks import positive_int, prompt_list
-from pipelines.core.version import tessera_version
-from pipelines.outputs import eval_mode, gather_images, postprocess_images
-from pipelines.pipeline_folder import (
+from tessera.captioner.model import Captioner
+from tessera.core.version import tessera_version
+from tessera.models import resolve_pipeline_folder
+from tessera.pipelines.call_checks import positive_int, prompt_list
+from tessera.pipelines.outputs import eval_mode, gather_images, postprocess_images
+from tessera.pipelines.pipeline_folder import (
     CAPTIONER_FOLDER,
     COMPONENTS,
     OPTIONAL_COMPONENTS,
@@ -81,12 +82,12 @@ from pipelines.pipeline_folder import (
     load_captioner,
     load_components,
 )
-from pipelines.reranking import SampleChunk, best_of_candidates
-from prior.config import SamplingConfig
-from prior.context import TextContext
-from prior.text import TextConditioner
-from prior.transformer import GridPrior
-from tokenizer.model import VQGAN
+from tessera.pipelines.reranking import SampleChunk, best_of_candidates
+from tessera.prior.config import SamplingConfig
+from tessera.prior.context import TextContext
+from tessera.prior.text import TextConditioner
+from tessera.prior.transformer import GridPrior
+from tessera.tokenizer.model import VQGAN
 
 logger = logging.getLogger(__name__)
 
@@ -148,11 +149,30 @@ class TextToImagePipeline:
         not copied, and their training mode is restored after each call."""
         return cls(vqgan, text, prior, sampling, training_data, captioner)
 
+    @property
+    def components(self) -> dict[str, torch.nn.Module | None]:
+        """Every component by name (``captioner`` None when there is none): ``from_components(**components)``
+        rebuilds the pipeline, and every path that makes a pipeline from another keeps them all."""
+        return {"vqgan": self.vqgan, "text": self.text, "prior": self.prior, "captioner": self.captioner}
+
+    @classmethod
+    def from_pipe(cls, pipe, **replacements) -> TextToImagePipeline:
+        """A pipeline on the modules of ``pipe`` (a text-to-image or editing pipeline): every component is
+        shared, not copied, except those given in ``replacements`` (e.g. ``prior=other_prior``,
+        ``captioner=None`` to leave it out); the sampling defaults are copied."""
+        source = getattr(pipe, "pipe", pipe)  # an editing pipeline wraps a text-to-image one
+        unknown = sorted(set(replacements) - set(source.components))
+        if unknown:
+            raise TypeError(f"from_pipe got unknown components {unknown}; components are {sorted(source.components)}")
+        return cls.from_components(**{**source.components, **replacements}, sampling=source.sampling,
+                                   training_data=source.training_data)
+
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32) -> TextToImagePipeline:
-        """Load a folder written by ``save_pretrained`` (local only), strictly; then ``.to(device, dtype)``."""
-        directory = Path(directory)
+        """Load a folder written by ``save_pretrained`` (local only), strictly; then ``.to(device, dtype)``.
+        ``directory`` may also name a shipped pipeline (``tessera.models``, e.g. ``"tessera-shapes"``)."""
+        directory = resolve_pipeline_folder(directory)
         if directory.is_dir() and not (directory / PIPELINE_CONFIG_NAME).is_file():
             hint = (" It holds a prior-training output: load it with TextToImagePipeline.from_training_output, "
                     "and save_pretrained writes the missing file." if (directory / COMPONENTS["prior"]).is_dir()
@@ -192,13 +212,26 @@ class TextToImagePipeline:
                               components=components, tessera_version=tessera_version(),
                               training_data=self.training_data)
 
-    def save_pretrained(self, directory: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike, *, dtype: torch.dtype | None = None,
+                        remove_missing_components: bool = False) -> Path:
         """Write the pipeline folder; weights in their current dtype, or cast to ``dtype`` (e.g.
         ``torch.float16`` halves the folder; ``from_pretrained`` loads into float32 unless told otherwise).
-        ``pipeline.json`` is removed first and written last, so an interrupted save is never loaded."""
+        ``pipeline.json`` is removed first and written last, so an interrupted save is never loaded.
+
+        Saving over a folder never drops a component silently: when ``directory`` holds an optional component
+        this pipeline does not have (a ``captioner/``), the save is refused (``FileExistsError``, nothing
+        written) unless ``remove_missing_components=True`` says to remove it."""
         if dtype is not None and dtype != self.dtype:
-            return copy.deepcopy(self).to(dtype=dtype).save_pretrained(directory)
+            return copy.deepcopy(self).to(dtype=dtype).save_pretrained(
+                directory, remove_missing_components=remove_missing_components)
         directory = Path(directory)
+        missing = [folder for name, folder in OPTIONAL_COMPONENTS.items()
+                   if self.components[name] is None and (directory / folder).exists()]
+        if missing and not remove_missing_components:
+            raise FileExistsError(f"{directory} holds {', '.join(f + '/' for f in missing)} and this pipeline has no "
+                                  "such component: saving would delete it. Keep it by loading the pipeline with "
+                                  "it (from_pretrained, from_pipe), save to another folder, or pass "
+                                  "remove_missing_components=True to remove it.")
         directory.mkdir(parents=True, exist_ok=True)
         (directory / PIPELINE_CONFIG_NAME).unlink(missing_ok=True)
         self.vqgan.save_pretrained(directory / COMPONENTS["vqgan"])
@@ -206,7 +239,7 @@ class TextToImagePipeline:
         self.text.save_pretrained(directory)
         if self.captioner is not None:
             self.captioner.save_pretrained(directory / CAPTIONER_FOLDER)
-        else:
+        else:  # only reached when nothing was there or the caller asked to remove it
             shutil.rmtree(directory / CAPTIONER_FOLDER, ignore_errors=True)
         self.config.save(directory / PIPELINE_CONFIG_NAME)
         return directory
@@ -364,7 +397,7 @@ class TextToImagePipeline:
             sample_chunk = best_of_candidates(
                 sample_chunk, request.num_candidates, lambda row: request.prompts[row // request.num_images_per_prompt],
                 self.captioner,
-                self.text.tokenizer)
+                self.text.text_tokenizer)
 
         prompts, negatives, per_prompt = request.prompts, request.negatives, request.num_images_per_prompt
         total = request.num_images

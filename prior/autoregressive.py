@@ -12,9 +12,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from prior.context import TextContext
-from prior.sampling import autoregressive_decode, guided_log_probs
-from prior.transformer import GridPrior, KVCache, PriorLossOutput, sampling_method
+from tessera.prior.context import TextContext
+from tessera.prior.sampling import autoregressive_decode, guided_log_probs
+from tessera.prior.transformer import GridPrior, KVCache, PriorLossOutput, sampling_method
 
 
 class AutoregressivePrior(GridPrior):

@@ -6,7 +6,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass
 
-from pipelines.core.config import JSONConfig
+from tessera.core.config import JSONConfig
 
 PRIOR_KINDS = ("autoregressive", "masked")
 MLP_ACTIVATIONS = ("gelu", "gelu_tanh")  # exact GELU; its tanh approximation (GPT-2; ~4x slower on CPU)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from pipelines.core.pretrained import CONFIG_NAME, resolve_folder
-from prior.autoregressive import AutoregressivePrior
-from prior.config import PriorConfig
-from prior.masked import MaskedPrior
+from tessera.core.pretrained import CONFIG_NAME, resolve_folder
+from tessera.prior.autoregressive import AutoregressivePrior
+from tessera.prior.config import PriorConfig
+from tessera.prior.masked import MaskedPrior
 
 PRIOR_CLASSES: dict[str, type[AutoregressivePrior] | type[MaskedPrior]] = {
     "autoregressive": AutoregressivePrior, "masked": MaskedPrior,

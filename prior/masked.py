@@ -13,9 +13,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from prior.context import TextContext
-from prior.sampling import cosine_mask_ratio, guided_log_probs, masked_decode
-from prior.transformer import GridPrior, KVCache, PriorLossOutput, sampling_method
+from tessera.prior.context import TextContext
+from tessera.prior.sampling import cosine_mask_ratio, guided_log_probs, masked_decode
+from tessera.prior.transformer import GridPrior, KVCache, PriorLossOutput, sampling_method
 
 
 class MaskedPrior(GridPrior):

@@ -30,23 +30,23 @@ import transformers
 from safetensors import SafetensorError
 from torch import nn
 
-from pipelines.core.config import CheckpointMismatchError, JSONConfig
-from pipelines.core.hashing import state_dict_sha256
-from prior.context import TextContext
-from prior.text_sources import (
+from tessera.core.config import CheckpointMismatchError, JSONConfig
+from tessera.core.hashing import state_dict_sha256
+from tessera.prior.context import TextContext
+from tessera.prior.text_sources import (
     is_package_reference,
     load_pretrained_text_encoder,
     quiet_transformers_bars,
     resolve_pretrained_folder,
     transformers_model_folder,
 )
-from prior.text_tokenizer import (
+from tessera.prior.text_tokenizer import (
     add_text_normalizer,
     reset_backend_state,
     train_text_tokenizer,
     wrap_text_tokenizer,
 )
-from prior.text_vocabulary import extend_bpe_tokenizer
+from tessera.prior.text_vocabulary import extend_bpe_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,17 @@ def _architecture_mismatches(config: TextEncoderConfig, encoder_config: transfor
     return problems
 
 
+def swap_in_saved(component, folder: Path) -> None:
+    """``component.save_pretrained`` into a folder beside ``folder``, then swapped in: an interrupted save
+    leaves the old folder."""
+    staging = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    with quiet_transformers_bars():
+        component.save_pretrained(staging)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
+
+
 def load_text_tokenizer(directory: str | os.PathLike, config: TextEncoderConfig | None = None
                         ) -> transformers.PreTrainedTokenizerBase:
     """The text tokenizer of a saved folder (``text_tokenizer/``), offline, with the text normaliser when the
@@ -148,7 +159,7 @@ class TextConditioner(nn.Module):
         if problems:
             raise CheckpointMismatchError("text encoder does not match its config/tokenizer: " + "; ".join(problems))
         self.config = config
-        self.tokenizer = tokenizer
+        self.text_tokenizer = tokenizer
         self.encoder = encoder
         if config.normalize:  # transformers may rebuild a pretrained tokenizer's normaliser when it loads one
             add_text_normalizer(tokenizer)
@@ -196,7 +207,7 @@ class TextConditioner(nn.Module):
         """Normalise text from now on (``prior.text_tokenizer.text_normalizer``), e.g. before fine-tuning a text
         side saved before normalisation existed; saved with the tokenizer and the config."""
         self.config = dataclasses.replace(self.config, normalize=True)
-        add_text_normalizer(self.tokenizer)
+        add_text_normalizer(self.text_tokenizer)
 
     @torch.no_grad()
     def extend_vocabulary(self, captions: Iterable[str], max_new_tokens: int, min_frequency: int = 2) -> list[str]:
@@ -207,17 +218,17 @@ class TextConditioner(nn.Module):
         if self.config.pretrained is not None or not self.trainable:
             raise ValueError("only the jointly trained scratch text tokenizer and encoder can grow a vocabulary; "
                              f"this text side is {'a pretrained encoder' if self.config.pretrained else 'frozen'}")
-        extension = extend_bpe_tokenizer(self.tokenizer.backend_tokenizer, captions, max_new_tokens, min_frequency)
+        extension = extend_bpe_tokenizer(self.text_tokenizer.backend_tokenizer, captions, max_new_tokens, min_frequency)
         if not extension.words:
             return []
-        self.tokenizer = wrap_text_tokenizer(extension.tokenizer, self.config.max_length)
+        self.text_tokenizer = wrap_text_tokenizer(extension.tokenizer, self.config.max_length)
         if self.config.normalize:
-            add_text_normalizer(self.tokenizer)
-        embeddings = self.encoder.resize_token_embeddings(len(self.tokenizer), mean_resizing=False).weight
+            add_text_normalizer(self.text_tokenizer)
+        embeddings = self.encoder.resize_token_embeddings(len(self.text_tokenizer), mean_resizing=False).weight
         for token_id, piece_ids in extension.pieces.items():
             embeddings[token_id] = embeddings[piece_ids].mean(0)
         logger.info("added %d text tokens for %d new words (e.g. %s)", len(extension.pieces), len(extension.words),
-                    ", ".join(repr(self.tokenizer.convert_tokens_to_string([w])) for w in extension.words[:5]))
+                    ", ".join(repr(self.text_tokenizer.convert_tokens_to_string([w])) for w in extension.words[:5]))
         return extension.words
 
     def tokenize(self, prompts: list[str], padding: str = "longest") -> dict[str, torch.Tensor]:
@@ -234,7 +245,7 @@ class TextConditioner(nn.Module):
         if padding not in ("longest", "max_length"):
             raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
         limit = self.config.max_length
-        batch = self.tokenizer(prompts, padding=padding, truncation=True, max_length=limit,
+        batch = self.text_tokenizer(prompts, padding=padding, truncation=True, max_length=limit,
                                return_overflowing_tokens=True, return_tensors="pt")
         # A truncated prompt gives extra rows with its overflow; keep each prompt's first row.
         rows = batch["overflow_to_sample_mapping"]  # (rows,) prompt index of each row
@@ -277,19 +288,14 @@ class TextConditioner(nn.Module):
         the config comes last."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        reset_backend_state(self.tokenizer, self.config.max_length)
-        components = [(TOKENIZER_FOLDER, self.tokenizer)]
+        reset_backend_state(self.text_tokenizer, self.config.max_length)
+        components = [(TOKENIZER_FOLDER, self.text_tokenizer)]
         if self.refers_to_package:
             shutil.rmtree(directory / ENCODER_FOLDER, ignore_errors=True)
         else:
             components.append((ENCODER_FOLDER, self.encoder))
         for name, component in components:
-            staging = directory / f".{name}.tmp"
-            shutil.rmtree(staging, ignore_errors=True)
-            with quiet_transformers_bars():
-                component.save_pretrained(staging)
-            shutil.rmtree(directory / name, ignore_errors=True)
-            os.replace(staging, directory / name)
+            swap_in_saved(component, directory / name)
         self.config.save(directory / TEXT_CONFIG_NAME)
         return directory
 

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipelines.core.pretrained import PretrainedMixin
-from prior.config import PriorConfig
-from prior.context import TextContext
+from tessera.core.pretrained import PretrainedMixin
+from tessera.prior.config import PriorConfig
+from tessera.prior.context import TextContext
 
 
 class KVCache:

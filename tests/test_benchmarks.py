@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from benchmarks import peer_speed, prior_train_mfu, prompt_robustness
-from prior.config import prior_preset
-from prior.kinds import build_prior
+from tessera.prior.config import prior_preset
+from tessera.prior.kinds import build_prior
 
 
 def last_json(text: str) -> dict:

@@ -13,26 +13,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # Lowest first. A module may import its own unit and the units of lower layers; units that share a layer are
-# independent of each other. Keep ARCHITECTURE.md's table the same.
+# independent of each other. A module belongs to the longest unit that names it. Keep ARCHITECTURE.md's table
+# the same.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("core", ["pipelines.core"]),
-    ("models and the shapes world", ["tokenizer", "prior", "captioner", "pipelines.shapes"]),
-    ("data", ["pipelines.data"]),
-    ("tokenized datasets", ["pipelines.tokens"]),
-    ("pipeline folder, call checks, outputs, reranking", ["pipelines.pipeline_folder", "pipelines.call_checks",
-                                                          "pipelines.outputs", "pipelines.reranking"]),
-    ("inference", ["pipelines.text_to_image", "pipelines.image_to_text"]),
-    ("editing", ["pipelines.editing"]),
-    ("training", ["pipelines.training"]),
-    ("commands", ["pipelines.cli", "train"]),
+    ("core, shipped pipelines", ["tessera.core", "tessera.models"]),
+    ("models and the shapes world", ["tessera.tokenizer", "tessera.prior", "tessera.captioner",
+                                     "tessera.pipelines.shapes"]),
+    ("data", ["tessera.pipelines.data"]),
+    ("tokenized datasets", ["tessera.pipelines.tokens"]),
+    ("pipeline folder, call checks, outputs, reranking", ["tessera.pipelines.pipeline_folder",
+                                                          "tessera.pipelines.call_checks",
+                                                          "tessera.pipelines.outputs", "tessera.pipelines.reranking"]),
+    ("inference", ["tessera.pipelines.text_to_image", "tessera.pipelines.image_to_text"]),
+    ("editing", ["tessera.pipelines.editing"]),
+    ("training", ["tessera.pipelines.training"]),
+    ("commands", ["tessera.pipelines.cli", "train"]),
+    # the package's public names, loaded lazily by name (only its TYPE_CHECKING block imports them), and
+    # ``python -m tessera``
+    ("public names", ["tessera", "tessera.__main__"]),
 ]
-PROJECT_ROOTS = ("tokenizer", "prior", "captioner", "pipelines", "train")
 # Modules whose function-level project imports are allowed: command lines import their subcommands' code late.
-LATE_IMPORTERS = ("pipelines.cli", "train")
+LATE_IMPORTERS = ("tessera.pipelines.cli", "train")
+
+
+def package_folders(root: Path) -> dict[str, str]:
+    """Import package -> repository folder, from pyproject.toml's setuptools package-dir table."""
+    table = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    return table["tool"]["setuptools"]["package-dir"]
 
 
 @dataclass(frozen=True)
@@ -47,20 +59,17 @@ class Import:
         return f"{self.path}:{self.line}: {self.source} imports {self.target}"
 
 
-def module_name(path: Path, root: Path) -> str:
-    parts = list(path.relative_to(root).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
 def project_modules(root: Path) -> dict[str, Path]:
-    modules = {}
-    for top in PROJECT_ROOTS:
-        if (root / f"{top}.py").is_file():
-            modules[top] = root / f"{top}.py"
-        for path in sorted((root / top).rglob("*.py")) if (root / top).is_dir() else []:
-            modules[module_name(path, root)] = path
+    """Every project module by its import name (``tessera.tokenizer.model`` for tokenizer/model.py) and
+    ``train`` (train.py, run from the repository root)."""
+    modules = {"train": root / "train.py"} if (root / "train.py").is_file() else {}
+    for package, folder in package_folders(root).items():
+        for path in sorted((root / folder).rglob("*.py")) if (root / folder).is_dir() else []:
+            parts = list(path.relative_to(root / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            name = ".".join([package, *parts])
+            modules.setdefault(name, path)  # tessera/core/ is both tessera.core and a folder of tessera
     return modules
 
 
@@ -119,15 +128,13 @@ def collect_imports(root: Path) -> list[Import]:
 
 
 def unit_of(module: str) -> tuple[int, str] | None:
-    """(layer index, unit) of a module; None for one outside every layer. The ``pipelines`` package itself is
-    an empty namespace and sits at the bottom."""
-    if module == "pipelines":
-        return 0, module
-    for index, (_, units) in enumerate(LAYERS):
-        for unit in units:
-            if module == unit or module.startswith(unit + "."):
-                return index, unit
-    return None
+    """(layer index, unit) of a module: the longest unit that names it; None for one outside every layer."""
+    matches = [(len(unit), index, unit) for index, (_, units) in enumerate(LAYERS) for unit in units
+               if module == unit or module.startswith(unit + ".")]
+    if not matches:
+        return None
+    _, index, unit = max(matches)
+    return index, unit
 
 
 def layer_violations(imports: list[Import]) -> list[str]:
@@ -219,11 +226,10 @@ def test_layers_every_module_belongs_to_a_layer():
 
 @pytest.fixture()
 def project_copy(tmp_path: Path) -> Path:
-    for top in PROJECT_ROOTS:
-        if (ROOT / f"{top}.py").is_file():
-            shutil.copy(ROOT / f"{top}.py", tmp_path / f"{top}.py")
-        if (ROOT / top).is_dir():
-            shutil.copytree(ROOT / top, tmp_path / top, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copy(ROOT / "train.py", tmp_path / "train.py")
+    for folder in set(package_folders(ROOT).values()):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     assert check(tmp_path) == []
     return tmp_path
 
@@ -233,25 +239,25 @@ def _append(path: Path, text: str) -> None:
 
 
 def test_layers_fail_on_a_planted_upward_import(project_copy: Path):
-    _append(project_copy / "tokenizer" / "model.py", "\nfrom pipelines.text_to_image import TextToImagePipeline\n")
+    _append(project_copy / "tokenizer" / "model.py", "\nfrom tessera.pipelines.text_to_image import TextToImagePipeline\n")
     problems = check(project_copy)  # the upward import, and the cycle it closes
     assert any("tokenizer/model.py" in problem and "upward import" in problem for problem in problems)
     assert all("tokenizer/model.py" in problem for problem in problems)
 
 
 def test_layers_fail_on_a_planted_sideways_import(project_copy: Path):
-    _append(project_copy / "prior" / "config.py", "\nimport tokenizer.config\n")
+    _append(project_copy / "prior" / "config.py", "\nimport tessera.tokenizer.config\n")
     problems = check(project_copy)
     assert len(problems) == 1 and "must stay independent" in problems[0]
 
 
 def test_layers_fail_on_a_planted_cycle(project_copy: Path):
-    _append(project_copy / "pipelines" / "core" / "io.py", "\nfrom pipelines.core.config import JSONConfig\n")
+    _append(project_copy / "tessera" / "core" / "io.py", "\nfrom tessera.core.config import JSONConfig\n")
     problems = check(project_copy)
-    assert len(problems) == 1 and "import cycle" in problems[0] and "pipelines.core.io" in problems[0]
+    assert len(problems) == 1 and "import cycle" in problems[0] and "tessera.core.io" in problems[0]
 
 
 def test_layers_fail_on_a_planted_function_level_import(project_copy: Path):
-    _append(project_copy / "prior" / "sampling.py", "\n\ndef late():\n    from prior.config import PriorConfig\n")
+    _append(project_copy / "prior" / "sampling.py", "\n\ndef late():\n    from tessera.prior.config import PriorConfig\n")
     problems = check(project_copy)
     assert len(problems) == 1 and "inside a function" in problems[0]

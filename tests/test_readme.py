@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import train
-from pipelines import cli
+from tessera.pipelines import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -22,7 +22,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from pipelines.core.config import JSONConfig, dataclass_from_dict
+from tessera.core.config import JSONConfig, dataclass_from_dict
 
 QUANTIZER_KINDS = ("vq", "fsq")
 PIXEL_RANGES = ((-1, 1), (0, 1))

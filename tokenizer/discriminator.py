@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tokenizer.config import DiscriminatorConfig
+from tessera.tokenizer.config import DiscriminatorConfig
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipelines.core.config import JSONConfig
+from tessera.core.config import JSONConfig
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tokenizer.codebook_stats import code_histogram, stats_from_histogram
+from tessera.tokenizer.codebook_stats import code_histogram, stats_from_histogram
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipelines.core.pretrained import PretrainedMixin
-from tokenizer.config import VQGANConfig
-from tokenizer.quantizers import build_quantizer
+from tessera.core.pretrained import PretrainedMixin
+from tessera.tokenizer.config import VQGANConfig
+from tessera.tokenizer.quantizers import build_quantizer
 
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:

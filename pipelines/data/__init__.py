@@ -2,15 +2,15 @@
 every row skipped or converted. ``dataset`` is the loader, ``sources`` opens each kind of source, ``images``
 decodes and preprocesses one image.
 
-    from pipelines.data import load_image_caption_data
+    from tessera.pipelines.data import load_image_caption_data
 """
 
-from pipelines.data.dataset import (
+from tessera.pipelines.data.dataset import (
     DataReport,
     ImageCaptionData,
     collate_image_captions,
     load_image_caption_data,
 )
-from pipelines.data.sources import DataSourceError
+from tessera.pipelines.data.sources import DataSourceError
 
 __all__ = ["DataReport", "DataSourceError", "ImageCaptionData", "collate_image_captions", "load_image_caption_data"]

@@ -57,8 +57,14 @@ import datasets
 import torch
 from tqdm.auto import tqdm
 
-from pipelines.data.images import DEFAULT_MAX_IMAGE_PIXELS, RowSkipped, open_image, preprocess_image, to_rgb
-from pipelines.data.sources import DataSourceError, RawSource, RowLayout, caption_text, open_source
+from tessera.pipelines.data.images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    RowSkipped,
+    open_image,
+    preprocess_image,
+    to_rgb,
+)
+from tessera.pipelines.data.sources import DataSourceError, RawSource, RowLayout, caption_text, open_source
 
 __all__ = [
     "DataReport", "DataSourceError", "ImageCaptionData", "RowProcessor", "collate_image_captions",

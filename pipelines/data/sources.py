@@ -43,8 +43,8 @@ from typing import Any
 
 import datasets
 
-from pipelines.data.folder_files import inside_folder, read_metadata, unlisted_images
-from pipelines.shapes import shapes_dataset
+from tessera.pipelines.data.folder_files import inside_folder, read_metadata, unlisted_images
+from tessera.pipelines.shapes import shapes_dataset
 
 __all__ = [
     "CAPTION_COLUMN_CANDIDATES", "DEFAULT_SHAPES_SAMPLES", "IMAGE_COLUMN_CANDIDATES", "DataSourceError",

@@ -9,8 +9,8 @@ loaded ``TextToImagePipeline`` (``from_pipe``) and return its output type, with 
     image_to_image.py   ImageToImagePipeline (+ denoise)
 """
 
-from pipelines.editing.base import EditingPipeline, EditOutput
-from pipelines.editing.image_to_image import ImageToImagePipeline
-from pipelines.editing.inpaint import InpaintPipeline
+from tessera.pipelines.editing.base import EditingPipeline, EditOutput
+from tessera.pipelines.editing.image_to_image import ImageToImagePipeline
+from tessera.pipelines.editing.inpaint import InpaintPipeline
 
 __all__ = ["EditOutput", "EditingPipeline", "ImageToImagePipeline", "InpaintPipeline"]

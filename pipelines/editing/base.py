@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import torch
 
-from pipelines.editing.inputs import EditImage
-from pipelines.editing.masks import paste_back
-from pipelines.text_to_image import GenerationRequest, TextToImageOutput, TextToImagePipeline
-from prior.context import TextContext
-from prior.text import TextConditioner
-from prior.transformer import GridPrior
-from tokenizer.model import VQGAN
+from tessera.pipelines.editing.inputs import EditImage
+from tessera.pipelines.editing.masks import paste_back
+from tessera.pipelines.text_to_image import GenerationRequest, TextToImageOutput, TextToImagePipeline
+from tessera.prior.context import TextContext
+from tessera.prior.text import TextConditioner
+from tessera.prior.transformer import GridPrior
+from tessera.tokenizer.model import VQGAN
 
 # (input codes (B, h, w), context, negative context or None, input index (B,)) -> codes to regenerate (B, h, w)
 ChooseCodes = Callable[[torch.Tensor, TextContext, "TextContext | None", torch.Tensor], torch.Tensor]
@@ -50,11 +50,14 @@ class EditingPipeline:
 
     @classmethod
     def from_pipe(cls, pipe: TextToImagePipeline | EditingPipeline):
-        """A pipeline on the same modules as ``pipe`` (a text-to-image or another editing pipeline): nothing is
-        copied but the sampling defaults, so moving one moves both."""
-        source = pipe.pipe if isinstance(pipe, EditingPipeline) else pipe
-        return cls(TextToImagePipeline.from_components(source.vqgan, source.text, source.prior, source.sampling,
-                                                       source.training_data))
+        """A pipeline on the same modules as ``pipe`` (a text-to-image or another editing pipeline), every
+        component kept (the captioner too): nothing is copied but the sampling defaults, so moving one moves
+        both."""
+        return cls(TextToImagePipeline.from_pipe(pipe))
+
+    @property
+    def components(self) -> dict:
+        return self.pipe.components
 
     @property
     def vqgan(self) -> VQGAN:
@@ -69,6 +72,10 @@ class EditingPipeline:
         return self.pipe.prior
 
     @property
+    def captioner(self):
+        return self.pipe.captioner
+
+    @property
     def device(self) -> torch.device:
         return self.pipe.device
 
@@ -80,8 +87,10 @@ class EditingPipeline:
         self.pipe.to(device, dtype)
         return self
 
-    def save_pretrained(self, directory: str | os.PathLike, *, dtype: torch.dtype | None = None):
-        return self.pipe.save_pretrained(directory, dtype=dtype)
+    def save_pretrained(self, directory: str | os.PathLike, *, dtype: torch.dtype | None = None,
+                        remove_missing_components: bool = False):
+        """``TextToImagePipeline.save_pretrained``: the same folder, every component kept."""
+        return self.pipe.save_pretrained(directory, dtype=dtype, remove_missing_components=remove_missing_components)
 
     def set_progress_bar_config(self, **kwargs) -> None:
         self.pipe.set_progress_bar_config(**kwargs)

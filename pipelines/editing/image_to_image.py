@@ -2,7 +2,7 @@
 
 ```python
 import torch
-from pipelines.editing import ImageToImagePipeline
+from tessera.pipelines.editing import ImageToImagePipeline
 
 pipe = ImageToImagePipeline.from_pretrained("models/tessera-shapes")   # or .from_pipe(t2i_pipe)
 out = pipe("a small blue circle on the left", image, strength=0.6, generator=torch.Generator().manual_seed(0))
@@ -42,9 +42,9 @@ import math
 
 import torch
 
-from pipelines.editing.base import EditingPipeline, EditOutput
-from pipelines.editing.inputs import per_prompt_list, prepare_image
-from pipelines.text_to_image import GenerationRequest
+from tessera.pipelines.editing.base import EditingPipeline, EditOutput
+from tessera.pipelines.editing.inputs import per_prompt_list, prepare_image
+from tessera.pipelines.text_to_image import GenerationRequest
 
 REMASK_MODES = ("likelihood", "random")
 GROUP_STRIDE = 1  # masked prior, image-to-image: each code scored given the text alone

@@ -2,7 +2,7 @@
 
 ```python
 import torch
-from pipelines.editing import InpaintPipeline
+from tessera.pipelines.editing import InpaintPipeline
 
 pipe = InpaintPipeline.from_pretrained("models/tessera-shapes")      # or InpaintPipeline.from_pipe(t2i_pipe)
 out = pipe("a small green square above a large red circle", image, mask_image,
@@ -46,9 +46,9 @@ import logging
 import numpy as np
 import torch
 
-from pipelines.editing.base import EditingPipeline, EditOutput
-from pipelines.editing.inputs import as_pil, extend_canvas, per_prompt_list, prepare_image
-from pipelines.editing.masks import (
+from tessera.pipelines.editing.base import EditingPipeline, EditOutput
+from tessera.pipelines.editing.inputs import as_pil, extend_canvas, per_prompt_list, prepare_image
+from tessera.pipelines.editing.masks import (
     binary_mask,
     cell_coverage,
     cell_pixels,

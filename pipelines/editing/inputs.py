@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.data.images import preprocess_image, square_box, to_rgb
-from pipelines.editing.masks import Box
+from tessera.pipelines.data.images import preprocess_image, square_box, to_rgb
+from tessera.pipelines.editing.masks import Box
 
 FILL_MODES = ("edge",)  # or an (r, g, b) colour
 

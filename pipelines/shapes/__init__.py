@@ -2,15 +2,21 @@
 a rendered ``datasets`` dataset with train / test / holdout splits, and an analytic evaluator that judges
 generated images against captions. It imports nothing from the models; the data layer offers it as a source.
 
-    from pipelines.shapes import shapes_dataset, evaluate
+    from tessera.pipelines.shapes import shapes_dataset, evaluate
     data = shapes_dataset(1000, split="test")
     report = evaluate(images, data["caption"])
 
-``python -m pipelines.shapes DIR`` writes an imagefolder; ``python -m pipelines.shapes.evaluate DIR`` scores one.
+``python -m tessera.pipelines.shapes DIR`` writes an imagefolder; ``python -m tessera.pipelines.shapes.evaluate DIR`` scores one.
 """
 
-from pipelines.shapes.captions import CAPTION_STYLES, caption, caption_style, parse_caption, same_scene
-from pipelines.shapes.dataset import (
+from tessera.pipelines.shapes.captions import (
+    CAPTION_STYLES,
+    caption,
+    caption_style,
+    parse_caption,
+    same_scene,
+)
+from tessera.pipelines.shapes.dataset import (
     DEFAULT_HOLDOUT,
     SPLITS,
     render,
@@ -19,8 +25,8 @@ from pipelines.shapes.dataset import (
     spec_split,
     write_imagefolder,
 )
-from pipelines.shapes.evaluate import EvaluationReport, Judgement, evaluate, judge_image
-from pipelines.shapes.scene import COLORS, POSITIONS, RELATIONS, SHAPES, SIZES, SceneSpec, ShapeObject
+from tessera.pipelines.shapes.evaluate import EvaluationReport, Judgement, evaluate, judge_image
+from tessera.pipelines.shapes.scene import COLORS, POSITIONS, RELATIONS, SHAPES, SIZES, SceneSpec, ShapeObject
 
 __all__ = [
     "CAPTION_STYLES", "COLORS", "DEFAULT_HOLDOUT", "POSITIONS", "RELATIONS", "SHAPES", "SIZES", "SPLITS",

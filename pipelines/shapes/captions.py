@@ -21,7 +21,7 @@ import string
 import unicodedata
 from dataclasses import dataclass
 
-from pipelines.shapes.scene import SceneSpec, ShapeObject
+from tessera.pipelines.shapes.scene import SceneSpec, ShapeObject
 
 
 @dataclass(frozen=True)

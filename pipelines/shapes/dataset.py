@@ -37,8 +37,8 @@ import datasets
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipelines.shapes.captions import CAPTION_STYLES, caption, parse_caption
-from pipelines.shapes.scene import (
+from tessera.pipelines.shapes.captions import CAPTION_STYLES, caption, parse_caption
+from tessera.pipelines.shapes.scene import (
     BACKGROUND,
     COLORS,
     POSITIONS,
@@ -225,7 +225,7 @@ def write_imagefolder(directory: str, num_samples: int, *, resolution: int = 32,
     """Write shapes samples as an ``imagefolder`` (PNGs + ``metadata.jsonl`` with ``file_name``/``text``).
 
     The folder is what ``datasets.load_dataset("imagefolder", data_dir=...)``, ``pipelines.data`` and
-    ``python -m pipelines.shapes.evaluate`` read. Returns the number of images written.
+    ``python -m tessera.pipelines.shapes.evaluate`` read. Returns the number of images written.
     """
     import json
     import os
@@ -248,7 +248,7 @@ def write_imagefolder(directory: str, num_samples: int, *, resolution: int = 32,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.shapes OUT_DIR``: draw a folder of captioned shapes images."""
+    """``python -m tessera.pipelines.shapes OUT_DIR``: draw a folder of captioned shapes images."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

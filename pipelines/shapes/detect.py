@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipelines.shapes.dataset import BACKGROUND, COLORS, SIZE_FRACTION
+from tessera.pipelines.shapes.dataset import BACKGROUND, COLORS, SIZE_FRACTION
 
 _PALETTE_NAMES = tuple(COLORS)
 _PALETTE = np.array([COLORS[name] for name in _PALETTE_NAMES], dtype=np.float32)  # (C, 3)

@@ -20,7 +20,7 @@ Python::
 
 Command line (an imagefolder whose ``metadata.jsonl`` lines are ``{"file_name": ..., "text": ...}``)::
 
-    python -m pipelines.shapes.evaluate samples/ --json samples/evaluation.json
+    python -m tessera.pipelines.shapes.evaluate samples/ --json samples/evaluation.json
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipelines.shapes.dataset import SceneSpec, parse_caption
-from pipelines.shapes.detect import DetectedObject, detect_objects
+from tessera.pipelines.shapes.dataset import SceneSpec, parse_caption
+from tessera.pipelines.shapes.detect import DetectedObject, detect_objects
 
 STATED_ATTRIBUTES = ("color", "shape", "size", "position", "relation")  # what a prompt states
 ATTRIBUTES = (*STATED_ATTRIBUTES, "count", "all_correct")
@@ -227,7 +227,7 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.shapes.evaluate",
+    parser = argparse.ArgumentParser(prog="python -m tessera.pipelines.shapes.evaluate",
                                      description="Score generated shapes images against their prompts.")
     parser.add_argument("directory", type=Path, help="imagefolder with metadata.jsonl (file_name, text)")
     parser.add_argument("--json", type=Path, default=None, dest="json_path",

@@ -26,7 +26,7 @@ import random
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from pipelines.shapes.scene import CONVERSE_RELATION, SceneSpec, ShapeObject
+from tessera.pipelines.shapes.scene import CONVERSE_RELATION, SceneSpec, ShapeObject
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.core.config import JSONConfig
+from tessera.core.config import JSONConfig
 
 DTYPES = ("fp32", "bf16")
 
@@ -13,7 +13,7 @@ DTYPES = ("fp32", "bf16")
 class ExportConfig(JSONConfig):
     """What to export and how (``train.py tokenize`` has one flag per field)."""
 
-    tokenizer: str = ""  # a saved VQ-GAN folder
+    vqgan: str = ""  # a saved VQ-GAN folder (the image tokenizer; --vqgan, formerly --tokenizer)
     data: str = ""  # any source pipelines.data reads
     output_dir: str = ""
     split: str = "train"
@@ -31,7 +31,7 @@ class ExportConfig(JSONConfig):
     dtype: str = "fp32"
 
     def validate(self) -> None:
-        for name in ("tokenizer", "data", "output_dir"):
+        for name in ("vqgan", "data", "output_dir"):
             if not getattr(self, name):
                 raise ValueError(f"ExportConfig.{name} is required")
         for name, low in (("batch_size", 1), ("shard_size", 1), ("augmentations", 0), ("num_processes", 1),

@@ -2,7 +2,7 @@
 
     info = read_export_info("data/tokenized")                 # the sidecar, a dict
     check_tokenizer_matches("data/tokenized", "runs/vqgan")   # TokenizerMismatchError if another VQ-GAN made it
-    dataset = load_tokenized_dataset("data/tokenized", tokenizer="runs/vqgan")  # checks, then loads
+    dataset = load_tokenized_dataset("data/tokenized", vqgan="runs/vqgan")  # checks, then loads
     loader = DataLoader(dataset, batch_size=64, shuffle=True, collate_fn=collate_tokenized)
     for batch in loader: ...   # {"codes": (B, h, w) long, "caption": [...], "source_id": [...]}
                                # (+ "text_hidden_states" (B, L, D) and "text_mask" (B, L) bool when cached)
@@ -32,9 +32,9 @@ import datasets
 import torch
 from safetensors.torch import load_file
 
-from pipelines.core.hashing import file_sha256, state_dict_sha256
-from pipelines.core.pretrained import CONFIG_NAME, WEIGHTS_NAME
-from tokenizer.config import VQGANConfig
+from tessera.core.hashing import file_sha256, state_dict_sha256
+from tessera.core.pretrained import CONFIG_NAME, WEIGHTS_NAME
+from tessera.tokenizer.config import VQGANConfig
 
 __all__ = [
     "DATA_DIR", "IncompleteExportError", "PARTIAL_NAME", "RECORDS_DIR", "SIDECAR_NAME", "TokenizerMismatchError",
@@ -125,7 +125,7 @@ def read_export_info(directory: str | os.PathLike) -> dict:
             f"{directory} holds an unfinished tokenized dataset (no {SIDECAR_NAME}; the export was interrupted or "
             f"is still running). Re-run the export command, which resumes where it stopped:\n    {command}")
     raise IncompleteExportError(f"{directory} is not a tokenized dataset (no {SIDECAR_NAME}); "
-                                "create one with `python train.py tokenize --tokenizer ... --data ... --output_dir ...`")
+                                "create one with `python train.py tokenize --vqgan ... --data ... --output_dir ...`")
 
 
 def check_tokenizer_matches(tokenized: str | os.PathLike | dict, vqgan: Any) -> None:
@@ -172,15 +172,15 @@ def shard_files(directory: str | os.PathLike, info: dict | None = None) -> list[
     return files
 
 
-def load_tokenized_dataset(directory: str | os.PathLike, *, tokenizer: Any = None,
+def load_tokenized_dataset(directory: str | os.PathLike, *, vqgan: Any = None,
                            cache_dir: str | None = None) -> datasets.Dataset:
     """A finished tokenized dataset, rows in source order, ``codes`` (and cached text columns) as
-    torch tensors. With ``tokenizer`` (a VQ-GAN folder or model) it is checked first
+    torch tensors. With ``vqgan`` (a VQ-GAN folder or model) it is checked first
     (``check_tokenizer_matches``). One ``datasets.load_dataset("parquet", ...)`` call underneath."""
     info = read_export_info(directory)
     files = shard_files(directory, info)
-    if tokenizer is not None:
-        check_tokenizer_matches(info, tokenizer)
+    if vqgan is not None:
+        check_tokenizer_matches(info, vqgan)
     if not files:
         raise ValueError(f"{directory} holds no rows (every source row was skipped; see {SIDECAR_NAME})")
     dataset = datasets.load_dataset("parquet", data_files=[str(file) for file in files], split="train",

@@ -1,12 +1,12 @@
 """Tokenized datasets: image-caption data encoded once by a VQ-GAN, stored as parquet shards.
 
-    python train.py tokenize --tokenizer runs/vqgan --data path/to/imagefolder --output_dir data/tokenized
+    python train.py tokenize --vqgan runs/vqgan --data path/to/imagefolder --output_dir data/tokenized
     python train.py tokenize ... --num_processes 4                 # 4 local worker processes
     accelerate launch --num_processes 4 train.py tokenize ...      # or one process per GPU / node
 
-    from pipelines.tokens.export import ExportConfig, export_tokenized_dataset, load_tokenized_dataset
-    export_tokenized_dataset(ExportConfig(tokenizer="runs/vqgan", data="shapes", output_dir="data/tok"))
-    dataset = load_tokenized_dataset("data/tok", tokenizer="runs/vqgan")  # refuses another VQ-GAN
+    from tessera.pipelines.tokens.export import ExportConfig, export_tokenized_dataset, load_tokenized_dataset
+    export_tokenized_dataset(ExportConfig(vqgan="runs/vqgan", data="shapes", output_dir="data/tok"))
+    dataset = load_tokenized_dataset("data/tok", vqgan="runs/vqgan")  # refuses another VQ-GAN
     # without Tessera: datasets.load_dataset("parquet", data_files="data/tok/data/*.parquet", split="train")
 
 Rows and columns
@@ -78,12 +78,12 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
-from pipelines.core.io import write_json_durably
-from pipelines.core.launch import launched_on_cpu, launched_processes
-from pipelines.core.version import tessera_version
-from pipelines.data.dataset import MAX_EXAMPLES, DataReport, DataSourceError
-from pipelines.tokens.config import ExportConfig
-from pipelines.tokens.dataset import (
+from tessera.core.io import write_json_durably
+from tessera.core.launch import launched_on_cpu, launched_processes
+from tessera.core.version import tessera_version
+from tessera.pipelines.data.dataset import MAX_EXAMPLES, DataReport, DataSourceError
+from tessera.pipelines.tokens.config import ExportConfig
+from tessera.pipelines.tokens.dataset import (
     FORMAT_VERSION,
     PARTIAL_NAME,
     RECORDS_DIR,
@@ -97,15 +97,15 @@ from pipelines.tokens.dataset import (
     read_export_info,
     tokenizer_identity,
 )
-from pipelines.tokens.shards import (
+from tessera.pipelines.tokens.shards import (
     ExportMismatchError,
     WorkerStats,
     read_records,
     remove_temporary_files,
     run_worker,
 )
-from pipelines.tokens.text_cache import CaptionEncoder
-from tokenizer.config import VQGANConfig
+from tessera.pipelines.tokens.text_cache import CaptionEncoder
+from tessera.tokenizer.config import VQGANConfig
 
 __all__ = [
     "ExportConfig", "ExportMismatchError", "ExportResult", "IncompleteExportError", "TokenizerMismatchError",
@@ -133,7 +133,7 @@ def _normalized_source(data: str) -> str:
 
 def export_spec(config: ExportConfig) -> dict:
     """The settings an export's rows depend on; resuming requires the same ones."""
-    identity = tokenizer_identity(config.tokenizer)
+    identity = tokenizer_identity(config.vqgan)
     vqgan_config = VQGANConfig.from_dict(identity["config"])
     return {
         "format_version": FORMAT_VERSION,
@@ -281,7 +281,7 @@ def _finalize(output: Path, config: ExportConfig, spec: dict, fingerprint: str, 
     info = {
         **spec,
         "fingerprint": fingerprint,
-        "tokenizer_path": str(Path(config.tokenizer).resolve()),
+        "tokenizer_path": str(Path(config.vqgan).resolve()),
         "text_encoder_path": str(Path(config.text_encoder).resolve()) if config.text_encoder else None,
         "command": command,
         "completed": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -36,14 +36,20 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from pipelines.core.io import durable_replace, temporary_path, write_json_durably
-from pipelines.data.dataset import MAX_EXAMPLES, DataReport, RowProcessor, default_min_size, preprocess_image
-from pipelines.data.images import RowSkipped
-from pipelines.data.sources import RawSource, open_source
-from pipelines.tokens.config import ExportConfig
-from pipelines.tokens.dataset import DATA_DIR, RECORDS_DIR
-from pipelines.tokens.text_cache import CaptionEncoder
-from tokenizer.model import VQGAN
+from tessera.core.io import durable_replace, temporary_path, write_json_durably
+from tessera.pipelines.data.dataset import (
+    MAX_EXAMPLES,
+    DataReport,
+    RowProcessor,
+    default_min_size,
+    preprocess_image,
+)
+from tessera.pipelines.data.images import RowSkipped
+from tessera.pipelines.data.sources import RawSource, open_source
+from tessera.pipelines.tokens.config import ExportConfig
+from tessera.pipelines.tokens.dataset import DATA_DIR, RECORDS_DIR
+from tessera.pipelines.tokens.text_cache import CaptionEncoder
+from tessera.tokenizer.model import VQGAN
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +321,7 @@ def run_worker(config: ExportConfig, fingerprint: str, process_index: int = 0, n
     if device.type == "cpu":
         device = torch.device("cpu")  # accelerate says "cpu:0", which safetensors' loader rejects
     output = Path(config.output_dir)
-    vqgan = VQGAN.from_pretrained(config.tokenizer, map_location=device)
+    vqgan = VQGAN.from_pretrained(config.vqgan, map_location=device)
     resolution = vqgan.config.resolution
     raw = open_source(config.data, split=config.split, image_column=config.image_column,
                       caption_column=config.caption_column, streaming=config.streaming, resolution=resolution,

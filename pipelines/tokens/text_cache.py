@@ -13,15 +13,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipelines.core.hashing import state_dict_sha256
-from prior.text import TextConditioner, TextEncoderConfig
+from tessera.core.hashing import state_dict_sha256
+from tessera.prior.text import TextConditioner, TextEncoderConfig
 
 
 def text_cache_identity(text: TextConditioner) -> dict:
     """What cached outputs depend on: the encoder's weights (as tensors, so a re-saved copy matches), the text
     tokenizer's vocabulary size and the context length."""
     return {"encoder_state_dict_sha256": state_dict_sha256(text.encoder.state_dict()),
-            "vocab_size": len(text.tokenizer), "max_text_length": text.config.max_length}
+            "vocab_size": len(text.text_tokenizer), "max_text_length": text.config.max_length}
 
 
 class CaptionEncoder:

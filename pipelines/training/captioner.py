@@ -27,27 +27,27 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from captioner.model import Captioner, CaptionerConfig, caption_vocabulary, tokenize_captions
-from pipelines.core.config import JSONConfig
-from pipelines.core.io import atomic_write_text, save_image_grid
-from pipelines.core.pretrained import WEIGHTS_NAME, load_safetensors
-from pipelines.image_to_text import ImageToTextPipeline
-from pipelines.pipeline_folder import (
+from tessera.captioner.model import Captioner, CaptionerConfig, caption_vocabulary, tokenize_captions
+from tessera.core.config import JSONConfig
+from tessera.core.io import atomic_write_text, save_image_grid
+from tessera.core.pretrained import WEIGHTS_NAME, load_safetensors
+from tessera.pipelines.image_to_text import ImageToTextPipeline
+from tessera.pipelines.pipeline_folder import (
     CAPTIONER_FOLDER,
     COMPONENTS,
     OPTIONAL_COMPONENTS,
     PIPELINE_CONFIG_NAME,
     PipelineConfig,
 )
-from pipelines.shapes import same_scene, shapes_dataset
-from pipelines.tokens import check_tokenizer_matches, collate_tokenized, load_tokenized_dataset
-from pipelines.training.batches import EpochDataset
-from pipelines.training.config import TrainingConfig
-from pipelines.training.loop import TrainingLoop, TrainingStage
-from pipelines.training.prior import PRIOR_TRAINING_DEFAULTS, captions_are_shapes
-from prior.text import TEXT_CONFIG_NAME, TOKENIZER_FOLDER, load_text_tokenizer
-from prior.text_tokenizer import train_text_tokenizer
-from tokenizer.model import VQGAN
+from tessera.pipelines.shapes import same_scene, shapes_dataset
+from tessera.pipelines.tokens import check_tokenizer_matches, collate_tokenized, load_tokenized_dataset
+from tessera.pipelines.training.batches import EpochDataset
+from tessera.pipelines.training.config import TrainingConfig
+from tessera.pipelines.training.loop import TrainingLoop, TrainingStage
+from tessera.pipelines.training.prior import PRIOR_TRAINING_DEFAULTS, captions_are_shapes
+from tessera.prior.text import TEXT_CONFIG_NAME, TOKENIZER_FOLDER, load_text_tokenizer, swap_in_saved
+from tessera.prior.text_tokenizer import train_text_tokenizer
+from tessera.tokenizer.model import VQGAN
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ CAPTIONER_TRAINING_DEFAULTS = dataclasses.replace(PRIOR_TRAINING_DEFAULTS, outpu
 @dataclass
 class CaptionerDataOptions(JSONConfig):
     tokens: str = ""  # a tokenized dataset folder (train.py tokenize)
-    tokenizer: str = ""  # the VQ-GAN folder the tokens were made with (default with --pipeline: its vqgan/)
+    vqgan: str = ""  # the VQ-GAN folder the tokens were made with (default with --pipeline: its vqgan/)
     pipeline: str | None = None  # caption with this pipeline's VQ-GAN and text tokenizer; the output adds to it
     validation_tokens: str | None = None  # default: hold out the last rows of --tokens
     text_vocab_size: int = 2048  # without a pipeline: the BPE vocabulary trained on the captions
@@ -117,18 +117,18 @@ class CaptionerStage(TrainingStage):
     def __init__(self, config: CaptionerRunConfig):
         self.config = config
         data = config.data
-        if data.pipeline and not data.tokenizer:
-            data.tokenizer = str(Path(data.pipeline) / "vqgan")
-        if not data.tokenizer:
-            raise ValueError("the captioner needs the VQ-GAN the tokens were made with: --tokenizer or --pipeline")
-        check_tokenizer_matches(data.tokens, data.tokenizer)
+        if data.pipeline and not data.vqgan:
+            data.vqgan = str(Path(data.pipeline) / "vqgan")
+        if not data.vqgan:
+            raise ValueError("the captioner needs the VQ-GAN the tokens were made with: --vqgan or --pipeline")
+        check_tokenizer_matches(data.tokens, data.vqgan)
 
     def load_data(self) -> None:
         data = self.config.data
-        self.vqgan = VQGAN.from_pretrained(data.tokenizer).eval()
+        self.vqgan = VQGAN.from_pretrained(data.vqgan).eval()
         rows = load_tokenized_dataset(data.tokens)
         if data.validation_tokens:
-            check_tokenizer_matches(data.validation_tokens, data.tokenizer)
+            check_tokenizer_matches(data.validation_tokens, data.vqgan)
             self.train_rows, self.validation_rows = rows, load_tokenized_dataset(data.validation_tokens)
         else:
             held_out = min(self.config.training.num_validation_images, max(1, len(rows) // 10))
@@ -233,11 +233,7 @@ class CaptionerStage(TrainingStage):
         if self.config.data.pipeline:
             return add_captioner_to_pipeline(Path(self.config.data.pipeline), captioner, output_dir)
         self.vqgan.save_pretrained(output_dir / "vqgan")
-        staging = output_dir / f".{TOKENIZER_FOLDER}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        self.text_tokenizer.save_pretrained(staging)
-        shutil.rmtree(output_dir / TOKENIZER_FOLDER, ignore_errors=True)
-        staging.rename(output_dir / TOKENIZER_FOLDER)
+        swap_in_saved(self.text_tokenizer, output_dir / TOKENIZER_FOLDER)
         captioner.save_pretrained(output_dir / CAPTIONER_FOLDER)
         return output_dir
 

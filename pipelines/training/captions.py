@@ -27,12 +27,12 @@ from collections.abc import Iterable
 import torch
 from tqdm.auto import tqdm
 
-from pipelines.data.captions import typed_noise
-from pipelines.shapes import caption_style, parse_caption
-from pipelines.shapes.evaluate import STATED_ATTRIBUTES
-from pipelines.shapes.phrasings import omittable, phrase
-from prior.context import TextContext
-from prior.text import TextConditioner
+from tessera.pipelines.data.captions import typed_noise
+from tessera.pipelines.shapes import caption_style, parse_caption
+from tessera.pipelines.shapes.evaluate import STATED_ATTRIBUTES
+from tessera.pipelines.shapes.phrasings import omittable, phrase
+from tessera.prior.context import TextContext
+from tessera.prior.text import TextConditioner
 
 CAPTION_VARIATIONS = ("none", "noise", "shapes")
 PHRASED_STYLES = ("en", "en_alt")  # the shapes styles the English phrasings may replace

@@ -7,7 +7,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from pipelines.core.config import JSONConfig, dataclass_from_dict
+from tessera.core.config import JSONConfig, dataclass_from_dict
 
 
 @dataclass

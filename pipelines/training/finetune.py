@@ -1,6 +1,6 @@
 """Fine-tuning a saved pipeline on new captions (``python train.py finetune``), callable from Python too.
 
-    from pipelines.training.finetune import FinetuneRequest, finetune_pipeline
+    from tessera.pipelines.training.finetune import FinetuneRequest, finetune_pipeline
     finetune_pipeline(FinetuneRequest(pipeline="models/tessera-shapes", data="path/to/imagefolder"),
                       dataclasses.replace(FINETUNE_TRAINING_DEFAULTS, output_dir="runs/ft"))
 
@@ -15,14 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.core.config import JSONConfig
-from pipelines.pipeline_folder import PipelineConfig
-from pipelines.shapes import caption_style
-from pipelines.tokens import ExportConfig, export_tokenized_dataset, load_tokenized_dataset
-from pipelines.training.config import TrainingConfig
-from pipelines.training.prior import FinetuneOptions, PriorDataOptions, PriorRunConfig, train_prior
-from prior.config import SamplingConfig
-from prior.text import TEXT_CONFIG_NAME, TextEncoderConfig
+from tessera.core.config import JSONConfig
+from tessera.pipelines.pipeline_folder import PipelineConfig
+from tessera.pipelines.shapes import caption_style
+from tessera.pipelines.tokens import ExportConfig, export_tokenized_dataset, load_tokenized_dataset
+from tessera.pipelines.training.config import TrainingConfig
+from tessera.pipelines.training.prior import FinetuneOptions, PriorDataOptions, PriorRunConfig, train_prior
+from tessera.prior.config import SamplingConfig
+from tessera.prior.text import TEXT_CONFIG_NAME, TextEncoderConfig
 
 DEFAULT_NEW_TEXT_TOKENS = 512  # with the jointly trained scratch text encoder
 
@@ -73,7 +73,7 @@ def finetune_run_config(request: FinetuneRequest, training: TrainingConfig) -> P
     tokens = request.tokens
     if tokens is None:
         tokens = str(output_dir / "tokens")
-        export_tokenized_dataset(ExportConfig(tokenizer=vqgan, data=request.data, output_dir=tokens,
+        export_tokenized_dataset(ExportConfig(vqgan=vqgan, data=request.data, output_dir=tokens,
                                               image_column=request.image_column,
                                               caption_column=request.caption_column))
     replay_tokens = request.replay_tokens
@@ -83,7 +83,7 @@ def finetune_run_config(request: FinetuneRequest, training: TrainingConfig) -> P
             raise ValueError(f"{pipeline_dir / 'pipeline.json'} does not record the data the pipeline was trained "
                              "on: pass replay_data (--replay_data) or replay_tokens, or replay_fraction 0")
         replay_tokens = str(output_dir / "replay_tokens")
-        export_tokenized_dataset(ExportConfig(tokenizer=vqgan, data=replay_data, output_dir=replay_tokens,
+        export_tokenized_dataset(ExportConfig(vqgan=vqgan, data=replay_data, output_dir=replay_tokens,
                                               max_samples=request.max_replay_samples))
     text = TextEncoderConfig.load(pipeline_dir / TEXT_CONFIG_NAME)
     new_text_tokens = request.new_text_tokens
@@ -93,7 +93,7 @@ def finetune_run_config(request: FinetuneRequest, training: TrainingConfig) -> P
     if styles is None:
         styles = shapes_caption_styles(load_tokenized_dataset(tokens)["caption"][:200])
     return PriorRunConfig(
-        data=PriorDataOptions(tokens=tokens, tokenizer=vqgan, validation_prompts=tuple(request.validation_prompts),
+        data=PriorDataOptions(tokens=tokens, vqgan=vqgan, validation_prompts=tuple(request.validation_prompts),
                               evaluation_caption_styles=tuple(styles)),
         sampling=request.sampling or pipeline.sampling,
         training=training,

@@ -30,14 +30,14 @@ from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from torch import nn
 from tqdm.auto import tqdm
 
-from pipelines.core.config import JSONConfig
-from pipelines.core.io import atomic_write_text
-from pipelines.core.launch import launched_on_cpu
-from pipelines.training.batches import MixedBatchSampler, StepBatchSampler, step_loader
-from pipelines.training.checkpoints import CheckpointManager, check_finite
-from pipelines.training.config import TrainingConfig
-from pipelines.training.ema import EMA
-from pipelines.training.tracking import MetricsLog, resolve_trackers
+from tessera.core.config import JSONConfig
+from tessera.core.io import atomic_write_text
+from tessera.core.launch import launched_on_cpu
+from tessera.pipelines.training.batches import MixedBatchSampler, StepBatchSampler, step_loader
+from tessera.pipelines.training.checkpoints import CheckpointManager, check_finite
+from tessera.pipelines.training.config import TrainingConfig
+from tessera.pipelines.training.ema import EMA
+from tessera.pipelines.training.tracking import MetricsLog, resolve_trackers
 
 logger = logging.getLogger(__name__)
 

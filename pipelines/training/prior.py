@@ -23,30 +23,40 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pipelines.core.config import JSONConfig
-from pipelines.core.io import save_image_grid
-from pipelines.pipeline_folder import PipelineConfig, check_components
-from pipelines.shapes import evaluate, parse_caption, shapes_dataset
-from pipelines.shapes.evaluate import STATED_ATTRIBUTES
-from pipelines.text_to_image import TextToImagePipeline
-from pipelines.tokens import (
+from tessera.core.config import JSONConfig
+from tessera.core.io import save_image_grid
+from tessera.pipelines.pipeline_folder import (
+    PipelineConfig,
+    check_captioner,
+    check_components,
+    load_captioner,
+)
+from tessera.pipelines.shapes import evaluate, parse_caption, shapes_dataset
+from tessera.pipelines.shapes.evaluate import STATED_ATTRIBUTES
+from tessera.pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.tokens import (
     check_tokenizer_matches,
     collate_tokenized,
     load_tokenized_dataset,
     read_export_info,
 )
-from pipelines.tokens.dataset import TEXT_COLUMNS
-from pipelines.tokens.text_cache import text_cache_identity
-from pipelines.training.batches import EpochDataset, MixedBatchSampler, StepBatchSampler
-from pipelines.training.captions import CaptionBank, ContextCache, check_caption_variation, variation_share
-from pipelines.training.config import TrainingConfig
-from pipelines.training.loop import TrainingLoop, TrainingStage
-from prior.config import PriorConfig, SamplingConfig
-from prior.context import TextContext
-from prior.kinds import build_prior, load_prior
-from prior.text import TextConditioner, TextEncoderConfig
-from prior.transformer import GridPrior, PriorLossOutput
-from tokenizer.model import VQGAN
+from tessera.pipelines.tokens.dataset import TEXT_COLUMNS
+from tessera.pipelines.tokens.text_cache import text_cache_identity
+from tessera.pipelines.training.batches import EpochDataset, MixedBatchSampler, StepBatchSampler
+from tessera.pipelines.training.captions import (
+    CaptionBank,
+    ContextCache,
+    check_caption_variation,
+    variation_share,
+)
+from tessera.pipelines.training.config import TrainingConfig
+from tessera.pipelines.training.loop import TrainingLoop, TrainingStage
+from tessera.prior.config import PriorConfig, SamplingConfig
+from tessera.prior.context import TextContext
+from tessera.prior.kinds import build_prior, load_prior
+from tessera.prior.text import TextConditioner, TextEncoderConfig
+from tessera.prior.transformer import GridPrior, PriorLossOutput
+from tessera.tokenizer.model import VQGAN
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +84,7 @@ FINETUNE_TRAINING_DEFAULTS = dataclasses.replace(
 @dataclass
 class PriorDataOptions(JSONConfig):
     tokens: str = ""  # a tokenized dataset folder (train.py tokenize)
-    tokenizer: str = ""  # the VQ-GAN folder the tokens were made with
+    vqgan: str = ""  # the VQ-GAN folder the tokens were made with
     validation_tokens: str | None = None  # default: hold out the last rows of --tokens
     validation_prompts: tuple[str, ...] = ()
     num_evaluation_captions: int = 200  # shapes only: held-out captions judged by the evaluator
@@ -159,15 +169,16 @@ class PriorStage(TrainingStage):
     def __init__(self, config: PriorRunConfig):
         self.config = config
         self.name = f"{config.prior.kind} prior"
-        check_tokenizer_matches(config.data.tokens, config.data.tokenizer)
+        self.captioner = None  # fine-tuning: the base pipeline's, carried into the new one
+        check_tokenizer_matches(config.data.tokens, config.data.vqgan)
         if config.finetune.replay_fraction > 0:
-            check_tokenizer_matches(config.finetune.replay_tokens, config.data.tokenizer)
+            check_tokenizer_matches(config.finetune.replay_tokens, config.data.vqgan)
             if config.data.caption_warmup_epochs:  # replay batches index rows, not epochs
                 raise ValueError("caption_warmup_epochs cannot be combined with replay (finetune.replay_fraction > 0)")
 
     def load_data(self) -> None:
         config, data = self.config, self.config.data
-        self.vqgan = VQGAN.from_pretrained(data.tokenizer).eval()
+        self.vqgan = VQGAN.from_pretrained(data.vqgan).eval()
         self.train_rows, self.validation_rows = self.split_rows(load_tokenized_dataset(data.tokens))
         self.replay_rows = None
         if config.finetune.replay_fraction > 0:
@@ -188,7 +199,7 @@ class PriorStage(TrainingStage):
     def split_rows(self, tokens: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
         data = self.config.data
         if data.validation_tokens:
-            check_tokenizer_matches(data.validation_tokens, data.tokenizer)
+            check_tokenizer_matches(data.validation_tokens, data.vqgan)
             return tokens, load_tokenized_dataset(data.validation_tokens)
         held_out = min(self.config.training.num_validation_images, max(1, len(tokens) // 10))
         return tokens.select(range(len(tokens) - held_out)), tokens.select(range(len(tokens) - held_out, len(tokens)))
@@ -205,6 +216,7 @@ class PriorStage(TrainingStage):
             if config.finetune.new_text_tokens:
                 text.extend_vocabulary(captions, config.finetune.new_text_tokens)
             config.prior, config.text = prior.config, text.config
+            self.captioner = self.carried_captioner(source)
             return PriorBundle(text, prior)
         text = TextConditioner.from_captions(self.distinct_captions, config.text)  # the BPE sees every variant
         config.prior.codebook_size = self.vqgan.codebook_size
@@ -213,12 +225,25 @@ class PriorStage(TrainingStage):
         config.prior.context_length = config.text.max_length
         return PriorBundle(text, build_prior(config.prior))
 
+    def carried_captioner(self, source: Path):
+        """The base pipeline's captioner, kept as it is: fine-tuning leaves the VQ-GAN unchanged and only grows
+        the text tokenizer (old token ids keep their meaning), so the captioner writes and scores what it
+        could before; words new to the text tokenizer are new to it too (``train.py captioner --pipeline OUT``
+        teaches it the new captions)."""
+        captioner = load_captioner(source)
+        if captioner is not None:
+            check_captioner(self.vqgan, captioner, source=str(source))
+            logger.info("fine-tuning keeps the captioner of %s in the new pipeline (unchanged)", source)
+        return captioner
+
     def setup(self, accelerator) -> None:
         self.accelerator = accelerator
         with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
             self.load_data()
         self.vqgan.to(accelerator.device)
         bundle = self.build_bundle(self.train_rows["caption"])
+        if self.captioner is not None:
+            self.captioner.to(accelerator.device).eval()
         self.bundle, self.optimizer = self.prepare_averaged(accelerator, bundle, self.config.training)
         self.use_text_cache = self.bank is None and self.text_cache_matches(bundle.text)
         self.context_cache = None
@@ -298,7 +323,7 @@ class PriorStage(TrainingStage):
         """The EMA weights as the pipeline users get (modules shared, not copied)."""
         bundle = self.ema.model
         pipeline = TextToImagePipeline.from_components(self.vqgan, bundle.text, bundle.prior, self.config.sampling,
-                                                       training_data=self.training_data)
+                                                       training_data=self.training_data, captioner=self.captioner)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 

@@ -2,7 +2,7 @@
 
 Each stage writes its own folder under ``output_dir`` and is the same as running its ``train.py`` command:
 
-    vqgan/      train.py tokenizer  (the VQ-GAN; checkpoints, sample grids, metrics.jsonl)
+    vqgan/      train.py vqgan      (the VQ-GAN; checkpoints, sample grids, metrics.jsonl)
     tokens/     train.py tokenize   (parquet shards + tokenized_dataset.json)
     prior/      train.py prior      (the prior run; checkpoints, sample grids, metrics.jsonl)
     captioner/  train.py captioner --pipeline prior/  (the captioner run; the prior's pipeline + captioner/)
@@ -25,29 +25,34 @@ from pathlib import Path
 
 import torch
 
-from captioner.model import CAPTIONER_PRESETS
-from pipelines.core.config import JSONConfig
-from pipelines.core.io import atomic_write_text
-from pipelines.core.pretrained import WEIGHTS_NAME
-from pipelines.shapes.evaluate import STATED_ATTRIBUTES
-from pipelines.text_to_image import TextToImagePipeline
-from pipelines.tokens import ExportConfig, export_tokenized_dataset
-from pipelines.training.captioner import (
+from tessera.captioner.model import CAPTIONER_PRESETS
+from tessera.core.config import JSONConfig
+from tessera.core.io import atomic_write_text
+from tessera.core.pretrained import WEIGHTS_NAME
+from tessera.pipelines.shapes.evaluate import STATED_ATTRIBUTES
+from tessera.pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.tokens import ExportConfig, export_tokenized_dataset
+from tessera.pipelines.training.captioner import (
     CAPTIONER_TRAINING_DEFAULTS,
     CaptionerDataOptions,
     CaptionerRunConfig,
     train_captioner,
 )
-from pipelines.training.prior import PRIOR_TRAINING_DEFAULTS, PriorDataOptions, PriorRunConfig, train_prior
-from pipelines.training.vqgan import (
+from tessera.pipelines.training.prior import (
+    PRIOR_TRAINING_DEFAULTS,
+    PriorDataOptions,
+    PriorRunConfig,
+    train_prior,
+)
+from tessera.pipelines.training.vqgan import (
     TOKENIZER_TRAINING_DEFAULTS,
     DataOptions,
     TokenizerRunConfig,
     train_tokenizer,
 )
-from prior.config import prior_preset
-from prior.text import TextEncoderConfig
-from tokenizer.config import vqgan_preset
+from tessera.prior.config import prior_preset
+from tessera.prior.text import TextEncoderConfig
+from tessera.tokenizer.config import vqgan_preset
 
 logger = logging.getLogger(__name__)
 
@@ -142,14 +147,14 @@ def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
             model=vqgan_preset(config.tokenizer_preset), data=DataOptions(data=config.data),
             training=training(TOKENIZER_TRAINING_DEFAULTS, vqgan_dir, config.tokenizer_steps))))
     timed("tokenize", lambda: export_tokenized_dataset(
-        ExportConfig(tokenizer=str(vqgan_dir), data=config.data, output_dir=str(tokens_dir), seed=config.seed)))
+        ExportConfig(vqgan=str(vqgan_dir), data=config.data, output_dir=str(tokens_dir), seed=config.seed)))
     if (prior_dir / "pipeline.json").is_file():
         logger.info("quickstart: %s holds a trained prior; skipping the prior stage", prior_dir)
     else:
         timed("prior", lambda: train_prior(PriorRunConfig(
             prior=prior_preset(config.prior_preset, kind=config.prior),
             text=TextEncoderConfig(pretrained=config.text_encoder),
-            data=PriorDataOptions(tokens=str(tokens_dir), tokenizer=str(vqgan_dir),
+            data=PriorDataOptions(tokens=str(tokens_dir), vqgan=str(vqgan_dir),
                                   validation_prompts=VALIDATION_PROMPTS, caption_variation=config.caption_variation,
                                   caption_warmup_epochs=config.caption_warmup_epochs,
                                   caption_omission=config.caption_omission, caption_omit=config.caption_omit),
@@ -162,7 +167,7 @@ def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
         else:
             timed("captioner", lambda: train_captioner(CaptionerRunConfig(
                 captioner=dataclasses.replace(CAPTIONER_PRESETS[config.captioner_preset]),
-                data=CaptionerDataOptions(tokens=str(tokens_dir), tokenizer=str(vqgan_dir), pipeline=str(prior_dir)),
+                data=CaptionerDataOptions(tokens=str(tokens_dir), vqgan=str(vqgan_dir), pipeline=str(prior_dir)),
                 training=training(CAPTIONER_TRAINING_DEFAULTS, captioner_dir, config.captioner_steps))))
         final_dir = captioner_dir
         metrics.update({f"captioner/{key}": value for key, value in last_metrics(captioner_dir).items()})

@@ -1,4 +1,4 @@
-"""The VQ-GAN stage of the training loop (``python train.py tokenizer``): reconstruction, codebook and adversarial
+"""The VQ-GAN stage of the training loop (``python train.py vqgan``): reconstruction, codebook and adversarial
 (PatchGAN) losses with the GAN schedule; validation on held-out images.
 
 It runs in ``pipelines.training.loop`` (one CPU, one GPU or many under ``accelerate launch``). A run writes into
@@ -17,17 +17,17 @@ import datasets
 import torch
 from torch.utils.data import DataLoader
 
-from pipelines.core.config import JSONConfig
-from pipelines.core.io import save_image_grid
-from pipelines.data import ImageCaptionData, collate_image_captions, load_image_caption_data
-from pipelines.shapes import evaluate
-from pipelines.training.batches import EpochDataset
-from pipelines.training.config import TrainingConfig
-from pipelines.training.ema import EMA
-from pipelines.training.loop import TrainingLoop, TrainingStage, make_optimizer, make_scheduler
-from tokenizer.config import DiscriminatorConfig, VQGANConfig
-from tokenizer.discriminator import DiscriminatorOutput, PatchDiscriminator
-from tokenizer.losses import (
+from tessera.core.config import JSONConfig
+from tessera.core.io import save_image_grid
+from tessera.pipelines.data import ImageCaptionData, collate_image_captions, load_image_caption_data
+from tessera.pipelines.shapes import evaluate
+from tessera.pipelines.training.batches import EpochDataset
+from tessera.pipelines.training.config import TrainingConfig
+from tessera.pipelines.training.ema import EMA
+from tessera.pipelines.training.loop import TrainingLoop, TrainingStage, make_optimizer, make_scheduler
+from tessera.tokenizer.config import DiscriminatorConfig, VQGANConfig
+from tessera.tokenizer.discriminator import DiscriminatorOutput, PatchDiscriminator
+from tessera.tokenizer.losses import (
     LeCamRegularizer,
     LossConfig,
     adaptive_adversarial_loss,
@@ -36,8 +36,8 @@ from tokenizer.losses import (
     hinge_generator_loss,
     reconstruction_loss,
 )
-from tokenizer.metrics import CodeHistogram, psnr, ssim
-from tokenizer.model import VQGAN
+from tessera.tokenizer.metrics import CodeHistogram, psnr, ssim
+from tessera.tokenizer.model import VQGAN
 
 logger = logging.getLogger(__name__)
 

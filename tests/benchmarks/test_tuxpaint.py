@@ -14,7 +14,7 @@ from benchmarks.tuxpaint import (
     square_on_white,
     write_imagefolders,
 )
-from pipelines.data import load_image_caption_data
+from tessera.pipelines.data import load_image_caption_data
 
 
 def test_english_description_is_the_line_without_a_locale():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captioner.model import (
+from tessera.captioner.model import (
     EOS,
     UNK,
     Captioner,
@@ -14,9 +14,9 @@ from captioner.model import (
     caption_vocabulary,
     tokenize_captions,
 )
-from pipelines.core.config import CheckpointMismatchError
-from pipelines.training.quickstart import VALIDATION_PROMPTS
-from prior.text_tokenizer import train_text_tokenizer
+from tessera.core.config import CheckpointMismatchError
+from tessera.pipelines.training.quickstart import VALIDATION_PROMPTS
+from tessera.prior.text_tokenizer import train_text_tokenizer
 
 CAPTIONS = list(VALIDATION_PROMPTS[:6])
 

@@ -1,4 +1,4 @@
-"""pipelines.data: every source, every kind of bad input, preprocessing, DataLoader use."""
+"""tessera.pipelines.data: every source, every kind of bad input, preprocessing, DataLoader use."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.data.dataset import (
+from tessera.pipelines.data.dataset import (
     DataSourceError,
     collate_image_captions,
     load_image_caption_data,
@@ -29,7 +29,7 @@ BAD_FOLDER_SKIPPED = {"unreadable": 2, "missing_file": 1, "empty_caption": 1, "m
                       "too_small": 1, "bad_metadata": 1, "no_metadata": 1}
 BAD_FOLDER_CONVERTED = {"L->RGB": 1, "RGBA->RGB": 1, "I;16->RGB": 1, "P->RGB": 1, "CMYK->RGB": 1}
 BAD_FOLDER_USABLE = {"good.png", "good.jpg", "gray.png", "rgba.png", "gray16.png", "palette.png", "cmyk.jpg"}
-HAS_SHAPES = importlib.util.find_spec("pipelines.shapes") is not None
+HAS_SHAPES = importlib.util.find_spec("tessera.pipelines.shapes") is not None
 
 
 def _assert_pixels(pixels: torch.Tensor) -> None:
@@ -248,7 +248,7 @@ def test_missing_local_source_is_not_sent_to_the_hub(source):
         load_image_caption_data(source, resolution=R)
 
 
-@pytest.mark.skipif(not HAS_SHAPES, reason="pipelines.shapes is not written yet")
+@pytest.mark.skipif(not HAS_SHAPES, reason="tessera.pipelines.shapes is not written yet")
 def test_shapes_source():
     data = load_image_caption_data("shapes:num_samples=6,seed=1,split=test", resolution=R)
     assert len(data.dataset) == 6 and data.report.num_usable == 6 and not data.report.skipped

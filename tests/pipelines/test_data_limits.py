@@ -1,4 +1,4 @@
-"""pipelines.data refuses what it must not read: paths that leave an imagefolder, images over the pixel limit."""
+"""tessera.pipelines.data refuses what it must not read: paths that leave an imagefolder, images over the pixel limit."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import warnings
 import pytest
 from PIL import Image, ImageFile
 
-from pipelines.data.dataset import DataSourceError, load_image_caption_data
-from pipelines.data.images import DEFAULT_MAX_IMAGE_PIXELS, RowSkipped, open_image
+from tessera.pipelines.data.dataset import DataSourceError, load_image_caption_data
+from tessera.pipelines.data.images import DEFAULT_MAX_IMAGE_PIXELS, RowSkipped, open_image
 
 pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
 

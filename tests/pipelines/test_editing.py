@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines import cli
-from pipelines.editing import EditOutput, ImageToImagePipeline, InpaintPipeline
-from pipelines.editing.inputs import extend_canvas
-from pipelines.editing.masks import binary_mask, cell_coverage, paste_weights, token_mask
-from pipelines.text_to_image import TextToImageOutput, TextToImagePipeline
+from tessera.pipelines import cli
+from tessera.pipelines.editing import EditOutput, ImageToImagePipeline, InpaintPipeline
+from tessera.pipelines.editing.inputs import extend_canvas
+from tessera.pipelines.editing.masks import binary_mask, cell_coverage, paste_weights, token_mask
+from tessera.pipelines.text_to_image import TextToImageOutput, TextToImagePipeline
 from tests.pipelines.tiny_pipelines import KINDS, PROMPTS, tiny_pipelines
 
 
@@ -138,7 +138,7 @@ def test_a_mask_below_the_cell_threshold_warns_and_returns_the_input(pipes, capl
     pipe = InpaintPipeline.from_pipe(pipes["masked"])
     image, mask = picture(), np.zeros((8, 8), dtype=bool)
     mask[3, 3] = True  # a quarter of one cell
-    with caplog.at_level(logging.WARNING, logger="pipelines.editing.inpaint"):
+    with caplog.at_level(logging.WARNING, logger="tessera.pipelines.editing.inpaint"):
         out = pipe(PROMPTS[0], image, mask, generator=seeded())
     assert any("covers no code cell at cell_threshold=0.5" in r.getMessage() and "25%" in r.getMessage()
                for r in caplog.records)
@@ -155,7 +155,7 @@ def test_other_sizes_and_modes_are_converted_like_training_data(pipes, caplog):
     assert out.images[0].size == (12, 8) and np.array_equal(pixels(out.images[0])[~mask], pixels(wide)[~mask])
     assert out.regenerated[0, 1:3, 2:4].all() and out.regenerated.sum() == 4
     mask[:, 0] = True  # a mask wider than the short side: column 0 lies outside the square
-    with caplog.at_level(logging.WARNING, logger="pipelines.editing.inpaint"):
+    with caplog.at_level(logging.WARNING, logger="tessera.pipelines.editing.inpaint"):
         out = pipe(PROMPTS[0], wide, mask, generator=seeded())
     assert any("outside the 8x8 square" in record.getMessage() for record in caplog.records)
     assert np.array_equal(pixels(out.images[0])[:, 0], pixels(wide)[:, 0])

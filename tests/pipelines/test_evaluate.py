@@ -8,9 +8,17 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from pipelines.shapes.dataset import JITTER, SPLITS, SceneSpec, ShapeObject, caption, render, sample_spec
-from pipelines.shapes.detect import detect_objects, label_components
-from pipelines.shapes.evaluate import CENTER_TOLERANCE, MIN_OFFSET, evaluate, judge_image, main
+from tessera.pipelines.shapes.dataset import (
+    JITTER,
+    SPLITS,
+    SceneSpec,
+    ShapeObject,
+    caption,
+    render,
+    sample_spec,
+)
+from tessera.pipelines.shapes.detect import detect_objects, label_components
+from tessera.pipelines.shapes.evaluate import CENTER_TOLERANCE, MIN_OFFSET, evaluate, judge_image, main
 
 ABOVE = SceneSpec((ShapeObject("blue", "square", "large"), ShapeObject("green", "triangle", "small")),
                   relation="above")

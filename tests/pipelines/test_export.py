@@ -19,10 +19,10 @@ import pytest
 import torch
 
 import train
-from pipelines.data.dataset import load_image_caption_data
-from pipelines.shapes.dataset import shapes_dataset
-from pipelines.tokens.dataset import PARTIAL_NAME, SIDECAR_NAME, file_sha256
-from pipelines.tokens.export import (
+from tessera.pipelines.data.dataset import load_image_caption_data
+from tessera.pipelines.shapes.dataset import shapes_dataset
+from tessera.pipelines.tokens.dataset import PARTIAL_NAME, SIDECAR_NAME, file_sha256
+from tessera.pipelines.tokens.export import (
     ExportConfig,
     ExportMismatchError,
     IncompleteExportError,
@@ -33,10 +33,10 @@ from pipelines.tokens.export import (
     load_tokenized_dataset,
     read_export_info,
 )
-from pipelines.tokens.text_cache import text_cache_identity
-from prior.text import TextConditioner, TextEncoderConfig
-from tokenizer.config import vqgan_preset
-from tokenizer.model import VQGAN
+from tessera.pipelines.tokens.text_cache import text_cache_identity
+from tessera.prior.text import TextConditioner, TextEncoderConfig
+from tessera.tokenizer.config import vqgan_preset
+from tessera.tokenizer.model import VQGAN
 
 pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
 
@@ -81,7 +81,7 @@ def subprocess_env(tmp_path: Path) -> dict:
 
 
 def config(vqgan_dir: Path, output_dir: Path, **options) -> ExportConfig:
-    return ExportConfig(**{"tokenizer": str(vqgan_dir), "data": SOURCE, "output_dir": str(output_dir),
+    return ExportConfig(**{"vqgan": str(vqgan_dir), "data": SOURCE, "output_dir": str(output_dir),
                            "shard_size": SHARD, "batch_size": 16, **options})
 
 
@@ -125,7 +125,7 @@ def test_round_trip_gives_the_tokenizers_reconstructions(tmp_path, vqgan_dir):
     result = export(vqgan_dir, tmp_path / "out")
     assert (result.num_rows, result.num_shards, result.already_complete) == (40, 5, False)
 
-    dataset = load_tokenized_dataset(tmp_path / "out", tokenizer=vqgan_dir)
+    dataset = load_tokenized_dataset(tmp_path / "out", vqgan=vqgan_dir)
     rows = dataset[:]
     assert rows["codes"].shape == (40, 4, 4)
     data = load_image_caption_data(SOURCE, resolution=R)  # the same preprocessing, through the data layer
@@ -326,7 +326,7 @@ def test_a_mismatched_tokenizer_is_refused(tmp_path, vqgan_dir):
     with pytest.raises(TokenizerMismatchError, match=r"config differs.*quantizer\.codebook_size: 16 -> 32"):
         check_tokenizer_matches(out, other_config)
     with pytest.raises(TokenizerMismatchError):
-        load_tokenized_dataset(out, tokenizer=other_weights)
+        load_tokenized_dataset(out, vqgan=other_weights)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from captioner.model import Captioner, CaptionerConfig, caption_vocabulary, tokenize_captions
-from pipelines import cli
-from pipelines.image_to_text import ImageToTextPipeline
-from pipelines.text_to_image import TextToImagePipeline
-from pipelines.training.captioner import code_vectors
+from tessera.captioner.model import Captioner, CaptionerConfig, caption_vocabulary, tokenize_captions
+from tessera.pipelines import cli
+from tessera.pipelines.image_to_text import ImageToTextPipeline
+from tessera.pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.training.captioner import code_vectors
 from tests.pipelines.tiny_pipelines import CAPTIONS, PROMPTS, tiny_pipelines
 
 
@@ -23,7 +23,7 @@ def pipe() -> TextToImagePipeline:
     base = tiny_pipelines()["masked"]
     torch.manual_seed(0)
     config = CaptionerConfig(codebook_size=16, grid_size=4, code_dim=8, hidden_size=16, num_layers=1, num_heads=2,
-                             intermediate_size=32, text_token_ids=caption_vocabulary(base.text.tokenizer, CAPTIONS))
+                             intermediate_size=32, text_token_ids=caption_vocabulary(base.text.text_tokenizer, CAPTIONS))
     captioner = Captioner(config).eval()
     captioner.set_code_features(code_vectors(base.vqgan))
     return TextToImagePipeline.from_components(base.vqgan, base.text, base.prior, base.sampling, captioner=captioner)
@@ -115,7 +115,7 @@ def test_a_captioner_for_another_vqgan_is_refused(pipe):
     config = CaptionerConfig(codebook_size=16, grid_size=4, code_dim=4, hidden_size=16, num_layers=1, num_heads=2,
                              intermediate_size=32)
     with pytest.raises(ValueError, match="code_dim 4 vs VQ-GAN z_channels 8"):
-        ImageToTextPipeline(pipe.vqgan, pipe.text.tokenizer, Captioner(config))
+        ImageToTextPipeline(pipe.vqgan, pipe.text.text_tokenizer, Captioner(config))
 
 
 def test_reranking_keeps_the_best_scoring_candidate(pipe):
@@ -123,7 +123,7 @@ def test_reranking_keeps_the_best_scoring_candidate(pipe):
     candidates = pipe(prompt, num_images_per_prompt=4, output_type="codes",
                       generator=torch.Generator().manual_seed(5)).codes  # the same draw as 4 candidates
     best = pipe(prompt, num_candidates=4, output_type="codes", generator=torch.Generator().manual_seed(5)).codes
-    scores = pipe.captioner.log_likelihood(candidates, tokenize_captions(pipe.text.tokenizer, [prompt] * 4))
+    scores = pipe.captioner.log_likelihood(candidates, tokenize_captions(pipe.text.text_tokenizer, [prompt] * 4))
     assert torch.equal(best[0], candidates[scores.argmax()])
     both = pipe(PROMPTS, num_images_per_prompt=2, num_candidates=3, batch_size=3, output_type="pil",
                 generator=torch.Generator().manual_seed(0))

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from pipelines.shapes.dataset import (
+from tessera.pipelines.shapes.dataset import (
     CAPTION_STYLES,
     COLORS,
     DEFAULT_HOLDOUT,

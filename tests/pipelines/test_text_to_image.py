@@ -15,15 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines import cli
-from pipelines.core.config import CheckpointMismatchError
-from pipelines.text_to_image import PIPELINE_CONFIG_NAME, TextToImageOutput, TextToImagePipeline
-from prior.config import prior_preset
-from prior.kinds import build_prior
-from prior.text import TextConditioner, TextEncoderConfig
+from tessera.core.config import CheckpointMismatchError
+from tessera.pipelines import cli
+from tessera.pipelines.text_to_image import PIPELINE_CONFIG_NAME, TextToImageOutput, TextToImagePipeline
+from tessera.prior.config import prior_preset
+from tessera.prior.kinds import build_prior
+from tessera.prior.text import TextConditioner, TextEncoderConfig
+from tessera.tokenizer.config import vqgan_preset
+from tessera.tokenizer.model import VQGAN
 from tests.pipelines.tiny_pipelines import CAPTIONS, KINDS, PROMPTS, tiny_pipelines
-from tokenizer.config import vqgan_preset
-from tokenizer.model import VQGAN
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,7 +115,7 @@ def test_empty_prompt_is_unconditional(pipe):
 
 def test_long_prompt_is_truncated_with_a_warning(pipe, caplog):
     long_prompt = " ".join(["a small red circle on the left of a large blue square"] * 10)
-    with caplog.at_level(logging.WARNING, logger="prior.text"):
+    with caplog.at_level(logging.WARNING, logger="tessera.prior.text"):
         output = pipe([long_prompt, PROMPTS[0]], output_type="codes", generator=seeded())
     assert output.codes.shape == (2, 4, 4)
     assert any("truncated" in record.getMessage() for record in caplog.records)
@@ -135,7 +135,7 @@ def test_negative_prompts(pipe, caplog):
     assert torch.equal(empty.codes, pipe(PROMPTS, output_type="codes", generator=seeded()).codes)
     with pytest.raises(ValueError, match="negative_prompt has 2 entries"):
         pipe(PROMPTS + ["a third prompt"], negative_prompt=["x", "y"], output_type="codes")
-    with caplog.at_level(logging.WARNING, logger="pipelines.text_to_image"):
+    with caplog.at_level(logging.WARNING, logger="tessera.pipelines.text_to_image"):
         pipe(PROMPTS, negative_prompt="x", guidance_scale=1.0, output_type="codes")
     assert any("no effect" in record.getMessage() for record in caplog.records)
 
@@ -243,7 +243,7 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 
 def test_cli_writes_images_and_metadata(saved, tmp_path, capsys):
-    from pipelines.shapes.evaluate import main as evaluate_main
+    from tessera.pipelines.shapes.evaluate import main as evaluate_main
 
     out = tmp_path / "samples"
     code, stdout, _ = run_cli([*PROMPTS, "--pipeline", str(saved["masked"]), "--num_images_per_prompt", "2",
@@ -279,7 +279,7 @@ def test_same_seed_same_images_in_another_process(saved, tmp_path, capsys):
     args = [*PROMPTS, "", "--pipeline", str(saved["masked"]), "--seed", "7", "--device", "cpu", "--no_progress"]
     assert cli.main(["generate", *args, "-o", str(tmp_path / "here")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "generate", *args, "-o", str(tmp_path / "there")],
+    result = subprocess.run([sys.executable, "-m", "tessera.pipelines.cli", "generate", *args, "-o", str(tmp_path / "there")],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     names = sorted(path.name for path in (tmp_path / "here").glob("*.png"))

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipelines.shapes.captions import caption
-from pipelines.shapes.dataset import sample_spec
-from pipelines.text_to_image import TextToImagePipeline
-from prior.config import SamplingConfig, prior_preset
-from prior.kinds import build_prior
-from prior.text import TextConditioner, TextEncoderConfig
-from tokenizer.config import vqgan_preset
-from tokenizer.model import VQGAN
+from tessera.pipelines.shapes.captions import caption
+from tessera.pipelines.shapes.dataset import sample_spec
+from tessera.pipelines.text_to_image import TextToImagePipeline
+from tessera.prior.config import SamplingConfig, prior_preset
+from tessera.prior.kinds import build_prior
+from tessera.prior.text import TextConditioner, TextEncoderConfig
+from tessera.tokenizer.config import vqgan_preset
+from tessera.tokenizer.model import VQGAN
 
 KINDS = ["autoregressive", "masked"]
 CAPTIONS = [caption(sample_spec(np.random.default_rng(index))) for index in range(200)]

@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
-from pipelines.core.config import CheckpointMismatchError
-from prior.autoregressive import AutoregressivePrior
-from prior.config import PRIOR_PRESETS, prior_preset
-from prior.context import TextContext
-from prior.kinds import build_prior, load_prior
-from prior.masked import MaskedPrior
-from prior.transformer import KVCache
+from tessera.core.config import CheckpointMismatchError
+from tessera.prior.autoregressive import AutoregressivePrior
+from tessera.prior.config import PRIOR_PRESETS, prior_preset
+from tessera.prior.context import TextContext
+from tessera.prior.kinds import build_prior, load_prior
+from tessera.prior.masked import MaskedPrior
+from tessera.prior.transformer import KVCache
 
 KINDS = ["autoregressive", "masked"]
 

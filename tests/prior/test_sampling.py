@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from prior.sampling import (
+from tessera.prior.sampling import (
     autoregressive_decode,
     cosine_mask_ratio,
     filter_logits,

@@ -10,10 +10,10 @@ import pytest
 import torch
 import transformers
 
-from pipelines.core.config import CheckpointMismatchError
-from prior.text import TextConditioner, TextEncoderConfig
-from prior.text_sources import load_pretrained_text_encoder
-from prior.text_tokenizer import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, train_text_tokenizer
+from tessera.core.config import CheckpointMismatchError
+from tessera.prior.text import TextConditioner, TextEncoderConfig
+from tessera.prior.text_sources import load_pretrained_text_encoder
+from tessera.prior.text_tokenizer import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, train_text_tokenizer
 
 CAPTIONS = [f"a {size} {colour} {shape} to the {side} of a {colour} square"
             for size in ("small", "big") for colour in ("red", "blue", "green")
@@ -76,7 +76,7 @@ def test_text_is_normalised_inside_the_tokenizer(conditioner: TextConditioner, t
 
 def test_a_text_side_saved_without_normalisation_reads_text_as_before(tmp_path: Path):
     text = scratch_conditioner()
-    text.tokenizer.backend_tokenizer.normalizer = None  # as tokenizers were saved before normalisation existed
+    text.text_tokenizer.backend_tokenizer.normalizer = None  # as tokenizers were saved before normalisation existed
     text.config.normalize = False
     text.save_pretrained(tmp_path)
     loaded = TextConditioner.from_pretrained(tmp_path)
@@ -98,7 +98,7 @@ def test_tokenizer_training_is_deterministic_and_reloads_from_tokenizer_json(tmp
 
 def test_from_captions_is_deterministic():
     first, second = scratch_conditioner(), scratch_conditioner()
-    assert first.tokenizer.backend_tokenizer.to_str() == second.tokenizer.backend_tokenizer.to_str()
+    assert first.text_tokenizer.backend_tokenizer.to_str() == second.text_tokenizer.backend_tokenizer.to_str()
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
@@ -117,22 +117,22 @@ def test_padding_does_not_change_real_token_outputs(conditioner: TextConditioner
 def test_pad_to_max_length(conditioner: TextConditioner):
     tokens = conditioner.tokenize(["a red circle"], padding="max_length")
     assert tokens["input_ids"].shape == (1, conditioner.config.max_length)
-    assert tokens["input_ids"][0, -1] == conditioner.tokenizer.pad_token_id
+    assert tokens["input_ids"][0, -1] == conditioner.text_tokenizer.pad_token_id
 
 
 def test_truncation_warns_once_and_keeps_end_token(conditioner: TextConditioner, caplog):
     long = " ".join(CAPTIONS[:3])
-    with caplog.at_level(logging.WARNING, logger="prior.text"):
+    with caplog.at_level(logging.WARNING, logger="tessera.prior.text"):
         tokens = conditioner.tokenize([long, "a red circle", long])
-    records = [record for record in caplog.records if record.name == "prior.text"]
+    records = [record for record in caplog.records if record.name == "tessera.prior.text"]
     assert len(records) == 1 and "2 of 3 prompts" in records[0].getMessage()
     ids = tokens["input_ids"]
     assert ids.shape == (3, conditioner.config.max_length)
-    end = conditioner.tokenizer(long).input_ids[-1]  # [EOS] / [SEP]
+    end = conditioner.text_tokenizer(long).input_ids[-1]  # [EOS] / [SEP]
     assert ids[0, -1] == end and torch.equal(ids[0], ids[2])
     caplog.clear()
     conditioner.tokenize(["a red circle"])
-    assert not [record for record in caplog.records if record.name == "prior.text"]
+    assert not [record for record in caplog.records if record.name == "tessera.prior.text"]
 
 
 def test_empty_prompt_is_only_special_tokens(conditioner: TextConditioner):

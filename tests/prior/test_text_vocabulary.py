@@ -6,10 +6,10 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models
 
-from pipelines.shapes.dataset import shapes_dataset
-from prior.text import TextConditioner, TextEncoderConfig
-from prior.text_tokenizer import train_text_tokenizer
-from prior.text_vocabulary import extend_bpe_tokenizer
+from tessera.pipelines.shapes.dataset import shapes_dataset
+from tessera.prior.text import TextConditioner, TextEncoderConfig
+from tessera.prior.text_tokenizer import train_text_tokenizer
+from tessera.prior.text_vocabulary import extend_bpe_tokenizer
 
 TINY = TextEncoderConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_length=24,
                          vocab_size=400)
@@ -54,18 +54,18 @@ def test_conditioner_grows_its_embeddings_from_the_pieces(captions):
     torch.manual_seed(0)
     text = TextConditioner.from_captions(captions["en"], TINY)
     old_rows = text.encoder.get_input_embeddings().weight.detach().clone()
-    old_size = len(text.tokenizer)
-    prefix = text.tokenizer("a", add_special_tokens=False)["input_ids"]
-    old_pieces = text.tokenizer("a cercle", add_special_tokens=False)["input_ids"][len(prefix):]  # " cercle"
+    old_size = len(text.text_tokenizer)
+    prefix = text.text_tokenizer("a", add_special_tokens=False)["input_ids"]
+    old_pieces = text.text_tokenizer("a cercle", add_special_tokens=False)["input_ids"][len(prefix):]  # " cercle"
     words = text.extend_vocabulary(captions["fr"], max_new_tokens=500)
     assert "Ġcercle" in words
-    new_id = text.tokenizer.convert_tokens_to_ids("Ġcercle")
+    new_id = text.text_tokenizer.convert_tokens_to_ids("Ġcercle")
     rows = text.encoder.get_input_embeddings().weight
-    assert rows.shape[0] == len(text.tokenizer) > old_size
+    assert rows.shape[0] == len(text.text_tokenizer) > old_size
     assert torch.equal(rows[:old_size], old_rows)
     torch.testing.assert_close(rows[new_id], old_rows[old_pieces].mean(0))
     assert text(["un petit cercle rouge à gauche"]).hidden_states.shape[-1] == TINY.hidden_size
-    assert text.tokenizer.backend_tokenizer.normalizer.normalize_str("Un CERCLE.") == "un cercle"  # kept
+    assert text.text_tokenizer.backend_tokenizer.normalizer.normalize_str("Un CERCLE.") == "un cercle"  # kept
 
 
 def test_a_frozen_text_side_cannot_grow(captions):

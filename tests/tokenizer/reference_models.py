@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenizer.model import VQGAN
+from tessera.tokenizer.model import VQGAN
 
 PIXEL_TOLERANCE = 1e-4
 

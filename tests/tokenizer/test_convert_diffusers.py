@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tessera.tokenizer.config import QuantizerConfig, VQGANConfig
+from tessera.tokenizer.convert import UnsupportedCheckpointError, convert_checkpoint, export_to_diffusers
+from tessera.tokenizer.model import VQGAN
 from tests.tokenizer.reference_models import agreement, perturb_, random_images
-from tokenizer.config import QuantizerConfig, VQGANConfig
-from tokenizer.convert import UnsupportedCheckpointError, convert_checkpoint, export_to_diffusers
-from tokenizer.model import VQGAN
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -15,9 +15,9 @@ import re
 import pytest
 import torch
 
+from tessera.tokenizer.convert import convert_checkpoint
+from tessera.tokenizer.model import VQGAN
 from tests.tokenizer.reference_models import agreement, perturb_, random_images
-from tokenizer.convert import convert_checkpoint
-from tokenizer.model import VQGAN
 
 janus = pytest.importorskip("transformers.models.janus.modeling_janus")
 from transformers import JanusVQVAEConfig  # noqa: E402

@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from pipelines.cli import CONVERT_SOURCES
-from pipelines.cli import main as tessera
+from tessera.pipelines.cli import CONVERT_SOURCES
+from tessera.pipelines.cli import main as tessera
+from tessera.tokenizer.convert import SOURCES, ConversionError, UnsupportedCheckpointError, convert_checkpoint
+from tessera.tokenizer.model import VQGAN
 from tests.tokenizer.reference_models import agreement, perturb_, random_images
-from tokenizer.convert import SOURCES, ConversionError, UnsupportedCheckpointError, convert_checkpoint
-from tokenizer.model import VQGAN
 
 taming_model = pytest.importorskip("taming.modules.diffusionmodules.model")
 taming_quantize = pytest.importorskip("taming.modules.vqvae.quantize")

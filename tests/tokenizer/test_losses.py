@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from tokenizer.config import DiscriminatorConfig, vqgan_preset
-from tokenizer.discriminator import PatchDiscriminator
-from tokenizer.losses import (
+from tessera.tokenizer.config import DiscriminatorConfig, vqgan_preset
+from tessera.tokenizer.discriminator import PatchDiscriminator
+from tessera.tokenizer.losses import (
     LossConfig,
     adaptive_adversarial_loss,
     feature_matching_loss,
@@ -14,7 +14,7 @@ from tokenizer.losses import (
     hinge_generator_loss,
     reconstruction_loss,
 )
-from tokenizer.model import VQGAN
+from tessera.tokenizer.model import VQGAN
 
 
 def _players():

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tokenizer.metrics import high_frequency_energy, sharpness_ratio
+from tessera.tokenizer.metrics import high_frequency_energy, sharpness_ratio
 
 
 def textured(batch: int = 4, size: int = 32) -> torch.Tensor:

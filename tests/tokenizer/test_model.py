@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from pipelines.core.config import CheckpointMismatchError
-from tokenizer.config import VQGAN_PRESETS, VQGANConfig, vqgan_preset
-from tokenizer.model import VQGAN
+from tessera.core.config import CheckpointMismatchError
+from tessera.tokenizer.config import VQGAN_PRESETS, VQGANConfig, vqgan_preset
+from tessera.tokenizer.model import VQGAN
 
 
 @pytest.fixture

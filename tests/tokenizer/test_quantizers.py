@@ -11,10 +11,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tokenizer.codebook_stats import code_histogram, codebook_stats, stats_from_histogram
-from tokenizer.config import QuantizerConfig
-from tokenizer.quantizers import QuantizerOutput, VectorQuantizer, build_quantizer
-from tokenizer.quantizers.fsq import FiniteScalarQuantizer
+from tessera.tokenizer.codebook_stats import code_histogram, codebook_stats, stats_from_histogram
+from tessera.tokenizer.config import QuantizerConfig
+from tessera.tokenizer.quantizers import QuantizerOutput, VectorQuantizer, build_quantizer
+from tessera.tokenizer.quantizers.fsq import FiniteScalarQuantizer
 
 C = 16  # encoder channels
 K = 16  # codebook size (vq)

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.tokens.export import ExportConfig, export_tokenized_dataset
-from pipelines.training.config import TrainingConfig
-from pipelines.training.prior import PriorDataOptions, PriorRunConfig
-from prior.config import prior_preset
-from prior.text import TextEncoderConfig
-from tokenizer.config import vqgan_preset
-from tokenizer.model import VQGAN
+from tessera.pipelines.tokens.export import ExportConfig, export_tokenized_dataset
+from tessera.pipelines.training.config import TrainingConfig
+from tessera.pipelines.training.prior import PriorDataOptions, PriorRunConfig
+from tessera.prior.config import prior_preset
+from tessera.prior.text import TextEncoderConfig
+from tessera.tokenizer.config import vqgan_preset
+from tessera.tokenizer.model import VQGAN
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def tokens(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tokens")
     torch.manual_seed(0)
     VQGAN(vqgan_preset("tiny")).save_pretrained(root / "vqgan")
-    export_tokenized_dataset(ExportConfig(tokenizer=str(root / "vqgan"), data="shapes:num_samples=96",
+    export_tokenized_dataset(ExportConfig(vqgan=str(root / "vqgan"), data="shapes:num_samples=96",
                                           output_dir=str(root / "tokens"), shard_size=48, batch_size=32),
                              show_progress=False)
     return root / "vqgan", root / "tokens"
@@ -35,7 +35,7 @@ def make_tiny_config(output_dir: Path, vqgan: Path, tokens: Path, kind: str, **t
         prior=prior_preset("tiny", kind=kind),
         text=TextEncoderConfig(hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16, max_length=16,
                                vocab_size=300),
-        data=PriorDataOptions(tokens=str(tokens), tokenizer=str(vqgan), validation_prompts=("a small red circle",),
+        data=PriorDataOptions(tokens=str(tokens), vqgan=str(vqgan), validation_prompts=("a small red circle",),
                               num_evaluation_captions=4),
         training=TrainingConfig(**{**defaults, **training}),
     )

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from pipelines.training.loop import TrainingLoop
-from pipelines.training.prior import PriorRunConfig, PriorStage
-from pipelines.training.vqgan import TokenizerRunConfig, VQGANStage
+from tessera.pipelines.training.loop import TrainingLoop
+from tessera.pipelines.training.prior import PriorRunConfig, PriorStage
+from tessera.pipelines.training.vqgan import TokenizerRunConfig, VQGANStage
 
 STAGES = {"tokenizer": (TokenizerRunConfig, VQGANStage), "prior": (PriorRunConfig, PriorStage)}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.training.prior import PriorStage
+from tessera.pipelines.training.prior import PriorStage
 
 
 def counting_train_steps(patch: pytest.MonkeyPatch, crash_after: int | None = None, stage: type = PriorStage

@@ -19,12 +19,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipelines.core.config import JSONConfig
-from pipelines.training.config import TrainingConfig
-from pipelines.training.prior import FinetuneOptions, train_prior
-from pipelines.training.vqgan import DataOptions, TokenizerRunConfig
+from tessera.core.config import JSONConfig
+from tessera.pipelines.training.config import TrainingConfig
+from tessera.pipelines.training.prior import FinetuneOptions, train_prior
+from tessera.pipelines.training.vqgan import DataOptions, TokenizerRunConfig
+from tessera.tokenizer.config import vqgan_preset
 from tests.training.ranks_worker import train_and_save_parameters
-from tokenizer.config import vqgan_preset
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("isolated_datasets_cache")]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from pipelines.data import collate_image_captions, load_image_caption_data
-from pipelines.training.batches import EpochDataset, MixedBatchSampler, StepBatchSampler, step_loader
+from tessera.pipelines.data import collate_image_captions, load_image_caption_data
+from tessera.pipelines.training.batches import EpochDataset, MixedBatchSampler, StepBatchSampler, step_loader
 
 
 def rows(sampler) -> list[list[int]]:

@@ -10,9 +10,9 @@ import pytest
 import torch
 import transformers
 
-from pipelines.data.captions import typed_noise
-from pipelines.shapes import SceneSpec, caption, parse_caption, shapes_dataset
-from pipelines.shapes.phrasings import (
+from tessera.pipelines.data.captions import typed_noise
+from tessera.pipelines.shapes import SceneSpec, caption, parse_caption, shapes_dataset
+from tessera.pipelines.shapes.phrasings import (
     ATTRIBUTES,
     HELD_OUT_LEAD_INS,
     HELD_OUT_PAIR,
@@ -24,16 +24,16 @@ from pipelines.shapes.phrasings import (
     omittable,
     phrase,
 )
-from pipelines.shapes.scene import CONVERSE_RELATION
-from pipelines.training.captions import (
+from tessera.pipelines.shapes.scene import CONVERSE_RELATION
+from tessera.pipelines.training.captions import (
     CaptionBank,
     ContextCache,
     check_caption_variation,
     variation_share,
     vary_caption,
 )
-from pipelines.training.prior import PriorDataOptions
-from prior.text import TextConditioner, TextEncoderConfig
+from tessera.pipelines.training.prior import PriorDataOptions
+from tessera.prior.text import TextConditioner, TextEncoderConfig
 
 CAPTIONS = shapes_dataset(300, seed=5)["caption"]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioner.model import Captioner, CaptionerConfig
-from pipelines.image_to_text import ImageToTextPipeline
-from pipelines.text_to_image import TextToImagePipeline
-from pipelines.training.captioner import (
+from tessera.captioner.model import Captioner, CaptionerConfig
+from tessera.pipelines.image_to_text import ImageToTextPipeline
+from tessera.pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.training.captioner import (
     GUIDANCE_CANDIDATES,
     CaptionerDataOptions,
     CaptionerRunConfig,
@@ -20,11 +20,11 @@ from pipelines.training.captioner import (
     code_vectors,
     train_captioner,
 )
-from pipelines.training.config import TrainingConfig
-from prior.text import TextConditioner
+from tessera.pipelines.training.config import TrainingConfig
+from tessera.prior.text import TextConditioner
+from tessera.tokenizer.model import VQGAN
 from tests.pipelines.tiny_pipelines import CAPTIONS, TEXT, tiny_prior
 from tests.training.step_counter import counting_train_steps
-from tokenizer.model import VQGAN
 
 pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
 
@@ -36,7 +36,7 @@ def tiny_run(output_dir: Path, vqgan: Path, tokens: Path, pipeline: Path | None 
                     dataloader_num_workers=0, report_to="none", adam_beta1=0.9, adam_beta2=0.95)
     return CaptionerRunConfig(
         captioner=CaptionerConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32),
-        data=CaptionerDataOptions(tokens=str(tokens), tokenizer=str(vqgan), pipeline=str(pipeline) if pipeline else None,
+        data=CaptionerDataOptions(tokens=str(tokens), vqgan=str(vqgan), pipeline=str(pipeline) if pipeline else None,
                                   num_evaluation_images=4, text_vocab_size=300),
         training=TrainingConfig(**{**defaults, **training}))
 

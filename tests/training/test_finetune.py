@@ -13,15 +13,18 @@ import pytest
 import torch
 
 import train
-from pipelines.core.config import CheckpointMismatchError
-from pipelines.text_to_image import TextToImagePipeline
-from pipelines.training.batches import MixedBatchSampler, StepBatchSampler
-from pipelines.training.prior import FinetuneOptions, train_prior
-from prior.kinds import load_prior
-from prior.text import TextConditioner, TextEncoderConfig
+from tessera.captioner.model import Captioner, CaptionerConfig, caption_vocabulary
+from tessera.core.config import CheckpointMismatchError
+from tessera.pipelines.image_to_text import ImageToTextPipeline
+from tessera.pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.training.batches import MixedBatchSampler, StepBatchSampler
+from tessera.pipelines.training.captioner import add_captioner_to_pipeline
+from tessera.pipelines.training.prior import FinetuneOptions, train_prior
+from tessera.prior.kinds import load_prior
+from tessera.prior.text import TextConditioner, TextEncoderConfig
+from tessera.tokenizer.config import vqgan_preset
+from tessera.tokenizer.model import VQGAN
 from tests.training.step_counter import counting_train_steps
-from tokenizer.config import vqgan_preset
-from tokenizer.model import VQGAN
 
 pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
 
@@ -64,12 +67,12 @@ def test_finetune_grows_the_vocabulary_and_writes_a_pipeline(base_pipeline, tmp_
     output = finetune(base_pipeline, tmp_path / "ft")
     pipeline = TextToImagePipeline.from_pretrained(output)
     base = TextConditioner.from_pretrained(base_pipeline)
-    assert len(pipeline.text.tokenizer) > len(base.tokenizer)
-    assert pipeline.text.encoder.get_input_embeddings().num_embeddings == len(pipeline.text.tokenizer)
-    assert "Ġcercle" in pipeline.text.tokenizer.tokenize("un cercle")  # one token now
-    assert "Ġcercle" not in base.tokenizer.tokenize("un cercle")
+    assert len(pipeline.text.text_tokenizer) > len(base.text_tokenizer)
+    assert pipeline.text.encoder.get_input_embeddings().num_embeddings == len(pipeline.text.text_tokenizer)
+    assert "Ġcercle" in pipeline.text.text_tokenizer.tokenize("un cercle")  # one token now
+    assert "Ġcercle" not in base.text_tokenizer.tokenize("un cercle")
     english = "a small red circle on the left"
-    assert pipeline.text.tokenizer(english)["input_ids"] == base.tokenizer(english)["input_ids"]
+    assert pipeline.text.text_tokenizer(english)["input_ids"] == base.text_tokenizer(english)["input_ids"]
     # the replayed original data is the source recorded in the base pipeline, and stays recorded
     assert pipeline.training_data == "shapes:num_samples=96"
     replay_info = json.loads((output / "replay_tokens" / "tokenized_dataset.json").read_text())
@@ -88,8 +91,29 @@ def test_finetune_grows_the_vocabulary_and_writes_a_pipeline(base_pipeline, tmp_
                 "--replay_tokens", str(output / "replay_tokens"), "--output_dir", str(tmp_path / "from-tokens"),
                 *TINY_RUN])
     assert not (tmp_path / "from-tokens" / "tokens").exists()
-    assert TextToImagePipeline.from_pretrained(tmp_path / "from-tokens").text.tokenizer.get_vocab() == \
-        pipeline.text.tokenizer.get_vocab()
+    assert TextToImagePipeline.from_pretrained(tmp_path / "from-tokens").text.text_tokenizer.get_vocab() == \
+        pipeline.text.text_tokenizer.get_vocab()
+
+
+def test_finetune_keeps_the_captioner_and_it_captions_and_scores_as_before(base_pipeline, tmp_path):
+    """The VQ-GAN is unchanged and the text tokenizer only grows (old ids keep their meaning): the captioner is
+    carried over as it is; it writes the same captions and scores old-vocabulary captions the same."""
+    with_captioner = tmp_path / "base-with-captioner"
+    base = TextToImagePipeline.from_pretrained(base_pipeline)
+    torch.manual_seed(0)
+    captions = ["a small red circle on the left", "a large blue square at the top"]
+    config = CaptionerConfig(codebook_size=base.vqgan.codebook_size, grid_size=base.vqgan.config.latent_size,
+                             code_dim=base.vqgan.config.z_channels, hidden_size=16, num_layers=1, num_heads=2,
+                             intermediate_size=32, text_token_ids=caption_vocabulary(base.text.text_tokenizer, captions))
+    add_captioner_to_pipeline(base_pipeline, Captioner(config).eval(), with_captioner)
+    output = finetune(with_captioner, tmp_path / "ft")
+    assert (output / "captioner").is_dir()
+    tuned, before = TextToImagePipeline.from_pretrained(output), TextToImagePipeline.from_pretrained(with_captioner)
+    assert len(tuned.text.text_tokenizer) > len(before.text.text_tokenizer)  # the vocabulary grew
+    new, old = ImageToTextPipeline.from_pipe(tuned), ImageToTextPipeline.from_pipe(before)
+    images = torch.rand(3, 3, 32, 32) * 2 - 1
+    assert new(images).captions == old(images).captions
+    torch.testing.assert_close(new.score(images, captions[0]), old.score(images, captions[0]))
 
 
 def test_interrupted_finetune_resumes_to_the_same_weights(base_pipeline, tmp_path, monkeypatch):
@@ -142,7 +166,7 @@ def test_finetune_with_a_frozen_pretrained_encoder_trains_only_the_prior(tokens,
     output = finetune(tmp_path / "base", tmp_path / "ft")
     base, tuned = TextToImagePipeline.from_pretrained(tmp_path / "base"), TextToImagePipeline.from_pretrained(output)
     assert json.loads((output / "run_config.json").read_text())["finetune"]["new_text_tokens"] == 0
-    assert len(tuned.text.tokenizer) == len(base.text.tokenizer)
+    assert len(tuned.text.text_tokenizer) == len(base.text.text_tokenizer)
     tuned_text = tuned.text.state_dict()
     assert all(torch.equal(value, tuned_text[name]) for name, value in base.text.state_dict().items())
     tuned_prior = tuned.prior.state_dict()
@@ -167,7 +191,7 @@ def test_finetune_under_torchrun_with_two_processes(base_pipeline, tmp_path):
     assert launched.stdout.count("saved the fine-tuned pipeline") == 1  # the main process only
     assert "2 processes" in launched.stderr  # the run knew it was one of two
     pipeline = TextToImagePipeline.from_pretrained(output)
-    assert "Ġcercle" in pipeline.text.tokenizer.tokenize("un cercle")
+    assert "Ġcercle" in pipeline.text.text_tokenizer.tokenize("un cercle")
     assert json.loads((output / "checkpoints" / "checkpoint-4" / "training_state.json").read_text())["step"] == 4
 
 
@@ -175,7 +199,7 @@ def test_finetune_adds_normalisation_to_a_pipeline_saved_without_it(base_pipelin
     old = tmp_path / "old"
     shutil.copytree(base_pipeline, old)
     text = TextConditioner.from_pretrained(old)
-    text.tokenizer.backend_tokenizer.normalizer = None  # as text sides were saved before normalisation existed
+    text.text_tokenizer.backend_tokenizer.normalizer = None  # as text sides were saved before normalisation existed
     text.config.normalize = False
     text.save_pretrained(old)
     before = TextToImagePipeline.from_pretrained(old).text

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import train
-from pipelines.cli import main as tessera
-from pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.cli import main as tessera
+from tessera.pipelines.text_to_image import TextToImagePipeline
 from tests.tokenizer.reference_models import perturb_
 
 diffusers = pytest.importorskip("diffusers")
@@ -27,11 +27,11 @@ def test_prior_trains_on_a_converted_tokenizer(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "16384 codes" in printed and "32x32 images -> 16x16 codes" in printed
 
-    train.main(["tokenize", "--tokenizer", str(tmp_path / "vqgan"), "--data", "shapes:num_samples=12",
+    train.main(["tokenize", "--vqgan", str(tmp_path / "vqgan"), "--data", "shapes:num_samples=12",
                 "--output_dir", str(tmp_path / "tokens"), "--batch_size", "12"])
     info = json.loads((tmp_path / "tokens" / "tokenized_dataset.json").read_text())
     assert info["code_shape"] == [16, 16]
-    train.main(["prior", "--tokens", str(tmp_path / "tokens"), "--tokenizer", str(tmp_path / "vqgan"),
+    train.main(["prior", "--tokens", str(tmp_path / "tokens"), "--vqgan", str(tmp_path / "vqgan"),
                 "--preset", "tiny", "--prior", "masked", "--output_dir", str(tmp_path / "run"),
                 "--max_train_steps", "2", "--validation_steps", "1000", "--checkpointing_steps", "1000",
                 "--train_batch_size", "4", "--num_validation_images", "2", "--num_steps", "2", "--report_to", "none",

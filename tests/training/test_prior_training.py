@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from pipelines.tokens.dataset import TokenizerMismatchError
-from pipelines.training.prior import FinetuneOptions, PriorRunConfig, PriorStage, train_prior
-from prior.kinds import load_prior
-from prior.text import TextConditioner
+from tessera.pipelines.tokens.dataset import TokenizerMismatchError
+from tessera.pipelines.training.prior import FinetuneOptions, PriorRunConfig, PriorStage, train_prior
+from tessera.prior.kinds import load_prior
+from tessera.prior.text import TextConditioner
+from tessera.tokenizer.config import vqgan_preset
+from tessera.tokenizer.model import VQGAN
 from tests.training.step_counter import counting_train_steps
-from tokenizer.config import vqgan_preset
-from tokenizer.model import VQGAN
 
 pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
 
@@ -67,7 +67,7 @@ def test_cli_tokenizes_images_first(tokens, tmp_path):
     import train
 
     vqgan, _ = tokens
-    train.main(["prior", "--data", "shapes:num_samples=40", "--tokenizer", str(vqgan), "--preset", "tiny",
+    train.main(["prior", "--data", "shapes:num_samples=40", "--vqgan", str(vqgan), "--preset", "tiny",
                 "--output_dir", str(tmp_path), "--max_train_steps", "2", "--validation_steps", "1000",
                 "--checkpointing_steps", "1000", "--train_batch_size", "4", "--num_validation_images", "4",
                 "--report_to", "none", "--set", "text.hidden_size=8", "text.num_layers=1", "text.num_heads=2",

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.text_to_image import TextToImagePipeline
 from tests.training.step_counter import counting_train_steps
 
 pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
@@ -24,7 +24,7 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys, monkeypatch):
     output = tmp_path / "quickstart"
     with monkeypatch.context() as patch:
         counting_train_steps(patch, crash_after=1)  # in the prior stage
-        patch.setattr("pipelines.training.prior.PRIOR_TRAINING_DEFAULTS.checkpointing_steps", 1)
+        patch.setattr("tessera.pipelines.training.prior.PRIOR_TRAINING_DEFAULTS.checkpointing_steps", 1)
         with pytest.raises(KeyboardInterrupt):
             train.main(["quickstart", "--output_dir", str(output), *TINY])
     assert (output / "vqgan" / "model.safetensors").is_file()
@@ -58,8 +58,8 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys, monkeypatch):
 @pytest.mark.e2e
 def test_train_your_own_imagefolder_stage_by_stage(tmp_path, capsys):
     """The README's "train your own" commands, at tiny size, on an imagefolder with metadata.jsonl."""
-    from pipelines import cli
-    from pipelines.shapes.dataset import write_imagefolder
+    from tessera.pipelines import cli
+    from tessera.pipelines.shapes.dataset import write_imagefolder
 
     images = tmp_path / "my_images"
     write_imagefolder(str(images), 48, resolution=8)

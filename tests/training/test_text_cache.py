@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines.tokens import ExportConfig, export_tokenized_dataset
-from pipelines.training.loop import TrainingLoop
-from pipelines.training.prior import PriorStage
-from prior.context import TextContext
-from prior.text import TextEncoderConfig
+from tessera.pipelines.tokens import ExportConfig, export_tokenized_dataset
+from tessera.pipelines.training.loop import TrainingLoop
+from tessera.pipelines.training.prior import PriorStage
+from tessera.prior.context import TextContext
+from tessera.prior.text import TextEncoderConfig
 
 pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
 def cached_tokens(tokens, minilm, tmp_path_factory):
     vqgan, _ = tokens
     folder = tmp_path_factory.mktemp("cached") / "tokens"
-    export_tokenized_dataset(ExportConfig(tokenizer=str(vqgan), data="shapes:num_samples=32", output_dir=str(folder),
+    export_tokenized_dataset(ExportConfig(vqgan=str(vqgan), data="shapes:num_samples=32", output_dir=str(folder),
                                           text_encoder=minilm, max_text_length=16), show_progress=False)
     return vqgan, folder
 

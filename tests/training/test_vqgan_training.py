@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipelines.training.checkpoints import TrainingDivergedError
-from pipelines.training.config import TrainingConfig, apply_overrides
-from pipelines.training.vqgan import DataOptions, TokenizerRunConfig, VQGANStage, train_tokenizer
-from tokenizer.config import vqgan_preset
+from tessera.pipelines.training.checkpoints import TrainingDivergedError
+from tessera.pipelines.training.config import TrainingConfig, apply_overrides
+from tessera.pipelines.training.vqgan import DataOptions, TokenizerRunConfig, VQGANStage, train_tokenizer
+from tessera.tokenizer.config import vqgan_preset
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_DATA = "shapes:num_samples=256"

@@ -10,9 +10,14 @@
   commands).
 """
 
-from tokenizer.convert.convert import SOURCES, ConversionReport, convert_checkpoint, export_to_diffusers
-from tokenizer.convert.files import UnsupportedCheckpointError
-from tokenizer.convert.keys import ConversionError
+from tessera.tokenizer.convert.convert import (
+           SOURCES,
+           ConversionReport,
+           convert_checkpoint,
+           export_to_diffusers,
+)
+from tessera.tokenizer.convert.files import UnsupportedCheckpointError
+from tessera.tokenizer.convert.keys import ConversionError
 
 __all__ = ["SOURCES", "ConversionError", "ConversionReport", "UnsupportedCheckpointError", "convert_checkpoint",
            "export_to_diffusers"]

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from pipelines.core.io import atomic_save_safetensors, atomic_write_text
-from pipelines.core.pretrained import list_head, load_state_dict_strict
-from tokenizer.config import VQGANConfig
-from tokenizer.convert.diffusers import (
+from tessera.core.io import atomic_save_safetensors, atomic_write_text
+from tessera.core.pretrained import list_head, load_state_dict_strict
+from tessera.tokenizer.config import VQGANConfig
+from tessera.tokenizer.convert.diffusers import (
     diffusers_config,
     diffusers_name,
     diffusers_state,
@@ -23,8 +23,8 @@ from tokenizer.convert.diffusers import (
     modernise_name,
     vqgan_config_from_diffusers,
 )
-from tokenizer.convert.files import read_weights
-from tokenizer.convert.keys import (
+from tessera.tokenizer.convert.files import read_weights
+from tessera.tokenizer.convert.keys import (
     DEFAULTED,
     ConversionError,
     KeyPlan,
@@ -32,9 +32,9 @@ from tokenizer.convert.keys import (
     plan_from_names,
     plan_with_rules,
 )
-from tokenizer.convert.layout import infer_vqgan_config
-from tokenizer.convert.taming import TAMING_RULES, llamagen_levels, llamagen_rules, refuse_unsupported
-from tokenizer.model import VQGAN
+from tessera.tokenizer.convert.layout import infer_vqgan_config
+from tessera.tokenizer.convert.taming import TAMING_RULES, llamagen_levels, llamagen_rules, refuse_unsupported
+from tessera.tokenizer.model import VQGAN
 
 SOURCES = ("taming", "llamagen", "diffusers")
 DEFAULT_RESOLUTION = 256  # taming's and LlamaGen's released tokenizers

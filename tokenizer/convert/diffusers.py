@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenizer.config import QuantizerConfig, VQGANConfig
-from tokenizer.convert.files import UnsupportedCheckpointError
-from tokenizer.model import VQGAN, AttnBlock, ResnetBlock
+from tessera.tokenizer.config import QuantizerConfig, VQGANConfig
+from tessera.tokenizer.convert.files import UnsupportedCheckpointError
+from tessera.tokenizer.model import VQGAN, AttnBlock, ResnetBlock
 
 ENCODER_BLOCKS = {"DownEncoderBlock2D": False, "AttnDownEncoderBlock2D": True}  # type -> has attention
 DECODER_BLOCKS = {"UpDecoderBlock2D": False, "AttnUpDecoderBlock2D": True}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines.core.pretrained import load_safetensors
+from tessera.core.pretrained import load_safetensors
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 WEIGHT_ENTRIES = ("state_dict", "model", "ema")  # Lightning and taming; LlamaGen ("ema": its EMA copy)

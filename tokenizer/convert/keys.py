@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from pipelines.core.config import CheckpointMismatchError
-from pipelines.core.pretrained import list_head
+from tessera.core.config import CheckpointMismatchError
+from tessera.core.pretrained import list_head
 
 # Tessera buffers no foreign checkpoint has; the freshly built model's values are the right ones.
 DEFAULTED: dict[str, str] = {

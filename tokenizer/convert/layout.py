@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from tokenizer.config import QuantizerConfig, VQGANConfig
-from tokenizer.convert.files import UnsupportedCheckpointError
+from tessera.tokenizer.config import QuantizerConfig, VQGANConfig
+from tessera.tokenizer.convert.files import UnsupportedCheckpointError
 
 Shapes = Mapping[str, tuple[int, ...]]
 

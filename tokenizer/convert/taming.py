@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from tokenizer.convert.files import UnsupportedCheckpointError
-from tokenizer.convert.keys import Rule
+from tessera.tokenizer.convert.files import UnsupportedCheckpointError
+from tessera.tokenizer.convert.keys import Rule
 
 QUANTIZER_RULES = [
     Rule(r"quantize\.embedding\.weight", "quantizer.codebook"),

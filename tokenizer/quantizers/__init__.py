@@ -14,10 +14,10 @@ functions so validation can accumulate a histogram over many batches.
 
 from __future__ import annotations
 
-from tokenizer.config import QuantizerConfig
-from tokenizer.quantizers.base import Quantizer, QuantizerOutput
-from tokenizer.quantizers.fsq import FiniteScalarQuantizer
-from tokenizer.quantizers.vector import VectorQuantizer
+from tessera.tokenizer.config import QuantizerConfig
+from tessera.tokenizer.quantizers.base import Quantizer, QuantizerOutput
+from tessera.tokenizer.quantizers.fsq import FiniteScalarQuantizer
+from tessera.tokenizer.quantizers.vector import VectorQuantizer
 
 __all__ = ["FiniteScalarQuantizer", "Quantizer", "QuantizerConfig", "QuantizerOutput", "VectorQuantizer",
            "build_quantizer"]

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
-from tokenizer.codebook_stats import codebook_stats
-from tokenizer.quantizers.base import (
+from tessera.tokenizer.codebook_stats import codebook_stats
+from tessera.tokenizer.quantizers.base import (
     Quantizer,
     QuantizerOutput,
     from_tokens,

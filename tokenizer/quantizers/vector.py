@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenizer.codebook_stats import code_histogram, stats_from_histogram
-from tokenizer.quantizers.base import (
+from tessera.tokenizer.codebook_stats import code_histogram, stats_from_histogram
+from tessera.tokenizer.quantizers.base import (
     Quantizer,
     QuantizerOutput,
     all_reduce_sum_,

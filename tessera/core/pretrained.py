@@ -15,8 +15,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from pipelines.core.config import CheckpointMismatchError, JSONConfig
-from pipelines.core.io import atomic_save_safetensors
+from tessera.core.config import CheckpointMismatchError, JSONConfig
+from tessera.core.io import atomic_save_safetensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

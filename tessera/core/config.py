@@ -9,7 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipelines.core.io import atomic_write_text
+from tessera.core.io import atomic_write_text
 
 C = TypeVar("C", bound="JSONConfig")
 
