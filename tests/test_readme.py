@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import train
+from tessera.models import resolve_pipeline_folder
 from tessera.pipelines import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,11 +34,17 @@ def command_lines(program: str) -> list[list[str]]:
     return commands
 
 
+def test_the_public_import_line_in_the_readme_works():
+    lines = [line for block in code_blocks("python") for line in block.splitlines() if line.startswith("from tessera import")]
+    assert lines
+    for line in lines:
+        exec(line, {})
+
+
 def test_the_python_example_runs_against_the_shipped_pipeline(tmp_path, monkeypatch):
-    examples = [block for block in code_blocks("python") if "models/tessera-shapes" in block]
+    examples = [block for block in code_blocks("python") if 'from_pretrained("tessera-shapes")' in block]
     assert examples, "the README has no Python example using the shipped pipeline"
-    (tmp_path / "models").symlink_to(ROOT / "models")
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # the shipped name works from any directory
     for example in examples:
         exec(compile(example, "README.md", "exec"), {})
     from PIL import Image
@@ -52,7 +59,7 @@ def test_the_main_command_writes_an_image_with_the_shipped_pipeline(tmp_path, ca
     output = tmp_path / "out.png"
     assert cli.main([*main_command[:-1], str(output)]) == 0
     assert output.is_file() and str(output) in capsys.readouterr().out
-    assert cli.DEFAULT_PIPELINE == SHIPPED and (SHIPPED / "pipeline.json").is_file()
+    assert resolve_pipeline_folder(cli.DEFAULT_PIPELINE) == SHIPPED and (SHIPPED / "pipeline.json").is_file()
 
 
 def test_the_shipped_pipeline_is_small():
