@@ -8,12 +8,10 @@ import shutil
 import pytest
 import torch
 
-from tessera.captioner.model import Captioner, CaptionerConfig, caption_vocabulary
 from tessera.pipelines.editing import ImageToImagePipeline, InpaintPipeline
 from tessera.pipelines.image_to_text import ImageToTextPipeline
 from tessera.pipelines.text_to_image import TextToImagePipeline
-from tessera.pipelines.training.captioner import code_vectors
-from tests.pipelines.tiny_pipelines import CAPTIONS, tiny_pipelines
+from tests.pipelines.tiny_pipelines import CAPTIONS, tiny_pipeline_with_captioner
 
 # Every way of making a pipeline on another's modules. A new component in TextToImagePipeline.components is
 # checked by every row without changing this list.
@@ -29,13 +27,7 @@ FROM_PIPE = {
 @pytest.fixture(scope="module")
 def pipe() -> TextToImagePipeline:
     """A tiny pipeline with every component, the optional captioner included."""
-    base = tiny_pipelines()["masked"]
-    torch.manual_seed(0)
-    config = CaptionerConfig(codebook_size=16, grid_size=4, code_dim=8, hidden_size=16, num_layers=1, num_heads=2,
-                             intermediate_size=32, text_token_ids=caption_vocabulary(base.text.text_tokenizer, CAPTIONS))
-    captioner = Captioner(config).eval()
-    captioner.set_code_features(code_vectors(base.vqgan))
-    return TextToImagePipeline.from_components(base.vqgan, base.text, base.prior, base.sampling, captioner=captioner)
+    return tiny_pipeline_with_captioner()
 
 
 @pytest.fixture()

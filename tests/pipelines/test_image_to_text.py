@@ -10,23 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
-from tessera.captioner.model import Captioner, CaptionerConfig, caption_vocabulary, tokenize_captions
+from tessera.captioner.model import Captioner, CaptionerConfig, tokenize_captions
 from tessera.pipelines import cli
 from tessera.pipelines.image_to_text import ImageToTextPipeline
 from tessera.pipelines.text_to_image import TextToImagePipeline
-from tessera.pipelines.training.captioner import code_vectors
-from tests.pipelines.tiny_pipelines import CAPTIONS, PROMPTS, tiny_pipelines
+from tests.pipelines.tiny_pipelines import PROMPTS, tiny_pipeline_with_captioner
 
 
 @pytest.fixture(scope="module")
 def pipe() -> TextToImagePipeline:
-    base = tiny_pipelines()["masked"]
-    torch.manual_seed(0)
-    config = CaptionerConfig(codebook_size=16, grid_size=4, code_dim=8, hidden_size=16, num_layers=1, num_heads=2,
-                             intermediate_size=32, text_token_ids=caption_vocabulary(base.text.text_tokenizer, CAPTIONS))
-    captioner = Captioner(config).eval()
-    captioner.set_code_features(code_vectors(base.vqgan))
-    return TextToImagePipeline.from_components(base.vqgan, base.text, base.prior, base.sampling, captioner=captioner)
+    return tiny_pipeline_with_captioner()
 
 
 @pytest.fixture(scope="module")

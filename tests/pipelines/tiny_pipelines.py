@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tessera.captioner.model import Captioner, CaptionerConfig, caption_vocabulary
 from tessera.pipelines.shapes.captions import caption
 from tessera.pipelines.shapes.dataset import sample_spec
 from tessera.pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.training.captioner import code_vectors
 from tessera.prior.config import SamplingConfig, prior_preset
 from tessera.prior.kinds import build_prior
 from tessera.prior.text import TextConditioner, TextEncoderConfig
@@ -40,3 +42,14 @@ def tiny_pipelines() -> dict[str, TextToImagePipeline]:
              for kind in KINDS}
     torch.set_num_threads(threads)
     return pipes
+
+
+def tiny_pipeline_with_captioner() -> TextToImagePipeline:
+    """The masked tiny pipeline with a random tiny captioner over its codes and the captions' text tokens."""
+    base = tiny_pipelines()["masked"]
+    torch.manual_seed(0)
+    config = CaptionerConfig(codebook_size=16, grid_size=4, code_dim=8, hidden_size=16, num_layers=1, num_heads=2,
+                             intermediate_size=32, text_token_ids=caption_vocabulary(base.text.text_tokenizer, CAPTIONS))
+    captioner = Captioner(config).eval()
+    captioner.set_code_features(code_vectors(base.vqgan))
+    return TextToImagePipeline.from_components(base.vqgan, base.text, base.prior, base.sampling, captioner=captioner)
