@@ -93,3 +93,16 @@ def test_a_non_editable_install_generates_from_any_directory(wheel, tmp_path):
     assert Path(where.strip()).is_relative_to(target)
     assert subprocess.run([sys.executable, "-c", "import tokenizer"], cwd=work, env=env,
                           capture_output=True).returncode != 0
+
+
+def test_shipped_names_resolve_wherever_a_folder_goes(tmp_path, monkeypatch):
+    from tessera.models import SHIPPED_PIPELINES, resolve_pipeline_folder, shipped_pipeline
+
+    assert "tessera-shapes" in SHIPPED_PIPELINES
+    monkeypatch.chdir(tmp_path)
+    assert resolve_pipeline_folder("tessera-shapes") == ROOT / "models" / "tessera-shapes"
+    (tmp_path / "tessera-shapes").mkdir()  # a folder of that name in the working directory comes first
+    assert resolve_pipeline_folder("tessera-shapes") == Path("tessera-shapes")
+    assert resolve_pipeline_folder("runs/none") == Path("runs/none")  # not shipped: left to the loader's error
+    with pytest.raises(FileNotFoundError, match="ships no pipeline named 'nope'.*tessera-shapes"):
+        shipped_pipeline("nope")

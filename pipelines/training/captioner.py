@@ -31,6 +31,7 @@ from tessera.captioner.model import Captioner, CaptionerConfig, caption_vocabula
 from tessera.core.config import JSONConfig
 from tessera.core.io import atomic_write_text, save_image_grid
 from tessera.core.pretrained import WEIGHTS_NAME, load_safetensors
+from tessera.models import resolve_pipeline_folder
 from tessera.pipelines.image_to_text import ImageToTextPipeline
 from tessera.pipelines.pipeline_folder import (
     CAPTIONER_FOLDER,
@@ -117,6 +118,8 @@ class CaptionerStage(TrainingStage):
     def __init__(self, config: CaptionerRunConfig):
         self.config = config
         data = config.data
+        if data.pipeline:  # a folder, or a shipped pipeline's name
+            data.pipeline = str(resolve_pipeline_folder(data.pipeline))
         if data.pipeline and not data.vqgan:
             data.vqgan = str(Path(data.pipeline) / "vqgan")
         if not data.vqgan:
