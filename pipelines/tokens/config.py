@@ -19,6 +19,8 @@ class ExportConfig(JSONConfig):
     split: str = "train"
     image_column: str | None = None
     caption_column: str | None = None
+    # a column of alternative captions (a list of strings, e.g. keywords), kept as "alternative_captions"
+    alternative_caption_column: str | None = None
     max_samples: int | None = None  # the first rows of the source (before checks)
     streaming: bool = False
     batch_size: int = 256  # images per encoder call

@@ -37,7 +37,7 @@ from tessera.core.pretrained import CONFIG_NAME, WEIGHTS_NAME
 from tessera.tokenizer.config import VQGANConfig
 
 __all__ = [
-    "DATA_DIR", "IncompleteExportError", "PARTIAL_NAME", "RECORDS_DIR", "SIDECAR_NAME", "TokenizerMismatchError",
+    "ALTERNATIVES_COLUMN", "DATA_DIR", "IncompleteExportError", "PARTIAL_NAME", "RECORDS_DIR", "SIDECAR_NAME", "TokenizerMismatchError",
     "check_tokenizer_matches", "collate_tokenized", "dict_differences", "file_sha256", "load_tokenized_dataset",
     "read_export_info", "state_dict_sha256", "tokenizer_identity",
 ]
@@ -48,6 +48,7 @@ PARTIAL_NAME = "tokenized_dataset.partial.json"
 DATA_DIR = "data"
 RECORDS_DIR = "shards"
 TEXT_COLUMNS = ("text_hidden_states", "text_mask")
+ALTERNATIVES_COLUMN = "alternative_captions"  # with --alternative_caption_column: a list of strings per row
 
 
 class IncompleteExportError(FileNotFoundError):

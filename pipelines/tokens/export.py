@@ -15,7 +15,9 @@ Rows and columns
     imagefolder, sample index for shapes, row index or stream position otherwise, as in
     ``pipelines.data``); ``augmentation`` (view 0..N-1) with ``--augmentations``; ``text_hidden_states``
     (``Array2D((L, D), "float16")``, last hidden states padded to ``max_text_length``) and
-    ``text_mask`` (L bools) with ``--text_encoder``. Images are preprocessed at the VQ-GAN's
+    ``text_mask`` (L bools) with ``--text_encoder``; ``alternative_captions`` (a list of strings: the
+    source's ``--alternative_caption_column``, e.g. keywords, blank ones dropped; the same for every view of an
+    image) with ``--alternative_caption_column``, read by the prior stage's caption variation. Images are preprocessed at the VQ-GAN's
     resolution exactly as ``pipelines.data`` does (the same checks, skip reasons and conversions):
     centre crop without flip, or, with N augmentations, view k = the data layer's random crop + flip
     at epoch k (``random.Random(f"{seed}:{k}:{source_id}")``): deterministic, and each image is
@@ -84,6 +86,7 @@ from tessera.core.version import tessera_version
 from tessera.pipelines.data.dataset import MAX_EXAMPLES, DataReport, DataSourceError
 from tessera.pipelines.tokens.config import ExportConfig
 from tessera.pipelines.tokens.dataset import (
+    ALTERNATIVES_COLUMN,
     FORMAT_VERSION,
     PARTIAL_NAME,
     RECORDS_DIR,
@@ -135,13 +138,16 @@ def export_spec(config: ExportConfig) -> dict:
     """The settings an export's rows depend on; resuming requires the same ones."""
     identity = tokenizer_identity(config.vqgan)
     vqgan_config = VQGANConfig.from_dict(identity["config"])
+    # only when set, so that exports made before the option existed keep their fingerprint
+    alternatives = ({"alternative_caption_column": config.alternative_caption_column}
+                    if config.alternative_caption_column is not None else {})
     return {
         "format_version": FORMAT_VERSION,
         "tessera_version": tessera_version(),
         "tokenizer": {"config": identity["config"], "state_dict_sha256": identity["state_dict_sha256"],
                       "weights_sha256": identity["weights_sha256"]},
         "source": {"data": _normalized_source(config.data), "split": config.split, "image_column": config.image_column,
-                   "caption_column": config.caption_column, "max_samples": config.max_samples,
+                   "caption_column": config.caption_column, **alternatives, "max_samples": config.max_samples,
                    "streaming": config.streaming},
         "resolution": vqgan_config.resolution,
         "code_shape": [vqgan_config.latent_size, vqgan_config.latent_size],
@@ -277,6 +283,7 @@ def _finalize(output: Path, config: ExportConfig, spec: dict, fingerprint: str, 
         for key, value in record["timings"].items():
             all_shards[key] = round(all_shards.get(key, 0.0) + value, 3)
     columns = ["codes", "caption", "source_id"] + (["augmentation"] if config.augmentations else []) \
+        + ([ALTERNATIVES_COLUMN] if config.alternative_caption_column is not None else []) \
         + (["text_hidden_states", "text_mask"] if config.text_encoder else [])
     info = {
         **spec,

@@ -45,9 +45,9 @@ from tessera.pipelines.data.dataset import (
     preprocess_image,
 )
 from tessera.pipelines.data.images import RowSkipped
-from tessera.pipelines.data.sources import RawSource, open_source
+from tessera.pipelines.data.sources import RawRow, RawSource, open_source
 from tessera.pipelines.tokens.config import ExportConfig
-from tessera.pipelines.tokens.dataset import DATA_DIR, RECORDS_DIR
+from tessera.pipelines.tokens.dataset import ALTERNATIVES_COLUMN, DATA_DIR, RECORDS_DIR
 from tessera.pipelines.tokens.text_cache import CaptionEncoder
 from tessera.tokenizer.model import VQGAN
 
@@ -130,8 +130,8 @@ class ShardedSource:
         """Raw rows in shard ``index`` (map-style sources)."""
         return max(0, min(self.shard_size, self.num_rows - index * self.shard_size))
 
-    def batches(self, wanted: Callable[[int], bool]) -> Iterator[tuple[int, list[tuple[Any, Any, str]]]]:
-        """``(shard index, [(image value, caption value, source_id), ...])`` for the shards ``wanted``
+    def batches(self, wanted: Callable[[int], bool]) -> Iterator[tuple[int, list[RawRow]]]:
+        """``(shard index, [RawRow(image value, caption value, source_id, alternatives), ...])`` for the shards ``wanted``
         picks, in order; each list holds at most ``batch_size`` rows of one shard."""
         layout, size = self.raw.layout, self.shard_size
         if not self.is_stream:
@@ -197,6 +197,7 @@ class ShardEncoder:
     bf16: bool = False
     text_encoder: CaptionEncoder | None = None
     source: str = ""
+    alternatives: bool = False  # write the rows' alternative captions (ALTERNATIVES_COLUMN)
     _logged: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -214,6 +215,8 @@ class ShardEncoder:
                     "source_id": datasets.Value("string")}
         if self.augmentations:
             features["augmentation"] = datasets.Value("int16")
+        if self.alternatives:
+            features[ALTERNATIVES_COLUMN] = datasets.Sequence(datasets.Value("string"))
         if self.text_encoder is not None:
             length = self.text_encoder.max_length
             features["text_hidden_states"] = datasets.Array2D((length, self.text_encoder.hidden_size), "float16")
@@ -240,17 +243,17 @@ class ShardEncoder:
             logger.warning("%s: skipped row %s (%s)", self.source, source_id, error)
         return {"source_id": source_id, "reason": error.reason, "detail": error.detail[:200]}
 
-    def encode(self, batches: Iterable[list[tuple[Any, Any, str]]], progress: tqdm | None = None
+    def encode(self, batches: Iterable[list[RawRow]], progress: tqdm | None = None
                ) -> tuple[dict[str, Any], dict]:
         report, skipped, timer = DataReport(self.source), [], _Timer()
-        captions, ids, codes, pending = [], [], [], []
+        captions, alternatives, ids, codes, pending = [], [], [], [], []
         batches = iter(batches)
         while True:
             with timer("data"):
                 rows = next(batches, None)
                 if rows is None:
                     break
-                for image, caption, source_id in rows:
+                for image, caption, source_id, others in rows:
                     try:
                         rgb, text, conversion = self.processor.check(image, caption)
                     except RowSkipped as error:
@@ -258,6 +261,7 @@ class ShardEncoder:
                         continue
                     report.record_usable(source_id, conversion)
                     captions.append(text)
+                    alternatives.append(list(others))
                     ids.append(source_id)
                     pending.extend(self._views(rgb, source_id))
             while len(pending) >= self.batch_size:
@@ -277,6 +281,8 @@ class ShardEncoder:
         }
         if self.augmentations:
             columns["augmentation"] = [view for _ in ids for view in range(views)]
+        if self.alternatives:
+            columns[ALTERNATIVES_COLUMN] = [texts for texts in alternatives for _ in range(views)]
         if self.text_encoder is not None:
             with timer("text"):
                 encoded = [self.text_encoder(captions[start:start + self.batch_size])
@@ -325,13 +331,14 @@ def run_worker(config: ExportConfig, fingerprint: str, process_index: int = 0, n
     resolution = vqgan.config.resolution
     raw = open_source(config.data, split=config.split, image_column=config.image_column,
                       caption_column=config.caption_column, streaming=config.streaming, resolution=resolution,
-                      max_rows=config.max_samples)
+                      max_rows=config.max_samples, alternative_caption_column=config.alternative_caption_column)
     source = ShardedSource(raw, config.shard_size, config.batch_size)
     processor = RowProcessor(resolution, default_min_size(resolution), center_crop=not config.augmentations,
                              random_flip=bool(config.augmentations), seed=config.seed)
     text = CaptionEncoder(config.text_encoder, config.max_text_length, device) if config.text_encoder else None
     encoder = ShardEncoder(vqgan, processor, config.augmentations, config.batch_size, device,
-                           bf16=config.dtype == "bf16", text_encoder=text, source=config.data)
+                           bf16=config.dtype == "bf16", text_encoder=text, source=config.data,
+                           alternatives=config.alternative_caption_column is not None)
     done = set(read_records(output, fingerprint))
 
     def mine(index: int) -> bool:

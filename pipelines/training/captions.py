@@ -3,6 +3,12 @@ every caption a run can draw, computed once.
 
 - ``none``: the dataset's captions as they are.
 - ``noise`` (any data): the same words typed differently (``pipelines.data.captions.typed_noise``).
+- ``prompts`` (any data with free-text captions: names, short descriptions): the caption asked for the way
+  people type prompts (``pipelines.data.captions.prompt_variant``): lead-ins and tails ("an emoji of ...",
+  "... icon"; the ``HELD_OUT_PROMPT_TEMPLATES`` never), "X: Y" names without the colon or reordered ("Japan
+  flag"), the image's **alternative captions** appended ("red apple, fruit": a tokenized dataset exported with
+  ``--alternative_caption_column``, whose ``alternative_captions`` column the prior stage passes as
+  ``alternatives``), typing noise.
 - ``shapes``: for built-in shapes captions in English, other phrasings of the scene
   (``pipelines.shapes.phrasings``, training families only), sometimes with typing noise; other captions get
   noise only. With ``omission`` > 0, that share of the phrasings leaves one attribute unsaid, drawn from
@@ -22,27 +28,30 @@ step, two-object scenes stayed wrong through 3,500 steps.)
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from tessera.pipelines.data.captions import typed_noise
+from tessera.pipelines.data.captions import prompt_variant, typed_noise
 from tessera.pipelines.shapes import caption_style, parse_caption
 from tessera.pipelines.shapes.evaluate import STATED_ATTRIBUTES
 from tessera.pipelines.shapes.phrasings import omittable, phrase
 from tessera.prior.context import TextContext
 from tessera.prior.text import TextConditioner
 
-CAPTION_VARIATIONS = ("none", "noise", "shapes")
+CAPTION_VARIATIONS = ("none", "noise", "shapes", "prompts")
 PHRASED_STYLES = ("en", "en_alt")  # the shapes styles the English phrasings may replace
 
 
 def vary_caption(caption: str, rng: random.Random, variation: str, omission: float = 0.0,
-                 omit: tuple[str, ...] = STATED_ATTRIBUTES) -> str:
-    """One variant of ``caption`` (see the module docstring)."""
+                 omit: tuple[str, ...] = STATED_ATTRIBUTES, alternatives: Sequence[str] = ()) -> str:
+    """One variant of ``caption`` (see the module docstring); ``alternatives``: other texts for the same image,
+    used by ``prompts``."""
     if variation == "none":
         return caption
+    if variation == "prompts":
+        return prompt_variant(caption, rng, alternatives)
     if variation == "shapes" and caption_style(caption) in PHRASED_STYLES:
         spec = parse_caption(caption)
         choices = [attribute for attribute in omittable(spec) if attribute in omit]
@@ -70,16 +79,31 @@ def variation_share(epoch: int, warmup_epochs: int) -> float:
     return 1.0 if epoch >= warmup_epochs else epoch / warmup_epochs
 
 
+def merged_alternatives(captions: Iterable[str], alternatives: Iterable[Sequence[str]]) -> dict[str, list[str]]:
+    """Each distinct caption's alternative captions: those of every row with that caption, in order of first
+    appearance, each once (rows of one caption may list different ones, e.g. two art styles)."""
+    merged: dict[str, dict[str, None]] = {}
+    for caption, texts in zip(captions, alternatives, strict=True):
+        merged.setdefault(caption, {}).update(dict.fromkeys(texts or ()))
+    return {caption: list(texts) for caption, texts in merged.items() if texts}
+
+
 class CaptionBank:
+    """``num_variants`` variants of each distinct caption; variant k of a caption is made by
+    ``random.Random(f"{seed}:{caption}:{k}")``, so a bank is a function of its arguments (and of the order of
+    each caption's ``alternatives``)."""
+
     def __init__(self, captions: Iterable[str], variation: str, num_variants: int, seed: int, omission: float = 0.0,
-                 omit: tuple[str, ...] = STATED_ATTRIBUTES):
+                 omit: tuple[str, ...] = STATED_ATTRIBUTES, alternatives: Mapping[str, Sequence[str]] | None = None):
         check_caption_variation(variation, omission, omit)
         if num_variants < 1:
             raise ValueError(f"num_variants must be >= 1, got {num_variants}")
         self.variation = variation
         count = num_variants if variation != "none" else 1
+        alternatives = alternatives or {}
         self.variants = {caption: [caption] + [vary_caption(caption, random.Random(f"{seed}:{caption}:{k}"), variation,
-                                                            omission, omit) for k in range(1, count)]
+                                                            omission, omit, alternatives.get(caption, ()))
+                                               for k in range(1, count)]
                          for caption in dict.fromkeys(captions)}
 
     def pick(self, caption: str, rng: random.Random, variant_share: float = 1.0) -> str:

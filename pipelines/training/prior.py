@@ -40,13 +40,14 @@ from tessera.pipelines.tokens import (
     load_tokenized_dataset,
     read_export_info,
 )
-from tessera.pipelines.tokens.dataset import TEXT_COLUMNS
+from tessera.pipelines.tokens.dataset import ALTERNATIVES_COLUMN, TEXT_COLUMNS
 from tessera.pipelines.tokens.text_cache import text_cache_identity
 from tessera.pipelines.training.batches import EpochDataset, MixedBatchSampler, StepBatchSampler
 from tessera.pipelines.training.captions import (
     CaptionBank,
     ContextCache,
     check_caption_variation,
+    merged_alternatives,
     variation_share,
 )
 from tessera.pipelines.training.config import TrainingConfig
@@ -86,10 +87,11 @@ class PriorDataOptions(JSONConfig):
     tokens: str = ""  # a tokenized dataset folder (train.py tokenize)
     vqgan: str = ""  # the VQ-GAN folder the tokens were made with
     validation_tokens: str | None = None  # default: hold out the last rows of --tokens
-    validation_prompts: tuple[str, ...] = ()
+    validation_prompts: tuple[str, ...] = ()  # default: the first distinct captions of the validation rows
     num_evaluation_captions: int = 200  # shapes only: held-out captions judged by the evaluator
     evaluation_caption_styles: tuple[str, ...] = ("en",)  # shapes only: the caption styles judged
-    caption_variation: str = "none"  # "none" | "noise" (any data) | "shapes" (phrasings); see training.captions
+    # "none" | "noise" (any data) | "shapes" (phrasings) | "prompts" (free text, alternative captions): training.captions
+    caption_variation: str = "none"
     caption_variants: int = 16  # variants of each distinct caption drawn from in training
     caption_warmup_epochs: int = 0  # epoch e < N varies a share e / N of the rows (training.captions.variation_share)
     caption_omission: float = 0.0  # "shapes" only: share of phrasings that leave one attribute unsaid
@@ -156,6 +158,11 @@ def shapes_evaluation_captions(count: int, seed: int, styles: tuple[str, ...] = 
             for style in styles for split in ("test", "holdout")}
 
 
+def first_distinct(captions: list[str], count: int = 16) -> list[str]:
+    """The first ``count`` distinct captions (rows of augmented views repeat theirs)."""
+    return list(dict.fromkeys(captions))[:count]
+
+
 def captions_are_shapes(captions: list[str]) -> bool:
     try:
         for caption in captions[:20]:
@@ -183,18 +190,27 @@ class PriorStage(TrainingStage):
         self.replay_rows = None
         if config.finetune.replay_fraction > 0:
             self.replay_rows = load_tokenized_dataset(config.finetune.replay_tokens)
-        captions = list(self.train_rows["caption"])
-        if self.replay_rows is not None:
-            captions += self.replay_rows["caption"]
+        tables = [self.train_rows] + ([self.replay_rows] if self.replay_rows is not None else [])
+        captions = [caption for table in tables for caption in table["caption"]]
         self.bank = None
         if data.caption_variation != "none":
             self.bank = CaptionBank(captions, data.caption_variation, data.caption_variants, config.training.seed,
-                                    data.caption_omission, data.caption_omit)
+                                    data.caption_omission, data.caption_omit, self.alternatives(tables))
         self.distinct_captions = self.bank.captions() if self.bank else list(dict.fromkeys(captions))
         self.evaluation = None
         if captions_are_shapes(self.train_rows["caption"]):
             self.evaluation = shapes_evaluation_captions(data.num_evaluation_captions, config.training.seed + 7,
                                                          data.evaluation_caption_styles)
+
+    def alternatives(self, tables: list[datasets.Dataset]) -> dict[str, list[str]]:
+        """Each caption's alternative captions, from the tables that were exported with them."""
+        with_column = [table for table in tables if ALTERNATIVES_COLUMN in table.column_names]
+        if not with_column:
+            return {}
+        if self.config.data.caption_variation != "prompts":
+            logger.info("the tokens hold alternative captions; only --caption_variation prompts uses them")
+        return merged_alternatives([caption for table in with_column for caption in table["caption"]],
+                                   [texts for table in with_column for texts in table[ALTERNATIVES_COLUMN]])
 
     def split_rows(self, tokens: datasets.Dataset) -> tuple[datasets.Dataset, datasets.Dataset]:
         data = self.config.data
@@ -343,7 +359,7 @@ class PriorStage(TrainingStage):
             weights.append(float(output.num_tokens))
         metrics = {"val/loss": sum(losses) / max(1.0, sum(weights))}
         pipeline = self.pipeline()
-        prompts = list(self.config.data.validation_prompts) or self.validation_rows["caption"][:16]
+        prompts = list(self.config.data.validation_prompts) or first_distinct(self.validation_rows["caption"])
         save_image_grid(self.generate(pipeline, prompts, seed=0),
                         Path(self.config.training.output_dir) / "samples" / f"samples-{step:07d}.png")
         for split, captions in (self.evaluation or {}).items():

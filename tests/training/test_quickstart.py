@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 import train
 from tessera.pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.training.quickstart import VALIDATION_PROMPTS
 from tests.training.step_counter import counting_train_steps
 
 pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
@@ -38,6 +39,9 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys, monkeypatch):
     assert "saved the pipeline to" in capsys.readouterr().out
     record = json.loads((output / "quickstart.json").read_text())
     assert record["config"]["prior"] == "masked"
+    run_config = json.loads((output / "prior" / "run_config.json").read_text())
+    assert tuple(run_config["data"]["validation_prompts"]) == VALIDATION_PROMPTS  # the shapes default, unchanged
+    assert run_config["data"]["caption_variation"] == "shapes"
     assert record["stage_seconds"].keys() >= {"tokenize", "prior", "captioner"}
     assert "captioner/val/exact_match_test" in record["final_metrics"]
 
