@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("core", ["pipelines.core"]),
     ("models and the shapes world", ["tokenizer", "prior", "captioner", "pipelines.shapes"]),
     ("data", ["pipelines.data"]),
-    ("tokenized datasets", ["pipelines.tokens"]),
+    ("tokenized datasets, evaluation", ["pipelines.tokens", "pipelines.evaluation"]),
     ("pipeline folder, call checks, outputs, reranking", ["pipelines.pipeline_folder", "pipelines.call_checks",
                                                           "pipelines.outputs", "pipelines.reranking"]),
     ("inference", ["pipelines.text_to_image", "pipelines.image_to_text"]),
