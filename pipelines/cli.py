@@ -237,6 +237,8 @@ def add_evaluate_images_parser(commands) -> None:
                           help="pt_inception-2015-12-05-6726825d.pth (needed for --features inception)")
     evaluate.add_argument("--batch_size", type=int, default=64)
     evaluate.add_argument("--kid_subset_size", type=int, default=1000, help="capped at the smaller set's size")
+    evaluate.add_argument("--kid_subsets", type=int, default=100)
+    evaluate.add_argument("--is_splits", type=int, default=10)
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the report here")
     evaluate.add_argument("--no_progress", action="store_true")
@@ -250,7 +252,8 @@ def evaluate_image_sets(args: argparse.Namespace) -> int:
     if args.inception_weights is not None and args.features != "inception":
         raise ValueError("--inception_weights is for --features inception")
     config = EvaluationConfig(features=args.features, weights=None if weights is None else str(weights),
-                              batch_size=args.batch_size, kid_subset_size=args.kid_subset_size, device=args.device,
+                              batch_size=args.batch_size, kid_subset_size=args.kid_subset_size,
+                              kid_subsets=args.kid_subsets, is_splits=args.is_splits, device=args.device,
                               progress=not args.no_progress)
     report = evaluate_images(args.generated, args.reference, config=config, reference_stats=args.reference_stats)
     line = json.dumps(report.to_dict())

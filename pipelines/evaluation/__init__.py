@@ -13,12 +13,13 @@ from pipelines.evaluation.evaluate import (
     ImageQualityReport,
     evaluate_features,
     evaluate_images,
+    frechet_distance_of,
     reference_statistics,
 )
 from pipelines.evaluation.features import FEATURE_SPACES, Features, extract_features, load_feature_extractor
-from pipelines.evaluation.images import ImageSet, open_image_set
+from pipelines.evaluation.images import ImageSet, model_range_to_uint8, open_image_set
 from pipelines.evaluation.statistics import StatisticsMismatchError
 
 __all__ = ["FEATURE_SPACES", "EvaluationConfig", "Features", "ImageQualityReport", "ImageSet",
-           "StatisticsMismatchError", "evaluate_features", "evaluate_images", "extract_features",
-           "load_feature_extractor", "open_image_set", "reference_statistics"]
+           "StatisticsMismatchError", "evaluate_features", "evaluate_images", "extract_features", "frechet_distance_of",
+           "load_feature_extractor", "model_range_to_uint8", "open_image_set", "reference_statistics"]

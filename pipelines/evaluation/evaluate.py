@@ -16,8 +16,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from pipelines.evaluation.features import FeatureExtractor, Features, extract_features, load_feature_extractor
-from pipelines.evaluation.images import ImageSet, open_image_set
+from pipelines.evaluation.images import ImageSet, model_range_to_uint8, open_image_set
 from pipelines.evaluation.metrics import (
     IS_SPLITS,
     KID_SUBSET_SIZE,
@@ -34,7 +36,8 @@ from pipelines.evaluation.statistics import (
     save_reference_statistics,
 )
 
-__all__ = ["EvaluationConfig", "ImageQualityReport", "evaluate_features", "evaluate_images", "reference_statistics"]
+__all__ = ["EvaluationConfig", "ImageQualityReport", "evaluate_features", "evaluate_images", "frechet_distance_of",
+           "reference_statistics"]
 
 
 @dataclass
@@ -124,3 +127,15 @@ def evaluate_images(generated: str | Path | ImageSet, reference: str | Path | Im
     reference_stats_ = reference_statistics(extractor, reference, config, reference_stats)
     generated_features = _features(extractor, generated_images, config, "generated features")
     return evaluate_features(generated_features, reference_stats_, config, extractor.weights_sha256)
+
+
+def frechet_distance_of(first: torch.Tensor, second: torch.Tensor, extractor: FeatureExtractor, *,
+                        batch_size: int = 64, progress: bool = False) -> float:
+    """FD between two image batches ``(N, 3, H, W)``, uint8 or model outputs in [-1, 1] (e.g. originals and
+    their reconstructions), in ``extractor``'s space."""
+    pools = []
+    for images, desc in ((first, "first set"), (second, "second set")):
+        images = images if images.dtype == torch.uint8 else model_range_to_uint8(images)
+        pools.append(extract_features(extractor, images, batch_size=batch_size, total=len(images), desc=desc,
+                                      progress=progress).pool)
+    return frechet_distance(gaussian_statistics(pools[0]), gaussian_statistics(pools[1]))

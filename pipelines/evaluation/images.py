@@ -26,7 +26,7 @@ import torch
 from pipelines.data.images import RowSkipped, open_image, to_rgb
 from pipelines.data.sources import METADATA_FILES, DataSourceError, open_source
 
-__all__ = ["IMAGE_SUFFIXES", "ImageSet", "open_image_set", "to_uint8_tensor"]
+__all__ = ["IMAGE_SUFFIXES", "ImageSet", "model_range_to_uint8", "open_image_set", "to_uint8_tensor"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _DATASET_FILES = ("dataset_dict.json", "state.json", "dataset_info.json")
@@ -53,6 +53,12 @@ def to_uint8_tensor(image) -> torch.Tensor:
     """A PIL image (any mode) -> uint8 ``(3, H, W)``, converted as the module docstring says."""
     rgb, _ = to_rgb(image)
     return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+
+
+def model_range_to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Model outputs ``(B, 3, H, W)`` in [-1, 1] -> uint8, rounded as saved PNGs are (``save_image_grid``), so
+    features of tensors equal features of the files a pipeline writes."""
+    return images.detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
 
 
 def load_uint8(value: Any, name: str) -> torch.Tensor:
