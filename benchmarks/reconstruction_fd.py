@@ -5,8 +5,9 @@ Not FID (another network), and biased upwards with few images: compare figures o
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
-from torch.utils.data import DataLoader
 
 from pipelines.evaluation import frechet_distance_of, load_feature_extractor
 from pipelines.evaluation.features import FeatureExtractor
@@ -16,8 +17,9 @@ FEATURES = "efficientnet-lite0"
 
 
 @torch.no_grad()
-def reconstruct(model: VQGAN, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
-    """All of ``loader``'s images and the model's reconstructions, ``(N, 3, H, W)`` in [-1, 1] each."""
+def reconstruct(model: VQGAN, loader: Iterable[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """All of ``loader``'s images (batches with ``pixel_values``) and the model's reconstructions,
+    ``(N, 3, H, W)`` in [-1, 1] each."""
     model.eval()
     originals, reconstructions = [], []
     for batch in loader:

@@ -38,6 +38,12 @@ Editing (``pipelines.editing``; one image in, one ``.png`` out at the input's si
 The same ``--seed``, prompts, settings and ``--batch_size`` give the same images (on the CPU, also across
 processes); images made on a GPU differ from those made on the CPU.
 
+Image quality (``pipelines.evaluation``; README "Image quality: FD, KID, IS"; one JSON line)::
+
+    tessera evaluate-images samples/ --reference heldout/                       # EfficientNet-Lite0 FD, offline
+    tessera evaluate-images samples/ --reference heldout/ --features inception \
+        --inception_weights pt_inception-2015-12-05-6726825d.pth --reference_stats heldout-inception.safetensors
+
 Bring your own VQ image tokenizer (see ``tokenizer/convert``; README "Bring your own VQ tokenizer"):
 
 ```bash
