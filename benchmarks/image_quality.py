@@ -24,7 +24,13 @@ from pathlib import Path
 import torch
 
 from benchmarks.reconstruction_fd import reconstruct
-from pipelines.evaluation import extract_features, frechet_distance_of, load_feature_extractor, open_image_set
+from pipelines.evaluation import (
+    extract_features,
+    load_feature_extractor,
+    model_range_to_uint8,
+    open_image_set,
+)
+from pipelines.evaluation.metrics import frechet_distance, gaussian_statistics
 from tokenizer.model import VQGAN
 
 
@@ -35,19 +41,22 @@ def load_uint8(source: str) -> torch.Tensor:
     return torch.stack(images)  # (N, 3, H, W) uint8
 
 
-def sanity(images: torch.Tensor, vqgan: Path | None, seed: int) -> dict:
+def sanity(images: torch.Tensor, vqgan: Path | None, seed: int, batch_size: int = 64) -> dict:
     extractor = load_feature_extractor("efficientnet-lite0")
-    first, second = images[0::2], images[1::2]
-    noise = torch.randint(0, 256, second.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
-    result = {"images_per_half": [len(first), len(second)], "size": list(images.shape[2:]),
-              "halves": frechet_distance_of(first, second, extractor, progress=True),
-              "noise": frechet_distance_of(first, noise, extractor, progress=True)}
+    sets = {"A": images[0::2], "B": images[1::2]}
+    sets["noise"] = torch.randint(0, 256, sets["B"].shape, dtype=torch.uint8,
+                                  generator=torch.Generator().manual_seed(seed))
     if vqgan is not None:
-        batches = [{"pixel_values": batch.float().div(127.5).sub(1)} for batch in second.split(64)]  # uint8 -> [-1, 1]
-        _, reconstructions = reconstruct(VQGAN.from_pretrained(vqgan), batches)
+        batches = [{"pixel_values": batch.float().div(127.5).sub(1)} for batch in sets["B"].split(64)]  # -> [-1, 1]
+        sets["B_reconstructed"] = model_range_to_uint8(reconstruct(VQGAN.from_pretrained(vqgan), batches)[1])
+    stats = {name: gaussian_statistics(extract_features(extractor, batch, batch_size=batch_size, total=len(batch),
+                                                        desc=name).pool) for name, batch in sets.items()}
+    result = {"images_per_half": [len(sets["A"]), len(sets["B"])], "size": list(images.shape[2:]),
+              "halves": frechet_distance(stats["A"], stats["B"]), "noise": frechet_distance(stats["A"], stats["noise"])}
+    if vqgan is not None:
         result["vqgan"] = str(vqgan)
-        result["reconstructions_of_same_images"] = frechet_distance_of(second, reconstructions, extractor)
-        result["reconstructions_of_other_half"] = frechet_distance_of(first, reconstructions, extractor)
+        result["reconstructions_of_same_images"] = frechet_distance(stats["B"], stats["B_reconstructed"])
+        result["reconstructions_of_other_half"] = frechet_distance(stats["A"], stats["B_reconstructed"])
     return {key: round(value, 2) if isinstance(value, float) else value for key, value in result.items()}
 
 
