@@ -12,8 +12,10 @@ Stages (``--stages``; each skips the work whose outputs already exist, so a run 
   ``benchmarks/tokenizer_quality.py``) and ``no_gan`` (the default without the adversarial loss: a VQ-VAE);
   ``no_gan`` is the default run until ``--disc_start``, so it continues from the default's checkpoint there when
   that exists (the checkpoints fall on thirds of the run: give ``--disc_start`` a multiple of a third);
-  then held-out PSNR, SSIM, codebook usage, perplexity and sharpness (high-frequency energy of the
-  reconstructions over that of the originals, ``tokenizer.metrics.sharpness_ratio``: 1.0 = as sharp).
+  then held-out PSNR, SSIM, codebook usage, perplexity, sharpness (high-frequency energy of the
+  reconstructions over that of the originals, ``tokenizer.metrics.sharpness_ratio``: 1.0 = as sharp) and
+  reconstruction FD (held-out images vs their reconstructions in EfficientNet-Lite0 features,
+  ``benchmarks/reconstruction_fd.py``; lower = closer).
 - ``prior``: ``train.py tokenize`` (held-out images once, training images as ``--prior_augmentations`` random
   crop/flip views; default tokenizer), then ``train.py prior`` (masked, ``cpu-small``, frozen MiniLM text
   encoder); held-out negative log-likelihood per code with the caption and with the null caption, and a grid of
@@ -46,6 +48,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from benchmarks.reconstruction_fd import reconstruction_fd
 from benchmarks.tuxpaint import DataSourceError, build_tuxpaint_imagefolders
 from tessera.core.io import save_image_grid
 from tessera.pipelines.data import collate_image_captions, load_image_caption_data
@@ -184,15 +187,17 @@ def evaluate_tokenizer(folder: Path, loader: DataLoader) -> tuple[dict, torch.Te
     model = VQGAN.from_pretrained(folder).eval()
     metrics, _, _ = evaluate_reconstructions(model, loader, torch.device("cpu"), judge_captions=False)
     original_energy = reconstruction_energy = 0.0
-    reconstructions = []
+    originals, reconstructions = [], []
     for batch in loader:
         images = batch["pixel_values"]
         output = model(images).reconstruction.clamp(-1, 1)
         original_energy += float(high_frequency_energy(images).sum())
         reconstruction_energy += float(high_frequency_energy(output).sum())
+        originals.append(images)
         reconstructions.append(output)
     metrics = {key.removeprefix("val/"): round(value, 4) for key, value in metrics.items()}
     metrics["sharpness"] = round(reconstruction_energy / original_energy, 4)
+    metrics["reconstruction_fd"] = round(reconstruction_fd(torch.cat(originals), torch.cat(reconstructions)), 2)
     steps = json.loads((folder / "run_config.json").read_text())["training"]["max_train_steps"]
     return {"steps": steps, **metrics}, torch.cat(reconstructions)[:16]
 
@@ -286,7 +291,8 @@ def markdown(results: dict) -> str:
                   for phase in ("reconstruction", "adversarial")]
         lines.append("")
     if "tokenizers" in results:
-        columns = ("steps", "psnr", "ssim", "codebook_usage", "perplexity", "sharpness", "wall_seconds")
+        columns = ("steps", "psnr", "ssim", "codebook_usage", "perplexity", "sharpness", "reconstruction_fd",
+                   "wall_seconds")
         lines += ["| recipe | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
         lines += [f"| {name} | " + " | ".join(str(row.get(column, "")) for column in columns) + " |"
                   for name, row in results["tokenizers"].items()]

@@ -38,6 +38,12 @@ Editing (``pipelines.editing``; one image in, one ``.png`` out at the input's si
 The same ``--seed``, prompts, settings and ``--batch_size`` give the same images (on the CPU, also across
 processes); images made on a GPU differ from those made on the CPU.
 
+Image quality (``pipelines.evaluation``; README "Image quality: FD, KID, IS"; one JSON line)::
+
+    tessera evaluate-images samples/ --reference heldout/                       # EfficientNet-Lite0 FD, offline
+    tessera evaluate-images samples/ --reference heldout/ --features inception \
+        --inception_weights pt_inception-2015-12-05-6726825d.pth --reference_stats heldout-inception.safetensors
+
 Bring your own VQ image tokenizer (see ``tokenizer/convert``; README "Bring your own VQ tokenizer"):
 
 ```bash
@@ -133,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     denoise = add_edit_command(commands, "denoise", "Regenerate the codes the prior finds unlikely.", prompt=False)
     denoise.add_argument("--prompt", default=None, help="what the image shows (default: unconditional)")
     add_convert_parsers(commands)
+    add_evaluate_images_parser(commands)
     return parser
 
 
@@ -219,6 +226,49 @@ def export(args: argparse.Namespace) -> int:
     from tessera.tokenizer.convert import export_to_diffusers
 
     print("\n".join(export_to_diffusers(args.vqgan, args.output).lines()))
+    return 0
+
+
+def add_evaluate_images_parser(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate-images", help="FD (FID), KID and Inception Score of generated images against reference images",
+        description="Prints one JSON line. --features inception with --inception_weights gives the standard FID/KID/IS "
+                    "(torch-fidelity's network and preprocessing); efficientnet-lite0 (default, offline) gives FD, "
+                    "KID and an IS-like score in EfficientNet-Lite0 features: not comparable with papers' FID.")
+    evaluate.add_argument("generated", metavar="GENERATED_DIR",
+                          help="a folder of images, an imagefolder or a saved datasets folder")
+    evaluate.add_argument("--reference", default=None, metavar="REFERENCE_DIR",
+                          help="reference images (may be left out when --reference_stats exists)")
+    evaluate.add_argument("--reference_stats", type=Path, default=None,
+                          help="cached reference statistics (.safetensors): read if it exists, else written")
+    evaluate.add_argument("--features", choices=("efficientnet-lite0", "inception"), default="efficientnet-lite0")
+    evaluate.add_argument("--inception_weights", type=Path, default=None,
+                          help="pt_inception-2015-12-05-6726825d.pth (needed for --features inception)")
+    evaluate.add_argument("--batch_size", type=int, default=64)
+    evaluate.add_argument("--kid_subset_size", type=int, default=1000, help="capped at the smaller set's size")
+    evaluate.add_argument("--kid_subsets", type=int, default=100)
+    evaluate.add_argument("--is_splits", type=int, default=10)
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the report here")
+    evaluate.add_argument("--no_progress", action="store_true")
+
+
+def evaluate_image_sets(args: argparse.Namespace) -> int:
+    from tessera.core.io import atomic_write_text
+    from tessera.pipelines.evaluation import EvaluationConfig, evaluate_images
+
+    weights = args.inception_weights if args.features == "inception" else None
+    if args.inception_weights is not None and args.features != "inception":
+        raise ValueError("--inception_weights is for --features inception")
+    config = EvaluationConfig(features=args.features, weights=None if weights is None else str(weights),
+                              batch_size=args.batch_size, kid_subset_size=args.kid_subset_size,
+                              kid_subsets=args.kid_subsets, is_splits=args.is_splits, device=args.device,
+                              progress=not args.no_progress)
+    report = evaluate_images(args.generated, args.reference, config=config, reference_stats=args.reference_stats)
+    line = json.dumps(report.to_dict())
+    if args.json is not None:
+        atomic_write_text(args.json, line + "\n")
+    print(line)
     return 0
 
 
@@ -372,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
             return export(args)
         if args.command == "caption":
             return caption(args)
+        if args.command == "evaluate-images":
+            return evaluate_image_sets(args)
         return edit(args)
     except (FileNotFoundError, ValueError) as error:  # CheckpointMismatchError is a ValueError
         print(f"error: {error}", file=sys.stderr)

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("models and the shapes world", ["tessera.tokenizer", "tessera.prior", "tessera.captioner",
                                      "tessera.pipelines.shapes"]),
     ("data", ["tessera.pipelines.data"]),
-    ("tokenized datasets", ["tessera.pipelines.tokens"]),
+    ("tokenized datasets, evaluation", ["tessera.pipelines.tokens", "tessera.pipelines.evaluation"]),
     ("pipeline folder, call checks, outputs, reranking", ["tessera.pipelines.pipeline_folder",
                                                           "tessera.pipelines.call_checks",
                                                           "tessera.pipelines.outputs", "tessera.pipelines.reranking"]),

@@ -21,10 +21,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp.name, path)
 
 
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}, str(tmp))
+    save_file({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
 
 
