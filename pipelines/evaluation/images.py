@@ -93,7 +93,7 @@ def open_image_set(source: str | Path, *, split: str = "train", image_column: st
             raise ValueError(f"{source}: {error}") from None
         rows = raw.layout.batch(raw.dataset[:], 0) if len(raw.dataset) else []
         rows = rows[:max_images] if max_images is not None else rows
-        image_set = ImageSet(str(source), [value for value, _, _ in rows], [source_id for _, _, source_id in rows])
+        image_set = ImageSet(str(source), [row.image for row in rows], [row.source_id for row in rows])
     if not len(image_set):
         raise ValueError(f"{source}: no images found (a folder is searched for {', '.join(IMAGE_SUFFIXES)} files)")
     return image_set
