@@ -1,0 +1,144 @@
+"""Does a pipeline draw the emoji it is asked for? Recognisability and FD / KID on the emoji data.
+
+The data is ``python -m benchmarks.emoji build DIR`` (``DIR/train``, ``DIR/test``). Every real image of both
+splits is a **gallery** entry labelled with its name (its ``text``: the CLDR name; the two art styles of an
+emoji share it). A prompt naming emoji ``e`` gets one seeded image; it is **recognised at k** when ``e`` is
+among the k names nearest to the image, a name's distance being that of its nearest gallery image, in
+EfficientNet-Lite0 pool features (cosine). Chance is k over the number of names.
+
+Prompt families (``--families``; one prompt per distinct name, ``--num_prompts`` names drawn with ``--seed``):
+
+- ``training_names``: names of the training split, as they are ("red apple");
+- ``held_out_phrasings``: the same names asked with the lead-ins and tails caption variation never draws
+  (``HELD_OUT_PROMPT_TEMPLATES``: "a picture of a red apple", "red apple sticker");
+- ``held_out_emoji``: names of the test split, whose emoji (both styles, all skin tones) training never saw.
+
+FD / KID (EfficientNet-Lite0 space, ``pipelines.evaluation``): one sample per test-split row (its own caption)
+against the real test images, beside the floor: as many real training images against the same test images.
+
+    python -m benchmarks.emoji_quality runs/emoji/pipeline --data data/emoji-32 --output_dir runs/emoji-quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+from tessera.core.io import atomic_write_text
+from tessera.pipelines.data.captions import HELD_OUT_PROMPT_TEMPLATES, fill_template
+from tessera.pipelines.evaluation import (
+    ImageSet,
+    evaluate_images,
+    extract_features,
+    load_feature_extractor,
+)
+from tessera.pipelines.evaluation.metrics import IS_SPLITS
+from tessera.pipelines.text_to_image import TextToImagePipeline
+
+FAMILIES = ("training_names", "held_out_phrasings", "held_out_emoji")
+TOP_K = (1, 5)
+
+
+def read_split(folder: Path) -> list[dict]:
+    """The metadata rows of one imagefolder split, with ``path`` added."""
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    return [{**row, "path": str(folder / row["file_name"])} for row in rows]
+
+
+def family_prompts(family: str, train: list[dict], test: list[dict], count: int, seed: int) -> list[tuple[str, str]]:
+    """``(prompt, name)`` pairs of a family: ``count`` distinct names drawn with ``seed``."""
+    names = sorted({row["text"] for row in (test if family == "held_out_emoji" else train)})
+    rng = random.Random(f"{seed}:{family}")
+    names = rng.sample(names, min(count, len(names)))
+    if family == "held_out_phrasings":
+        return [(fill_template(rng.choice(HELD_OUT_PROMPT_TEMPLATES), name), name) for name in names]
+    return [(name, name) for name in names]
+
+
+def name_ranks(features: torch.Tensor, gallery: torch.Tensor, gallery_names: list[str], wanted: list[str]) -> list[int]:
+    """For each image (N, D), the rank (0 = nearest) of its wanted name among all names, by each name's nearest
+    gallery image (G, D) in cosine similarity."""
+    names = sorted(set(gallery_names))
+    index = {name: position for position, name in enumerate(names)}
+    owner = torch.tensor([index[name] for name in gallery_names])  # (G,)
+    similarity = torch.nn.functional.normalize(features, dim=1) @ torch.nn.functional.normalize(gallery, dim=1).T
+    per_name = torch.full((len(features), len(names)), -2.0).scatter_reduce(
+        1, owner.expand(len(features), -1), similarity, reduce="amax")  # (N, names): nearest image of each name
+    target = per_name[torch.arange(len(features)), torch.tensor([index[name] for name in wanted])]  # (N,)
+    return (per_name > target[:, None]).sum(dim=1).tolist()
+
+
+def generate(pipe: TextToImagePipeline, prompts: list[str], seed: int, batch_size: int) -> ImageSet:
+    """One seeded image per prompt, as PIL images (what a user saves)."""
+    generator = torch.Generator(device=pipe.device).manual_seed(seed)
+    images = pipe(prompts, generator=generator, batch_size=batch_size).images
+    return ImageSet("samples", images, [f"{index:05d}: {prompt}" for index, prompt in enumerate(prompts)])
+
+
+def split_images(rows: list[dict], where: str) -> ImageSet:
+    return ImageSet(where, [row["path"] for row in rows], [row["file_name"] for row in rows])
+
+
+def evaluate_pipeline(pipeline: str, data: Path, *, families: tuple[str, ...] = FAMILIES, num_prompts: int = 200,
+                      seed: int = 0, batch_size: int = 64, output_dir: Path | None = None) -> dict:
+    pipe = TextToImagePipeline.from_pretrained(pipeline)
+    pipe.set_progress_bar_config(disable=True)
+    train, test = read_split(data / "train"), read_split(data / "test")
+    extractor = load_feature_extractor("efficientnet-lite0")
+    gallery_rows = train + test
+    gallery = extract_features(extractor, split_images(gallery_rows, "gallery"), total=len(gallery_rows),
+                               desc="gallery").pool  # (G, D)
+    gallery_names = [row["text"] for row in gallery_rows]
+    results: dict = {"pipeline": str(pipeline), "data": str(data), "seed": seed, "num_names": len(set(gallery_names)),
+                     "families": {}}
+    for family in families:
+        pairs = family_prompts(family, train, test, num_prompts, seed)
+        images = generate(pipe, [prompt for prompt, _ in pairs], seed, batch_size)
+        ranks = name_ranks(extract_features(extractor, images, total=len(images), desc=family).pool, gallery, gallery_names,
+                           [name for _, name in pairs])
+        results["families"][family] = {
+            **{f"top{k}": sum(rank < k for rank in ranks) / len(ranks) for k in TOP_K},
+            **{f"chance_top{k}": k / results["num_names"] for k in TOP_K},
+            "num_prompts": len(pairs), "examples": [prompt for prompt, _ in pairs[:5]]}
+    reference = split_images(test, "test")
+    samples = generate(pipe, [row["text"] for row in test], seed, batch_size)
+    splits = min(IS_SPLITS, len(test))  # the IS-like score's splits (fewer only for a tiny test split)
+    results["fd_samples_vs_test"] = evaluate_images(samples, reference, extractor=extractor, is_splits=splits).to_dict()
+    floor = split_images(random.Random(seed).sample(train, min(len(train), len(test))), "train")
+    results["fd_train_vs_test"] = evaluate_images(floor, reference, extractor=extractor, is_splits=splits).to_dict()
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output_dir / "emoji_quality.json", json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pipeline", help="a saved pipeline folder (or a shipped pipeline's name)")
+    parser.add_argument("--data", type=Path, required=True, help="python -m benchmarks.emoji build's folder")
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    parser.add_argument("--num_prompts", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--output_dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    results = evaluate_pipeline(args.pipeline, args.data, families=tuple(args.families), num_prompts=args.num_prompts,
+                                seed=args.seed, batch_size=args.batch_size, output_dir=args.output_dir)
+    print("| family | top-1 | top-5 | chance top-5 | prompts |\n|---|---|---|---|---|")
+    for family, row in results["families"].items():
+        print(f"| {family} | {row['top1']:.1%} | {row['top5']:.1%} | {row['chance_top5']:.2%} | {row['num_prompts']} |")
+    for key in ("fd_samples_vs_test", "fd_train_vs_test"):
+        report = results[key]
+        print(f"{key}: FD {report['fid']:.2f}, KID {report['kid_mean']:.4f} ± {report['kid_std']:.4f} "
+              f"({report['features']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

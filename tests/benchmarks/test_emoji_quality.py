@@ -1,0 +1,59 @@
+"""benchmarks.emoji_quality: the name ranking it judges recognisability by, and a run end to end on a tiny
+emoji-shaped folder with a tiny pipeline (no download)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks.emoji_quality import FAMILIES, evaluate_pipeline, family_prompts, name_ranks
+from tessera.pipelines.data.captions import HELD_OUT_PROMPT_WORDS
+from tests.pipelines.tiny_pipelines import tiny_pipelines
+
+
+def test_a_name_ranks_by_its_nearest_image():
+    gallery = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7], [-1.0, 0.0]])
+    names = ["apple", "cat", "cat", "pizza"]  # cat has two images (two art styles)
+    images = torch.tensor([[0.9, 0.1], [0.6, 0.8], [-1.0, 0.1]])
+    assert name_ranks(images, gallery, names, ["apple", "cat", "apple"]) == [0, 0, 2]
+
+
+def write_split(folder, names):
+    folder.mkdir(parents=True)
+    rows = []
+    for index, name in enumerate(names):
+        Image.new("RGB", (8, 8), (40 * index % 255, 200, 90)).save(folder / f"{index}.png")
+        rows.append(json.dumps({"file_name": f"{index}.png", "text": name, "keywords": [name.split()[0]]}))
+    (folder / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture()
+def emoji_data(tmp_path):
+    write_split(tmp_path / "data" / "train", ["red apple", "red apple", "cat face", "pizza", "flag: Japan"])
+    write_split(tmp_path / "data" / "test", ["hot beverage", "rocket"])
+    return tmp_path / "data"
+
+
+def test_held_out_families_never_use_training_phrasings_or_training_emoji(emoji_data):
+    from benchmarks.emoji_quality import read_split
+
+    train, test = read_split(emoji_data / "train"), read_split(emoji_data / "test")
+    phrased = family_prompts("held_out_phrasings", train, test, 10, seed=0)
+    assert all(any(word in prompt for word in HELD_OUT_PROMPT_WORDS) for prompt, _ in phrased)
+    assert {name for _, name in family_prompts("held_out_emoji", train, test, 10, 0)} == {"hot beverage", "rocket"}
+    assert family_prompts("training_names", train, test, 10, 0) == family_prompts("training_names", train, test, 10, 0)
+
+
+def test_a_run_reports_every_family_and_the_floor(emoji_data, tmp_path):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    folder = tiny_pipelines()["masked"].save_pretrained(tmp_path / "pipeline")
+    results = evaluate_pipeline(str(folder), emoji_data, num_prompts=3, output_dir=tmp_path / "out")
+    assert set(results["families"]) == set(FAMILIES) and results["num_names"] == 6
+    for row in results["families"].values():
+        assert 0 <= row["top1"] <= row["top5"] <= 1 and row["chance_top5"] == 5 / 6
+    assert results["fd_samples_vs_test"]["num_generated"] == 2
+    assert results["fd_train_vs_test"]["features"] == "efficientnet-lite0"
+    assert json.loads((tmp_path / "out" / "emoji_quality.json").read_text())["seed"] == 0
