@@ -25,6 +25,7 @@ import argparse
 import json
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,10 +39,12 @@ from tessera.pipelines.evaluation import (
     load_feature_extractor,
 )
 from tessera.pipelines.evaluation.metrics import IS_SPLITS
-from tessera.pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.reranking import SampleChunk
+from tessera.pipelines.text_to_image import GenerationRequest, TextToImagePipeline
 
 FAMILIES = ("training_names", "held_out_phrasings", "held_out_emoji")
 TOP_K = (1, 5)
+Sampler = Callable[[GenerationRequest], SampleChunk]  # a request -> the codes of its chunks
 
 
 def read_split(folder: Path) -> list[dict]:
@@ -74,10 +77,13 @@ def name_ranks(features: torch.Tensor, gallery: torch.Tensor, gallery_names: lis
     return (per_name > target[:, None]).sum(dim=1).tolist()
 
 
-def generate(pipe: TextToImagePipeline, prompts: list[str], seed: int, batch_size: int) -> ImageSet:
-    """One seeded image per prompt, as PIL images (what a user saves)."""
+def generate(pipe: TextToImagePipeline, prompts: list[str], seed: int, batch_size: int,
+             sampler: Sampler | None = None) -> ImageSet:
+    """One seeded image per prompt, as PIL images (what a user saves); ``sampler`` (a request -> its
+    ``sample_chunk``) draws the codes instead of the pipeline's prior."""
     generator = torch.Generator(device=pipe.device).manual_seed(seed)
-    images = pipe(prompts, generator=generator, batch_size=batch_size).images
+    request = pipe.request(prompts, generator=generator, batch_size=batch_size)
+    images = pipe.generate(request, sampler(request) if sampler is not None else None).images
     return ImageSet("samples", images, [f"{index:05d}: {prompt}" for index, prompt in enumerate(prompts)])
 
 
@@ -85,33 +91,53 @@ def split_images(rows: list[dict], where: str) -> ImageSet:
     return ImageSet(where, [row["path"] for row in rows], [row["file_name"] for row in rows])
 
 
-def evaluate_pipeline(pipeline: str, data: Path, *, families: tuple[str, ...] = FAMILIES, num_prompts: int = 200,
-                      seed: int = 0, batch_size: int = 64, output_dir: Path | None = None) -> dict:
-    pipe = TextToImagePipeline.from_pretrained(pipeline)
-    pipe.set_progress_bar_config(disable=True)
-    train, test = read_split(data / "train"), read_split(data / "test")
-    extractor = load_feature_extractor("efficientnet-lite0")
-    gallery_rows = train + test
-    gallery = extract_features(extractor, split_images(gallery_rows, "gallery"), total=len(gallery_rows),
-                               desc="gallery").pool  # (G, D)
-    gallery_names = [row["text"] for row in gallery_rows]
-    results: dict = {"pipeline": str(pipeline), "data": str(data), "seed": seed, "num_names": len(set(gallery_names)),
-                     "families": {}}
-    for family in families:
-        pairs = family_prompts(family, train, test, num_prompts, seed)
-        images = generate(pipe, [prompt for prompt, _ in pairs], seed, batch_size)
-        ranks = name_ranks(extract_features(extractor, images, total=len(images), desc=family).pool, gallery, gallery_names,
-                           [name for _, name in pairs])
-        results["families"][family] = {
-            **{f"top{k}": sum(rank < k for rank in ranks) / len(ranks) for k in TOP_K},
-            **{f"chance_top{k}": k / results["num_names"] for k in TOP_K},
-            "num_prompts": len(pairs), "examples": [prompt for prompt, _ in pairs[:5]]}
-    reference = split_images(test, "test")
-    samples = generate(pipe, [row["text"] for row in test], seed, batch_size)
-    splits = min(IS_SPLITS, len(test))  # the IS-like score's splits (fewer only for a tiny test split)
-    results["fd_samples_vs_test"] = evaluate_images(samples, reference, extractor=extractor, is_splits=splits).to_dict()
-    floor = split_images(random.Random(seed).sample(train, min(len(train), len(test))), "train")
-    results["fd_train_vs_test"] = evaluate_images(floor, reference, extractor=extractor, is_splits=splits).to_dict()
+class EmojiJudge:
+    """The gallery (every real image's features), the test split and the floor, computed once; ``judge``
+    measures one pipeline (or one sampler through a pipeline's text encoder and VQ-GAN)."""
+
+    def __init__(self, data: Path, *, seed: int = 0):
+        self.data, self.seed = data, seed
+        self.train, self.test = read_split(data / "train"), read_split(data / "test")
+        self.extractor = load_feature_extractor("efficientnet-lite0")
+        gallery_rows = self.train + self.test
+        self.gallery = extract_features(self.extractor, split_images(gallery_rows, "gallery"),
+                                        total=len(gallery_rows), desc="gallery").pool  # (G, D)
+        self.gallery_names = [row["text"] for row in gallery_rows]
+        self.num_names = len(set(self.gallery_names))
+        self.reference = split_images(self.test, "test")
+        self.is_splits = min(IS_SPLITS, len(self.test))  # the IS-like score's splits (fewer for a tiny test split)
+        floor = split_images(random.Random(seed).sample(self.train, min(len(self.train), len(self.test))), "train")
+        self.floor = self.fd(floor)
+
+    def fd(self, images: ImageSet) -> dict:
+        return evaluate_images(images, self.reference, extractor=self.extractor, is_splits=self.is_splits).to_dict()
+
+    def judge(self, pipe: TextToImagePipeline, *, families: tuple[str, ...] = FAMILIES, num_prompts: int = 200,
+              batch_size: int = 64, sampler: Sampler | None = None) -> dict:
+        pipe.set_progress_bar_config(disable=True)
+        results: dict = {"data": str(self.data), "seed": self.seed, "num_names": self.num_names, "families": {}}
+        for family in families:
+            pairs = family_prompts(family, self.train, self.test, num_prompts, self.seed)
+            images = generate(pipe, [prompt for prompt, _ in pairs], self.seed, batch_size, sampler)
+            features = extract_features(self.extractor, images, total=len(images), desc=family).pool  # (P, D)
+            ranks = name_ranks(features, self.gallery, self.gallery_names, [name for _, name in pairs])
+            results["families"][family] = {
+                **{f"top{k}": sum(rank < k for rank in ranks) / len(ranks) for k in TOP_K},
+                **{f"chance_top{k}": k / self.num_names for k in TOP_K},
+                "num_prompts": len(pairs), "examples": [prompt for prompt, _ in pairs[:5]]}
+        samples = generate(pipe, [row["text"] for row in self.test], self.seed, batch_size, sampler)
+        results["fd_samples_vs_test"] = self.fd(samples)
+        results["fd_train_vs_test"] = self.floor
+        return results
+
+
+def evaluate_pipeline(pipeline: str | Path, data: Path, *, families: tuple[str, ...] = FAMILIES,
+                      num_prompts: int = 200, seed: int = 0, batch_size: int = 64,
+                      output_dir: Path | None = None) -> dict:
+    """The figures above for a saved pipeline (a folder or a shipped name)."""
+    results = {"pipeline": str(pipeline), **EmojiJudge(data, seed=seed).judge(
+        TextToImagePipeline.from_pretrained(pipeline), families=families, num_prompts=num_prompts,
+        batch_size=batch_size)}
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output_dir / "emoji_quality.json", json.dumps(results, indent=2) + "\n")
