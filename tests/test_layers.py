@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("public names", ["tessera", "tessera.__main__"]),
 ]
 # Modules whose function-level project imports are allowed: command lines import their subcommands' code late.
-LATE_IMPORTERS = ("tessera.pipelines.cli", "train")
+LATE_IMPORTERS = ("tessera.pipelines.cli.command", "tessera.pipelines.cli.tools", "train")
 
 
 def package_folders(root: Path) -> dict[str, str]:

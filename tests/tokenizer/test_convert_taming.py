@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from tessera.pipelines.cli import CONVERT_SOURCES
+from tessera.pipelines.cli.tools import CONVERT_SOURCES
 from tessera.pipelines.cli import main as tessera
 from tessera.tokenizer.convert import SOURCES, ConversionError, UnsupportedCheckpointError, convert_checkpoint
 from tessera.tokenizer.model import VQGAN

@@ -1,58 +1,5 @@
-"""The ``tessera`` command (also ``python -m tessera``): generate and edit images with a saved pipeline;
-convert other projects' VQ image tokenizers to Tessera VQ-GAN folders and export ours to diffusers.
-
-```bash
-tessera generate "a small red circle on the left" -o out.png
-tessera generate "a small red circle on the left" "a large blue square above a small green triangle" \
-    --num_images_per_prompt 4 --seed 0 -o samples/      # samples/00000.png ... + samples/metadata.jsonl
-python -m tessera.pipelines.shapes.evaluate samples/                   # score them (pipelines trained on the shapes)
-tessera generate "a red circle" "a blue square" --num_images_per_prompt 4 --grid -o grid.png
-tessera generate --prompts_file prompts.txt --pipeline runs/masked -o samples/ --device cuda
-tessera generate "a small red circle on the left" --num_candidates 4 -o best.png   # reranked by the captioner
-```
-
-Captioning (``pipelines.image_to_text``; a pipeline folder with a ``captioner/`` component)::
-
-    tessera caption scene.png other.jpg                      # one "path<TAB>caption" line per image
-    tessera caption scene.png --num_beams 4 --num_return_sequences 2
-    tessera caption scene.png --do_sample --top_k 10 --seed 1 --num_return_sequences 3
-    tessera caption scene.png --score "a small red circle on the left"   # log-likelihood per token
-
-Where images go (``-o``):
-
-- a path ending in ``.png`` is one file: the image, when there is exactly one, or the grid with ``--grid``
-  (one row per prompt when ``--num_images_per_prompt`` > 1). More than one image without ``--grid`` is an error.
-- any other path is a folder: ``00000.png``, ``00001.png``, ... (prompt-major: the first prompt's images
-  first), a ``metadata.jsonl`` with one ``{"file_name", "text"}`` line per image (the imagefolder layout that
-  ``python -m tessera.pipelines.shapes.evaluate`` and ``datasets`` read) and a ``generation.json`` with the settings used;
-  with ``--grid``, ``grid.png`` instead of the single images. Files of the same names are overwritten.
-
-Editing (``pipelines.editing``; one image in, one ``.png`` out at the input's size; the sampling flags are
-``generate``'s)::
-
-    tessera inpaint IMAGE MASK "a small green square on the left" -o out.png    # MASK: white = regenerate
-    tessera outpaint IMAGE "a red circle to the left of a blue square" --left 16 -o out.png
-    tessera edit IMAGE "a small blue circle on the left" --strength 0.6 -o out.png
-    tessera denoise IMAGE -o out.png [--prompt "a small red circle on the left"]
-
-The same ``--seed``, prompts, settings and ``--batch_size`` give the same images (on the CPU, also across
-processes); images made on a GPU differ from those made on the CPU.
-
-Image quality (``pipelines.evaluation``; README "Image quality: FD, KID, IS"; one JSON line)::
-
-    tessera evaluate-images samples/ --reference heldout/                       # EfficientNet-Lite0 FD, offline
-    tessera evaluate-images samples/ --reference heldout/ --features inception \
-        --inception_weights pt_inception-2015-12-05-6726825d.pth --reference_stats heldout-inception.safetensors
-
-Bring your own VQ image tokenizer (see ``tokenizer/convert``; README "Bring your own VQ tokenizer"):
-
-```bash
-tessera convert --from taming logs/vqgan_imagenet_f16_16384/checkpoints/last.ckpt -o runs/taming-f16
-tessera convert --from llamagen vq_ds16_c2i.pt -o runs/llamagen-vq16 --resolution 256
-tessera convert --from diffusers path/to/amused-256 -o runs/amused-vq     # a VQModel folder or a pipeline's
-tessera export --to diffusers runs/vqgan -o runs/vqgan-diffusers          # diffusers.VQModel.from_pretrained
-```
-"""
+"""The ``tessera`` command line: the parser of every subcommand and the handlers of those that draw
+(generate, caption, inpaint, outpaint, edit, denoise); ``tools`` has the others. Usage: the package docstring."""
 
 from __future__ import annotations
 
@@ -64,10 +11,15 @@ import sys
 from pathlib import Path
 
 from tessera.models import DEFAULT_PIPELINE, SHIPPED_PIPELINES, resolve_pipeline_folder
+from tessera.pipelines.cli.tools import (
+    add_convert_parsers,
+    add_evaluate_images_parser,
+    convert,
+    evaluate_image_sets,
+    export,
+)
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-CONVERT_SOURCES = ("taming", "llamagen", "diffusers")  # tokenizer.convert.SOURCES (imported late: start-up time)
-PIXEL_RANGES = {"-1,1": (-1, 1), "0,1": (0, 1)}
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -187,88 +139,6 @@ def caption(args: argparse.Namespace) -> int:
     per_image = args.num_return_sequences
     for index, text in enumerate(output.captions):
         print(f"{images[index // per_image]}\t{text}")
-    return 0
-
-
-def add_convert_parsers(commands) -> None:
-    convert = commands.add_parser(
-        "convert", help="import a taming-transformers, LlamaGen or diffusers VQ checkpoint as a Tessera VQ-GAN folder",
-        description="Converts strictly: every source weight is used or dropped for a stated reason and every "
-                    "Tessera weight is filled, or nothing is written. Checkpoint pickles are read with "
-                    "torch.load(weights_only=True) only.")
-    convert.add_argument("--from", dest="source", required=True, choices=CONVERT_SOURCES)
-    convert.add_argument("checkpoint", type=Path, metavar="SOURCE",
-                         help=".ckpt / .pt / .pth / .safetensors file, or a diffusers VQModel (or pipeline) folder")
-    convert.add_argument("-o", "--output", type=Path, required=True, help="the Tessera VQ-GAN folder to write")
-    convert.add_argument("--resolution", type=int, default=None,
-                         help="image side recorded in the config (default: diffusers' sample_size, else 256)")
-    convert.add_argument("--pixel_range", choices=sorted(PIXEL_RANGES), default=None, metavar="{-1,1|0,1}",
-                         help="pixels the network works in; write --pixel_range=-1,1 (default: 0,1 for an aMUSEd "
-                              "pipeline, else -1,1)")
-    export = commands.add_parser("export", help="write a Tessera VQ-GAN folder as a diffusers VQModel folder",
-                                 description="Needs ch_mult[0] == 1 and a vq quantizer.")
-    export.add_argument("--to", dest="target", required=True, choices=["diffusers"])
-    export.add_argument("vqgan", type=Path, metavar="VQGAN_DIR", help="a Tessera VQ-GAN folder")
-    export.add_argument("-o", "--output", type=Path, required=True)
-
-
-def convert(args: argparse.Namespace) -> int:
-    from tessera.tokenizer.convert import convert_checkpoint
-
-    pixel_range = None if args.pixel_range is None else PIXEL_RANGES[args.pixel_range]
-    report = convert_checkpoint(args.source, args.checkpoint, args.output, resolution=args.resolution,
-                                pixel_range=pixel_range)
-    print("\n".join(report.lines()))
-    return 0
-
-
-def export(args: argparse.Namespace) -> int:
-    from tessera.tokenizer.convert import export_to_diffusers
-
-    print("\n".join(export_to_diffusers(args.vqgan, args.output).lines()))
-    return 0
-
-
-def add_evaluate_images_parser(commands) -> None:
-    evaluate = commands.add_parser(
-        "evaluate-images", help="FD (FID), KID and Inception Score of generated images against reference images",
-        description="Prints one JSON line. --features inception with --inception_weights gives the standard FID/KID/IS "
-                    "(torch-fidelity's network and preprocessing); efficientnet-lite0 (default, offline) gives FD, "
-                    "KID and an IS-like score in EfficientNet-Lite0 features: not comparable with papers' FID.")
-    evaluate.add_argument("generated", metavar="GENERATED_DIR",
-                          help="a folder of images, an imagefolder or a saved datasets folder")
-    evaluate.add_argument("--reference", default=None, metavar="REFERENCE_DIR",
-                          help="reference images (may be left out when --reference_stats exists)")
-    evaluate.add_argument("--reference_stats", type=Path, default=None,
-                          help="cached reference statistics (.safetensors): read if it exists, else written")
-    evaluate.add_argument("--features", choices=("efficientnet-lite0", "inception"), default="efficientnet-lite0")
-    evaluate.add_argument("--inception_weights", type=Path, default=None,
-                          help="pt_inception-2015-12-05-6726825d.pth (needed for --features inception)")
-    evaluate.add_argument("--batch_size", type=int, default=64)
-    evaluate.add_argument("--kid_subset_size", type=int, default=1000, help="capped at the smaller set's size")
-    evaluate.add_argument("--kid_subsets", type=int, default=100)
-    evaluate.add_argument("--is_splits", type=int, default=10)
-    evaluate.add_argument("--device", default="cpu")
-    evaluate.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the report here")
-    evaluate.add_argument("--no_progress", action="store_true")
-
-
-def evaluate_image_sets(args: argparse.Namespace) -> int:
-    from tessera.core.io import atomic_write_text
-    from tessera.pipelines.evaluation import EvaluationConfig, evaluate_images
-
-    weights = args.inception_weights if args.features == "inception" else None
-    if args.inception_weights is not None and args.features != "inception":
-        raise ValueError("--inception_weights is for --features inception")
-    config = EvaluationConfig(features=args.features, weights=None if weights is None else str(weights),
-                              batch_size=args.batch_size, kid_subset_size=args.kid_subset_size,
-                              kid_subsets=args.kid_subsets, is_splits=args.is_splits, device=args.device,
-                              progress=not args.no_progress)
-    report = evaluate_images(args.generated, args.reference, config=config, reference_stats=args.reference_stats)
-    line = json.dumps(report.to_dict())
-    if args.json is not None:
-        atomic_write_text(args.json, line + "\n")
-    print(line)
     return 0
 
 
@@ -430,6 +300,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return 1
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
