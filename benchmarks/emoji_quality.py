@@ -78,11 +78,12 @@ def name_ranks(features: torch.Tensor, gallery: torch.Tensor, gallery_names: lis
 
 
 def generate(pipe: TextToImagePipeline, prompts: list[str], seed: int, batch_size: int,
-             sampler: Sampler | None = None) -> ImageSet:
-    """One seeded image per prompt, as PIL images (what a user saves); ``sampler`` (a request -> its
+             sampler: Sampler | None = None, options: dict | None = None) -> ImageSet:
+    """One seeded image per prompt, as PIL images (what a user saves); ``options``: the pipeline call's
+    sampling arguments (``guidance_scale``, ``num_candidates``, ...); ``sampler`` (a request -> its
     ``sample_chunk``) draws the codes instead of the pipeline's prior."""
     generator = torch.Generator(device=pipe.device).manual_seed(seed)
-    request = pipe.request(prompts, generator=generator, batch_size=batch_size)
+    request = pipe.request(prompts, generator=generator, batch_size=batch_size, **(options or {}))
     images = pipe.generate(request, sampler(request) if sampler is not None else None).images
     return ImageSet("samples", images, [f"{index:05d}: {prompt}" for index, prompt in enumerate(prompts)])
 
@@ -113,31 +114,35 @@ class EmojiJudge:
         return evaluate_images(images, self.reference, extractor=self.extractor, is_splits=self.is_splits).to_dict()
 
     def judge(self, pipe: TextToImagePipeline, *, families: tuple[str, ...] = FAMILIES, num_prompts: int = 200,
-              batch_size: int = 64, sampler: Sampler | None = None) -> dict:
+              batch_size: int = 64, sampler: Sampler | None = None, options: dict | None = None) -> dict:
         pipe.set_progress_bar_config(disable=True)
-        results: dict = {"data": str(self.data), "seed": self.seed, "num_names": self.num_names, "families": {}}
+        results: dict = {"data": str(self.data), "seed": self.seed, "num_names": self.num_names,
+                         "options": dict(options or {}), "families": {}}
         for family in families:
             pairs = family_prompts(family, self.train, self.test, num_prompts, self.seed)
-            images = generate(pipe, [prompt for prompt, _ in pairs], self.seed, batch_size, sampler)
+            images = generate(pipe, [prompt for prompt, _ in pairs], self.seed, batch_size, sampler, options)
             features = extract_features(self.extractor, images, total=len(images), desc=family).pool  # (P, D)
             ranks = name_ranks(features, self.gallery, self.gallery_names, [name for _, name in pairs])
             results["families"][family] = {
                 **{f"top{k}": sum(rank < k for rank in ranks) / len(ranks) for k in TOP_K},
                 **{f"chance_top{k}": k / self.num_names for k in TOP_K},
                 "num_prompts": len(pairs), "examples": [prompt for prompt, _ in pairs[:5]]}
-        samples = generate(pipe, [row["text"] for row in self.test], self.seed, batch_size, sampler)
+        samples = generate(pipe, [row["text"] for row in self.test], self.seed, batch_size, sampler, options)
         results["fd_samples_vs_test"] = self.fd(samples)
         results["fd_train_vs_test"] = self.floor
         return results
 
 
 def evaluate_pipeline(pipeline: str | Path, data: Path, *, families: tuple[str, ...] = FAMILIES,
-                      num_prompts: int = 200, seed: int = 0, batch_size: int = 64,
+                      num_prompts: int = 200, seed: int = 0, batch_size: int = 64, settings: list[dict] | None = None,
                       output_dir: Path | None = None) -> dict:
-    """The figures above for a saved pipeline (a folder or a shipped name)."""
-    results = {"pipeline": str(pipeline), **EmojiJudge(data, seed=seed).judge(
-        TextToImagePipeline.from_pretrained(pipeline), families=families, num_prompts=num_prompts,
-        batch_size=batch_size)}
+    """The figures above for a saved pipeline (a folder or a shipped name), once per entry of ``settings``
+    (sampling arguments of the pipeline call; default: its own defaults), the gallery and floor computed once."""
+    judge = EmojiJudge(data, seed=seed)
+    pipe = TextToImagePipeline.from_pretrained(pipeline)
+    results = {"pipeline": str(pipeline), "runs": [judge.judge(pipe, families=families, num_prompts=num_prompts,
+                                                               batch_size=batch_size, options=options)
+                                                   for options in (settings or [{}])]}
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output_dir / "emoji_quality.json", json.dumps(results, indent=2) + "\n")
@@ -150,21 +155,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="python -m benchmarks.emoji build's folder")
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument("--num_prompts", type=int, default=200)
+    parser.add_argument("--guidance_scale", type=float, nargs="+", default=[None],
+                        help="one run per value (default: the pipeline's)")
+    parser.add_argument("--num_candidates", type=int, nargs="+", default=[1],
+                        help="best of K by the captioner; one run per value (and per guidance scale)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--output_dir", type=Path, default=None)
     args = parser.parse_args(argv)
+    settings = [{**({"guidance_scale": scale} if scale is not None else {}),
+                 **({"num_candidates": count} if count != 1 else {})}
+                for scale in args.guidance_scale for count in args.num_candidates]
     results = evaluate_pipeline(args.pipeline, args.data, families=tuple(args.families), num_prompts=args.num_prompts,
-                                seed=args.seed, batch_size=args.batch_size, output_dir=args.output_dir)
-    print("| family | top-1 | top-5 | chance top-5 | prompts |\n|---|---|---|---|---|")
-    for family, row in results["families"].items():
-        print(f"| {family} | {row['top1']:.1%} | {row['top5']:.1%} | {row['chance_top5']:.2%} | {row['num_prompts']} |")
-    for key in ("fd_samples_vs_test", "fd_train_vs_test"):
-        report = results[key]
-        print(f"{key}: FD {report['fid']:.2f}, KID {report['kid_mean']:.4f} ± {report['kid_std']:.4f} "
-              f"({report['features']})")
+                                seed=args.seed, batch_size=args.batch_size, settings=settings,
+                                output_dir=args.output_dir)
+    print("| sampling | " + " | ".join(f"{family} top-1 / top-5" for family in args.families)
+          + " | FD vs test | KID vs test |")
+    print("|---" * (3 + len(args.families)) + "|")
+    for run in results["runs"]:
+        fd = run["fd_samples_vs_test"]
+        print(f"| {run['options'] or 'defaults'} | " + " | ".join(
+            f"{run['families'][family]['top1']:.1%} / {run['families'][family]['top5']:.1%}"
+            for family in args.families) + f" | {fd['fid']:.2f} | {fd['kid_mean']:.4f} ± {fd['kid_std']:.4f} |")
+    floor, first = results["runs"][0]["fd_train_vs_test"], results["runs"][0]
+    print(f"floor, real training images vs test: FD {floor['fid']:.2f}, KID {floor['kid_mean']:.4f} "
+          f"({floor['features']}); chance top-1 / top-5: {first['families'][args.families[0]]['chance_top1']:.2%} / "
+          f"{first['families'][args.families[0]]['chance_top5']:.2%} of {first['num_names']} names")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

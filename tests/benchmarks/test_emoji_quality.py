@@ -50,10 +50,24 @@ def test_held_out_families_never_use_training_phrasings_or_training_emoji(emoji_
 def test_a_run_reports_every_family_and_the_floor(emoji_data, tmp_path):
     pytest.importorskip("efficientnet_lite_pytorch")
     folder = tiny_pipelines()["masked"].save_pretrained(tmp_path / "pipeline")
-    results = evaluate_pipeline(str(folder), emoji_data, num_prompts=3, output_dir=tmp_path / "out")
-    assert set(results["families"]) == set(FAMILIES) and results["num_names"] == 6
-    for row in results["families"].values():
-        assert 0 <= row["top1"] <= row["top5"] <= 1 and row["chance_top5"] == 5 / 6
-    assert results["fd_samples_vs_test"]["num_generated"] == 2
-    assert results["fd_train_vs_test"]["features"] == "efficientnet-lite0"
-    assert json.loads((tmp_path / "out" / "emoji_quality.json").read_text())["seed"] == 0
+    results = evaluate_pipeline(str(folder), emoji_data, num_prompts=3, output_dir=tmp_path / "out",
+                                settings=[{}, {"guidance_scale": 1.0}])
+    assert [run["options"] for run in results["runs"]] == [{}, {"guidance_scale": 1.0}]
+    for run in results["runs"]:
+        assert set(run["families"]) == set(FAMILIES) and run["num_names"] == 6
+        for row in run["families"].values():
+            assert 0 <= row["top1"] <= row["top5"] <= 1 and row["chance_top5"] == 5 / 6
+        assert run["fd_samples_vs_test"]["num_generated"] == 2
+        assert run["fd_train_vs_test"]["features"] == "efficientnet-lite0"
+    assert json.loads((tmp_path / "out" / "emoji_quality.json").read_text())["runs"][0]["seed"] == 0
+
+
+def test_the_command_prints_one_row_per_setting(emoji_data, tmp_path, capsys):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from benchmarks.emoji_quality import main
+
+    folder = tiny_pipelines()["masked"].save_pretrained(tmp_path / "pipeline")
+    assert main([str(folder), "--data", str(emoji_data), "--num_prompts", "2", "--guidance_scale", "1", "3",
+                 "--families", "training_names"]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| {")]
+    assert len(table) == 2 and "'guidance_scale': 3.0" in table[1]
