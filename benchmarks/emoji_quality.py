@@ -149,25 +149,38 @@ def evaluate_pipeline(pipeline: str | Path, data: Path, *, families: tuple[str, 
     return results
 
 
+SETTING_TYPES = {"guidance_scale": float, "temperature": float, "top_k": int, "top_p": float, "num_steps": int,
+                 "num_candidates": int}
+
+
+def sampling_setting(text: str) -> dict:
+    """``"guidance_scale=3,num_candidates=4"`` -> the pipeline call's arguments; ``"defaults"`` -> ``{}``."""
+    if text in ("", "defaults"):
+        return {}
+    setting = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if name not in SETTING_TYPES or not value:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected NAME=VALUE with NAME one of {sorted(SETTING_TYPES)}")
+        setting[name] = SETTING_TYPES[name](value)
+    return setting
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pipeline", help="a saved pipeline folder (or a shipped pipeline's name)")
     parser.add_argument("--data", type=Path, required=True, help="python -m benchmarks.emoji build's folder")
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument("--num_prompts", type=int, default=200)
-    parser.add_argument("--guidance_scale", type=float, nargs="+", default=[None],
-                        help="one run per value (default: the pipeline's)")
-    parser.add_argument("--num_candidates", type=int, nargs="+", default=[1],
-                        help="best of K by the captioner; one run per value (and per guidance scale)")
+    parser.add_argument("--runs", nargs="+", type=sampling_setting, default=[{}], metavar="SETTING",
+                        help="one run per SETTING, e.g. defaults guidance_scale=3 guidance_scale=2,num_candidates=4 "
+                             "(the pipeline call's arguments; 'defaults': its own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--output_dir", type=Path, default=None)
     args = parser.parse_args(argv)
-    settings = [{**({"guidance_scale": scale} if scale is not None else {}),
-                 **({"num_candidates": count} if count != 1 else {})}
-                for scale in args.guidance_scale for count in args.num_candidates]
     results = evaluate_pipeline(args.pipeline, args.data, families=tuple(args.families), num_prompts=args.num_prompts,
-                                seed=args.seed, batch_size=args.batch_size, settings=settings,
+                                seed=args.seed, batch_size=args.batch_size, settings=args.runs,
                                 output_dir=args.output_dir)
     print("| sampling | " + " | ".join(f"{family} top-1 / top-5" for family in args.families)
           + " | FD vs test | KID vs test |")
