@@ -25,10 +25,13 @@ import argparse
 import json
 import random
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from tessera.core.io import atomic_write_text
 from tessera.pipelines.data.captions import HELD_OUT_PROMPT_TEMPLATES, fill_template
@@ -96,13 +99,17 @@ class EmojiJudge:
     """The gallery (every real image's features), the test split and the floor, computed once; ``judge``
     measures one pipeline (or one sampler through a pipeline's text encoder and VQ-GAN)."""
 
-    def __init__(self, data: Path, *, seed: int = 0):
+    def __init__(self, data: Path, *, seed: int = 0, cache_dir: Path | None = None):
+        """``cache_dir``: keep the gallery's features and the test split's statistics there (reused when the
+        gallery's files are the same); default: a temporary folder, for this judge only."""
         self.data, self.seed = data, seed
         self.train, self.test = read_split(data / "train"), read_split(data / "test")
         self.extractor = load_feature_extractor("efficientnet-lite0")
+        self._temporary = tempfile.TemporaryDirectory() if cache_dir is None else None
+        self.cache_dir = Path(self._temporary.name if cache_dir is None else cache_dir)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
         gallery_rows = self.train + self.test
-        self.gallery = extract_features(self.extractor, split_images(gallery_rows, "gallery"),
-                                        total=len(gallery_rows), desc="gallery").pool  # (G, D)
+        self.gallery = self.gallery_features(gallery_rows)  # (G, D)
         self.gallery_names = [row["text"] for row in gallery_rows]
         self.num_names = len(set(self.gallery_names))
         self.reference = split_images(self.test, "test")
@@ -110,8 +117,20 @@ class EmojiJudge:
         floor = split_images(random.Random(seed).sample(self.train, min(len(self.train), len(self.test))), "train")
         self.floor = self.fd(floor)
 
+    def gallery_features(self, rows: list[dict]) -> torch.Tensor:
+        path = self.cache_dir / "gallery-efficientnet-lite0.safetensors"
+        files = json.dumps([row["path"] for row in rows])
+        if path.is_file():
+            with safe_open(str(path), "pt") as cached:
+                if (cached.metadata() or {}).get("files") == files:
+                    return cached.get_tensor("pool")
+        pool = extract_features(self.extractor, split_images(rows, "gallery"), total=len(rows), desc="gallery").pool
+        save_file({"pool": pool.contiguous()}, str(path), metadata={"files": files})
+        return pool
+
     def fd(self, images: ImageSet) -> dict:
-        return evaluate_images(images, self.reference, extractor=self.extractor, is_splits=self.is_splits).to_dict()
+        return evaluate_images(images, self.reference, extractor=self.extractor, is_splits=self.is_splits,
+                               reference_stats=self.cache_dir / "test-efficientnet-lite0.safetensors").to_dict()
 
     def judge(self, pipe: TextToImagePipeline, *, families: tuple[str, ...] = FAMILIES, num_prompts: int = 200,
               batch_size: int = 64, sampler: Sampler | None = None, options: dict | None = None) -> dict:
@@ -135,10 +154,10 @@ class EmojiJudge:
 
 def evaluate_pipeline(pipeline: str | Path, data: Path, *, families: tuple[str, ...] = FAMILIES,
                       num_prompts: int = 200, seed: int = 0, batch_size: int = 64, settings: list[dict] | None = None,
-                      output_dir: Path | None = None) -> dict:
+                      output_dir: Path | None = None, cache_dir: Path | None = None) -> dict:
     """The figures above for a saved pipeline (a folder or a shipped name), once per entry of ``settings``
     (sampling arguments of the pipeline call; default: its own defaults), the gallery and floor computed once."""
-    judge = EmojiJudge(data, seed=seed)
+    judge = EmojiJudge(data, seed=seed, cache_dir=cache_dir)
     pipe = TextToImagePipeline.from_pretrained(pipeline)
     results = {"pipeline": str(pipeline), "runs": [judge.judge(pipe, families=families, num_prompts=num_prompts,
                                                                batch_size=batch_size, options=options)
@@ -178,10 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--output_dir", type=Path, default=None)
+    parser.add_argument("--cache_dir", type=Path, default=None,
+                        help="keep the gallery features and test statistics here for the next run")
     args = parser.parse_args(argv)
     results = evaluate_pipeline(args.pipeline, args.data, families=tuple(args.families), num_prompts=args.num_prompts,
                                 seed=args.seed, batch_size=args.batch_size, settings=args.runs,
-                                output_dir=args.output_dir)
+                                output_dir=args.output_dir, cache_dir=args.cache_dir)
     print("| sampling | " + " | ".join(f"{family} top-1 / top-5" for family in args.families)
           + " | FD vs test | KID vs test |")
     print("|---" * (3 + len(args.families)) + "|")

@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_prompts", type=int, default=200, help="names per recognisability family")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", type=Path, default=Path("runs/peer-quality"))
+    parser.add_argument("--cache_dir", type=Path, default=None, help="emoji_quality's gallery cache")
     args = parser.parse_args(argv)
     try:
         import diffusers  # noqa: F401
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     held_out_codes = torch.stack(list(held_out["codes"])).long()  # (R, h, w)
     masks = torch.stack([ours.random_mask(len(held_out_codes)) for _ in range(args.nll_masks)])  # (K, R, h, w)
     held_out_contexts = cache.context(held_out_captions, "cpu")
-    judge = EmojiJudge(args.data, seed=args.seed)
+    judge = EmojiJudge(args.data, seed=args.seed, cache_dir=args.cache_dir)
 
     rows = []
     for side in sides:

@@ -82,3 +82,20 @@ def test_a_setting_names_the_call_arguments():
     assert sampling_setting("guidance_scale=2.5,num_candidates=4") == {"guidance_scale": 2.5, "num_candidates": 4}
     with pytest.raises(argparse.ArgumentTypeError, match="NAME=VALUE"):
         sampling_setting("guidance=3")
+
+
+def test_the_gallery_cache_is_reused_only_for_the_same_files(emoji_data, tmp_path):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from benchmarks.emoji_quality import EmojiJudge
+
+    first = EmojiJudge(emoji_data, cache_dir=tmp_path / "cache")
+    cached = tmp_path / "cache" / "gallery-efficientnet-lite0.safetensors"
+    stamp = cached.stat().st_mtime_ns
+    again = EmojiJudge(emoji_data, cache_dir=tmp_path / "cache")
+    assert cached.stat().st_mtime_ns == stamp and torch.equal(first.gallery, again.gallery)
+    assert again.floor["fid"] == pytest.approx(first.floor["fid"])
+    other = tmp_path / "other"  # another gallery: computed again, not read
+    write_split(other / "train", ["red apple", "pizza", "cat face"])
+    write_split(other / "test", ["rocket", "rocket ship"])
+    changed = EmojiJudge(other, cache_dir=tmp_path / "cache")
+    assert changed.num_names == 5 and len(changed.gallery) == 5
