@@ -22,6 +22,7 @@ against the real test images, beside the floor: as many real training images aga
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sys
@@ -113,6 +114,8 @@ class EmojiJudge:
         self.gallery_names = [row["text"] for row in gallery_rows]
         self.num_names = len(set(self.gallery_names))
         self.reference = split_images(self.test, "test")
+        test_files = hashlib.sha256(json.dumps([row["path"] for row in self.test]).encode()).hexdigest()[:16]
+        self.reference_stats = self.cache_dir / f"test-{test_files}-efficientnet-lite0.safetensors"
         self.is_splits = min(IS_SPLITS, len(self.test))  # the IS-like score's splits (fewer for a tiny test split)
         floor = split_images(random.Random(seed).sample(self.train, min(len(self.train), len(self.test))), "train")
         self.floor = self.fd(floor)
@@ -130,7 +133,7 @@ class EmojiJudge:
 
     def fd(self, images: ImageSet) -> dict:
         return evaluate_images(images, self.reference, extractor=self.extractor, is_splits=self.is_splits,
-                               reference_stats=self.cache_dir / "test-efficientnet-lite0.safetensors").to_dict()
+                               reference_stats=self.reference_stats).to_dict()
 
     def judge(self, pipe: TextToImagePipeline, *, families: tuple[str, ...] = FAMILIES, num_prompts: int = 200,
               batch_size: int = 64, sampler: Sampler | None = None, options: dict | None = None) -> dict:
