@@ -7,6 +7,8 @@ positions (A) and odd positions (B); FD in EfficientNet-Lite0 features of
 - B vs B's VQ-GAN reconstructions and A vs B's reconstructions,
 - A vs uniform noise images of B's count and size.
 
+``--max_images N`` takes a seeded random subset first (the halves then hold N / 2 each).
+
 Speed (``--speed_images N``): features of N images of the set's size (its images repeated), batch
 ``--batch_size``, timed after one warm-up batch, with the torch thread count.
 
@@ -80,10 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip_sanity", action="store_true")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max_images", type=int, default=None,
+                        help="a seeded random subset of this many images (default: all)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     images = load_uint8(args.real)
-    result = {"real": args.real}
+    if args.max_images is not None and args.max_images < len(images):
+        keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[:args.max_images]
+        images = images[keep.sort().values]  # (max_images, 3, H, W), in the set's order
+    result = {"real": args.real, "max_images": args.max_images}
     if not args.skip_sanity:
         result["fd_efficientnet_lite0"] = sanity(images, args.vqgan, args.seed)
     if args.speed_images:
