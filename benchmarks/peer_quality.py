@@ -266,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     held_out_captions = list(held_out["caption"])
     cache = ContextCache(pipe.text, list(dict.fromkeys([*bank.captions(), *held_out_captions, NULL_CAPTION])))
     conditioning = PeerConditioning(cache.context([NULL_CAPTION], "cpu"), prior_config.context_length)
+    torch.manual_seed(args.seed)  # the initial weights of both
     sides, ours = build_contenders(prior_config, conditioning)
-    torch.manual_seed(args.seed)
     data = TrainingData(torch.stack(list(tokens["codes"])).long(), captions, bank, cache, ours.random_mask,
                         prior_config.caption_dropout, args.seed)
     held_out_codes = torch.stack(list(held_out["codes"])).long()  # (R, h, w)
