@@ -11,7 +11,7 @@ import pytest
 
 import train
 from tessera.models import resolve_pipeline_folder
-from tessera.pipelines import cli
+from tessera.pipelines.cli import command as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

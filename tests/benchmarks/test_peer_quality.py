@@ -62,7 +62,7 @@ def test_both_sides_train_for_the_budget_and_are_judged_alike(tmp_path):
     ours, peer = report["results"]
     assert ours["side"].startswith("tessera") and "aMUSEd" in peer["side"]
     for row in (ours, peer):
-        assert row["steps"] >= 1 and row["train_seconds"] > 0
+        assert row["steps"] >= 1 and row["train_seconds"] >= 0
         assert 0 < row["held_out_nll_per_code"] < 10 * math.log(16)
         assert row["fd_samples_vs_test"]["num_generated"] == 2
         assert set(row["families"]) == {"training_names", "held_out_phrasings", "held_out_emoji"}

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from tessera.core.config import CheckpointMismatchError
-from tessera.pipelines import cli
+from tessera.pipelines.cli import command as cli
 from tessera.pipelines.text_to_image import PIPELINE_CONFIG_NAME, TextToImageOutput, TextToImagePipeline
 from tessera.prior.config import prior_preset
 from tessera.prior.kinds import build_prior

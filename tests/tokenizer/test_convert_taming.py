@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from tessera.pipelines.cli.tools import CONVERT_SOURCES
 from tessera.pipelines.cli import main as tessera
+from tessera.pipelines.cli.tools import CONVERT_SOURCES
 from tessera.tokenizer.convert import SOURCES, ConversionError, UnsupportedCheckpointError, convert_checkpoint
 from tessera.tokenizer.model import VQGAN
 from tests.tokenizer.reference_models import agreement, perturb_, random_images
