@@ -21,8 +21,8 @@ VQ-GAN) and with ``benchmarks/emoji_quality.py``'s measures:
   through ``TextToImagePipeline.generate`` with the pipeline's sampling settings (the peer through
   ``AmusedScheduler`` and the sampling loop of ``AmusedPipeline``, at the same steps and guidance).
 
-    python -m benchmarks.peer_quality runs/emoji/pipeline --tokens runs/emoji/tokens --data data/emoji-32 \\
-        --minutes 15 --output_dir runs/peer-quality
+    python -m benchmarks.peer_quality models/tessera-emoji --vqgan runs/emoji/vqgan --tokens runs/emoji/tokens \\
+        --data data/emoji-32 --minutes 15 --output_dir runs/peer-quality
 
 Needs diffusers (``pip install -e ".[bench]"``).
 """
@@ -58,6 +58,7 @@ from tessera.pipelines.training.prior import PRIOR_TRAINING_DEFAULTS
 from tessera.prior.context import TextContext
 from tessera.prior.kinds import build_prior
 from tessera.prior.masked import MaskedPrior
+from tessera.tokenizer.model import VQGAN
 
 NULL_CAPTION = ""  # the peer's unconditional prompt, as aMUSEd uses the empty prompt's encoding
 
@@ -231,9 +232,9 @@ def peer_sampler(peer: nn.Module, conditioning: PeerConditioning, grid_size: int
     return for_request
 
 
-def held_out_tokens(pipeline: Path, data: Path, output_dir: Path):
-    """The test split encoded by the pipeline's VQ-GAN (``train.py tokenize``'s export; resumable)."""
-    export_tokenized_dataset(ExportConfig(vqgan=str(pipeline / "vqgan"), data=str(data / "test"),
+def held_out_tokens(vqgan: Path, data: Path, output_dir: Path):
+    """The test split encoded by the training tokens' VQ-GAN (``train.py tokenize``'s export; resumable)."""
+    export_tokenized_dataset(ExportConfig(vqgan=str(vqgan), data=str(data / "test"),
                                           output_dir=str(output_dir / "heldout-tokens")))
     return load_tokenized_dataset(output_dir / "heldout-tokens")
 
@@ -243,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pipeline", type=Path, help="a trained pipeline folder: its VQ-GAN, text encoder, sizes")
     parser.add_argument("--tokens", type=Path, required=True, help="the tokenized training set (its VQ-GAN's)")
     parser.add_argument("--data", type=Path, required=True, help="python -m benchmarks.emoji build's folder")
+    parser.add_argument("--vqgan", type=Path, default=None,
+                        help="the VQ-GAN the tokens were made with, when it is not the pipeline's (e.g. the float32 "
+                             "training run's vqgan/ beside a float16 shipped pipeline; default: PIPELINE/vqgan)")
     parser.add_argument("--minutes", type=float, default=15.0, help="training wall time of each side")
     parser.add_argument("--probe_steps", type=int, default=10, help="timed steps that fix each side's step count")
     parser.add_argument("--caption_variation", default="prompts")
@@ -260,9 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     pipe = TextToImagePipeline.from_pretrained(args.pipeline)
     prior_config = pipe.prior.config
-    tokens = load_tokenized_dataset(args.tokens, vqgan=pipe.vqgan)
+    vqgan = args.vqgan or args.pipeline / "vqgan"
+    tokens = load_tokenized_dataset(args.tokens, vqgan=pipe.vqgan if args.vqgan is None else VQGAN.from_pretrained(vqgan))
     bank, captions = training_captions(tokens, args.caption_variation, args.caption_variants, args.seed)
-    held_out = held_out_tokens(args.pipeline, args.data, args.output_dir)
+    held_out = held_out_tokens(vqgan, args.data, args.output_dir)
     held_out_captions = list(held_out["caption"])
     cache = ContextCache(pipe.text, list(dict.fromkeys([*bank.captions(), *held_out_captions, NULL_CAPTION])))
     conditioning = PeerConditioning(cache.context([NULL_CAPTION], "cpu"), prior_config.context_length)

@@ -34,6 +34,7 @@ def test_both_sides_train_for_the_budget_and_are_judged_alike(tmp_path):
     from benchmarks.peer_quality import main
     from tessera.pipelines.text_to_image import TextToImagePipeline
     from tessera.pipelines.tokens import ExportConfig, export_tokenized_dataset
+    from tessera.pipelines.tokens.dataset import TokenizerMismatchError
     from tessera.prior.config import SamplingConfig, prior_preset
     from tessera.prior.kinds import build_prior
     from tessera.prior.text import TextConditioner, TextEncoderConfig
@@ -52,11 +53,16 @@ def test_both_sides_train_for_the_budget_and_are_judged_alike(tmp_path):
     pipe = TextToImagePipeline.from_components(VQGAN(vqgan_preset("tiny")).eval(), text, prior.eval(),
                                                SamplingConfig(num_steps=2))
     folder = pipe.save_pretrained(tmp_path / "pipeline")
-    export_tokenized_dataset(ExportConfig(vqgan=str(folder / "vqgan"), data=str(data / "train"),
+    # the tokens' VQ-GAN is not the pipeline's (as a float32 training run's beside a float16 shipped pipeline)
+    training_vqgan = VQGAN(vqgan_preset("tiny")).save_pretrained(tmp_path / "training-vqgan")
+    export_tokenized_dataset(ExportConfig(vqgan=str(training_vqgan), data=str(data / "train"),
                                           output_dir=str(tmp_path / "tokens"), alternative_caption_column="keywords"),
                              show_progress=False)
     out = tmp_path / "out"
-    assert main([str(folder), "--tokens", str(tmp_path / "tokens"), "--data", str(data), "--minutes", "0.01",
+    with pytest.raises(TokenizerMismatchError):
+        main([str(folder), "--tokens", str(tmp_path / "tokens"), "--data", str(data), "--output_dir", str(out)])
+    assert main([str(folder), "--vqgan", str(training_vqgan), "--tokens", str(tmp_path / "tokens"),
+                 "--data", str(data), "--minutes", "0.01",
                  "--probe_steps", "2", "--num_prompts", "2", "--nll_masks", "2", "--output_dir", str(out)]) == 0
     report = json.loads((out / "peer_quality.json").read_text())
     ours, peer = report["results"]
