@@ -1,8 +1,13 @@
-"""Checks of the arguments every pipeline call shares (prompts, counts), with errors that say what was expected."""
+"""Checks of the arguments every pipeline call shares (prompts, counts, sampling settings, the generator), with
+errors that say what was expected."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+import torch
+
+from tessera.prior.config import SamplingConfig
 
 
 def prompt_list(prompt: str | list[str], name: str) -> list[str]:
@@ -22,3 +27,39 @@ def positive_int(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return value
+
+
+def checked_sampling_options(defaults: SamplingConfig, prior_kind: str, *, guidance_scale: float | None = None,
+                             temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                             num_steps: int | None = None) -> dict:
+    """Keyword arguments for ``prior.sample``: the call's settings over ``defaults`` (those left at None), checked."""
+    guidance_scale = float(defaults.guidance_scale if guidance_scale is None else guidance_scale)
+    temperature = float(defaults.temperature if temperature is None else temperature)
+    top_k = defaults.top_k if top_k is None else top_k
+    top_p = defaults.top_p if top_p is None else top_p
+    if not guidance_scale >= 0:  # also NaN
+        raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {guidance_scale}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+        raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must lie in (0, 1] (1 = off), got {top_p}")
+    options = {"guidance_scale": guidance_scale, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+    if prior_kind == "masked":
+        options["num_steps"] = positive_int(defaults.num_steps if num_steps is None else num_steps, "num_steps")
+    elif num_steps is not None:
+        raise ValueError(f"num_steps applies to the masked prior only; this pipeline's prior is {prior_kind} "
+                         "(one step per code).")
+    return options
+
+
+def check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+    """``generator``: None, or one ``torch.Generator`` on the pipeline's device type."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be one torch.Generator, got {type(generator).__name__}")
+    if generator.device.type != device.type:
+        raise ValueError(f"the generator is on {generator.device} but the pipeline on {device}; "
+                         f"pass torch.Generator(device={device.type!r})")

@@ -1,15 +1,25 @@
-"""What a pipeline call hands back: chunks of decoded images converted to the output type and gathered; and the
-eval-mode guard the calls run their modules under."""
+"""What a pipeline call hands back (``TextToImageOutput``): chunks of decoded images converted to the output type
+and gathered; and the eval-mode guard the calls run their modules under."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+
+OUTPUT_TYPES = ("pil", "np", "pt", "codes")
+
+
+@dataclass
+class TextToImageOutput:
+    images: list[Image.Image] | np.ndarray | torch.Tensor | None  # None for output_type="codes"
+    codes: torch.Tensor  # (N, h, w) long, on the CPU
+    prompts: list[str]  # the prompt of each image (N = len(prompts) * num_images_per_prompt, prompt-major)
 
 
 def gather_images(chunks: list, output_type: str) -> list[Image.Image] | np.ndarray | torch.Tensor | None:

@@ -61,16 +61,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from tessera.captioner.model import Captioner
 from tessera.core.version import tessera_version
 from tessera.models import resolve_pipeline_folder
-from tessera.pipelines.call_checks import positive_int, prompt_list
-from tessera.pipelines.outputs import eval_mode, gather_images, postprocess_images
+from tessera.pipelines.call_checks import check_generator, checked_sampling_options, positive_int, prompt_list
+from tessera.pipelines.outputs import (
+    OUTPUT_TYPES,
+    TextToImageOutput,
+    eval_mode,
+    gather_images,
+    postprocess_images,
+)
 from tessera.pipelines.pipeline_folder import (
     CAPTIONER_FOLDER,
     COMPONENTS,
@@ -90,16 +94,6 @@ from tessera.prior.transformer import GridPrior
 from tessera.tokenizer.model import VQGAN
 
 logger = logging.getLogger(__name__)
-
-OUTPUT_TYPES = ("pil", "np", "pt", "codes")
-
-
-@dataclass
-class TextToImageOutput:
-    images: list[Image.Image] | np.ndarray | torch.Tensor | None  # None for output_type="codes"
-    codes: torch.Tensor  # (N, h, w) long, on the CPU
-    prompts: list[str]  # the prompt of each image (N = len(prompts) * num_images_per_prompt, prompt-major)
-
 
 @dataclass
 class GenerationRequest:
@@ -311,27 +305,8 @@ class TextToImagePipeline:
                          top_k: int | None = None, top_p: float | None = None,
                          num_steps: int | None = None) -> dict:
         """Keyword arguments for ``prior.sample``: the call's settings over the defaults, checked."""
-        defaults = self.sampling
-        guidance_scale = float(defaults.guidance_scale if guidance_scale is None else guidance_scale)
-        temperature = float(defaults.temperature if temperature is None else temperature)
-        top_k = defaults.top_k if top_k is None else top_k
-        top_p = defaults.top_p if top_p is None else top_p
-        if not guidance_scale >= 0:  # also NaN
-            raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {guidance_scale}")
-        if not temperature >= 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
-            raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must lie in (0, 1] (1 = off), got {top_p}")
-        options = {"guidance_scale": guidance_scale, "temperature": temperature, "top_k": top_k,
-                   "top_p": top_p}
-        if self.prior.config.kind == "masked":
-            options["num_steps"] = positive_int(defaults.num_steps if num_steps is None else num_steps, "num_steps")
-        elif num_steps is not None:
-            raise ValueError(f"num_steps applies to the masked prior only; this pipeline's prior is "
-                             f"{self.prior.config.kind} (one step per code).")
-        return options
+        return checked_sampling_options(self.sampling, self.prior.config.kind, guidance_scale=guidance_scale,
+                                        temperature=temperature, top_k=top_k, top_p=top_p, num_steps=num_steps)
 
     def request(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None,
                 num_images_per_prompt: int = 1, *, guidance_scale: float | None = None,
@@ -353,12 +328,7 @@ class TextToImagePipeline:
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         options = self.sampling_options(guidance_scale, temperature, top_k, top_p, num_steps)
-        if generator is not None:
-            if not isinstance(generator, torch.Generator):
-                raise TypeError(f"generator must be one torch.Generator, got {type(generator).__name__}")
-            if generator.device.type != self.device.type:
-                raise ValueError(f"the generator is on {generator.device} but the pipeline on {self.device}; "
-                                 f"pass torch.Generator(device={self.device.type!r})")
+        check_generator(generator, self.device)
         if negatives is not None and options["guidance_scale"] == 1.0:
             logger.warning("negative_prompt has no effect at guidance_scale=1 (no classifier-free guidance).")
             negatives = None
