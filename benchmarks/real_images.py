@@ -48,10 +48,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from benchmarks.reconstruction_fd import reconstruction_fd
+from benchmarks import tokenizer_heldout
+from benchmarks.tokenizer_heldout import evaluate_tokenizer
 from benchmarks.tuxpaint import DataSourceError, build_tuxpaint_imagefolders
 from tessera.core.io import save_image_grid
-from tessera.pipelines.data import collate_image_captions, load_image_caption_data
 from tessera.pipelines.text_to_image import TextToImagePipeline
 from tessera.pipelines.tokens.dataset import load_tokenized_dataset
 from tessera.pipelines.training.config import TrainingConfig
@@ -60,12 +60,9 @@ from tessera.pipelines.training.vqgan import (
     DataOptions,
     TokenizerRunConfig,
     VQGANStage,
-    evaluate_reconstructions,
 )
 from tessera.tokenizer.config import vqgan_preset
 from tessera.tokenizer.losses import LossConfig
-from tessera.tokenizer.metrics import high_frequency_energy
-from tessera.tokenizer.model import VQGAN
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("data", "speed", "tokenizers", "prior", "report")
@@ -177,29 +174,7 @@ def train_tokenizers(out: Path, args: argparse.Namespace) -> dict[str, dict]:
 
 
 def heldout_loader(data: Path) -> DataLoader:
-    heldout = load_image_caption_data(str(data / "heldout"), resolution=RESOLUTION, allow_empty_captions=True)
-    return DataLoader(heldout.dataset, batch_size=64, collate_fn=collate_image_captions)
-
-
-@torch.no_grad()
-def evaluate_tokenizer(folder: Path, loader: DataLoader) -> tuple[dict, torch.Tensor]:
-    """Held-out metrics of one trained tokenizer and its reconstructions of the first 16 images."""
-    model = VQGAN.from_pretrained(folder).eval()
-    metrics, _, _ = evaluate_reconstructions(model, loader, torch.device("cpu"), judge_captions=False)
-    original_energy = reconstruction_energy = 0.0
-    originals, reconstructions = [], []
-    for batch in loader:
-        images = batch["pixel_values"]
-        output = model(images).reconstruction.clamp(-1, 1)
-        original_energy += float(high_frequency_energy(images).sum())
-        reconstruction_energy += float(high_frequency_energy(output).sum())
-        originals.append(images)
-        reconstructions.append(output)
-    metrics = {key.removeprefix("val/"): round(value, 4) for key, value in metrics.items()}
-    metrics["sharpness"] = round(reconstruction_energy / original_energy, 4)
-    metrics["reconstruction_fd"] = round(reconstruction_fd(torch.cat(originals), torch.cat(reconstructions)), 2)
-    steps = json.loads((folder / "run_config.json").read_text())["training"]["max_train_steps"]
-    return {"steps": steps, **metrics}, torch.cat(reconstructions)[:16]
+    return tokenizer_heldout.heldout_loader(data / "heldout", RESOLUTION)
 
 
 def tokenizer_stage(out: Path, args: argparse.Namespace) -> dict:
