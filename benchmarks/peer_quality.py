@@ -224,8 +224,8 @@ def peer_sampler(peer: nn.Module, conditioning: PeerConditioning, grid_size: int
             else:
                 negative_states, negative_pooled = conditioning(negative)
             return amused_sample(peer, scheduler, states, pooled, negative_states, negative_pooled,
-                                 grid_size=grid_size, num_steps=request.options["num_steps"],
-                                 guidance_scale=request.options["guidance_scale"], generator=request.generator)
+                                 grid_size=grid_size, num_steps=request.sampling.num_steps,
+                                 guidance_scale=request.sampling.guidance_scale, generator=request.generator)
 
         return sample_chunk
 

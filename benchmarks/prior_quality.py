@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from tessera.pipelines.shapes.evaluate import evaluate
+from tessera.pipelines.shapes.world import SHAPES_WORLD
 from tessera.pipelines.text_to_image import TextToImagePipeline
-from tessera.pipelines.training.prior import shapes_evaluation_captions
 
 
 def score(pipeline: TextToImagePipeline, captions: dict[str, list[str]], *, guidance_scale: float,
@@ -44,7 +44,7 @@ def score(pipeline: TextToImagePipeline, captions: dict[str, list[str]], *, guid
 
 
 def evaluation_captions(num_captions: int, styles: list[str]) -> dict[str, list[str]]:
-    return shapes_evaluation_captions(num_captions, seed=1234, styles=tuple(styles))
+    return SHAPES_WORLD.evaluation_captions(num_captions, seed=1234, styles=tuple(styles))
 
 
 def print_table(rows: list[dict], splits: list[str]) -> None:

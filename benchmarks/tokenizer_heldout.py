@@ -47,7 +47,7 @@ def trained_steps(folder: Path) -> int | None:
 def evaluate_tokenizer(folder: Path, loader: DataLoader) -> tuple[dict, torch.Tensor]:
     """Held-out metrics of one trained tokenizer and its reconstructions of the first ``GRID_IMAGES`` images."""
     model = VQGAN.from_pretrained(folder).eval()
-    metrics, _, _ = evaluate_reconstructions(model, loader, torch.device("cpu"), judge_captions=False)
+    metrics, _, _ = evaluate_reconstructions(model, loader, torch.device("cpu"))
     original_energy = reconstruction_energy = 0.0
     originals, reconstructions = [], []
     for batch in loader:

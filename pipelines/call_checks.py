@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import torch
 
-from tessera.prior.config import SamplingConfig
+from tessera.prior.config import GUIDANCE_SCHEDULES, SamplingConfig
 
 
 def prompt_list(prompt: str | list[str], name: str) -> list[str]:
@@ -31,8 +31,10 @@ def positive_int(value: int, name: str) -> int:
 
 def checked_sampling_options(defaults: SamplingConfig, prior_kind: str, *, guidance_scale: float | None = None,
                              temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                             num_steps: int | None = None) -> dict:
-    """Keyword arguments for ``prior.sample``: the call's settings over ``defaults`` (those left at None), checked."""
+                             num_steps: int | None = None, guidance_schedule: str | None = None,
+                             choice_temperature: float | None = None) -> SamplingConfig:
+    """The call's settings over ``defaults`` (those left at None), checked: the one check of sampling settings on
+    the way from a call to ``prior.sample`` (``SamplingConfig.sample_kwargs``)."""
     guidance_scale = float(defaults.guidance_scale if guidance_scale is None else guidance_scale)
     temperature = float(defaults.temperature if temperature is None else temperature)
     top_k = defaults.top_k if top_k is None else top_k
@@ -45,13 +47,21 @@ def checked_sampling_options(defaults: SamplingConfig, prior_kind: str, *, guida
         raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must lie in (0, 1] (1 = off), got {top_p}")
-    options = {"guidance_scale": guidance_scale, "temperature": temperature, "top_k": top_k, "top_p": top_p}
-    if prior_kind == "masked":
-        options["num_steps"] = positive_int(defaults.num_steps if num_steps is None else num_steps, "num_steps")
-    elif num_steps is not None:
-        raise ValueError(f"num_steps applies to the masked prior only; this pipeline's prior is {prior_kind} "
-                         "(one step per code).")
-    return options
+    guidance_schedule = defaults.guidance_schedule if guidance_schedule is None else guidance_schedule
+    if guidance_schedule not in GUIDANCE_SCHEDULES:
+        raise ValueError(f"guidance_schedule must be one of {GUIDANCE_SCHEDULES}, got {guidance_schedule!r}")
+    if prior_kind != "masked":
+        for name, value in (("num_steps", num_steps), ("choice_temperature", choice_temperature)):
+            if value is not None:
+                raise ValueError(f"{name} applies to the masked prior only; this pipeline's prior is {prior_kind} "
+                                 "(one step per code).")
+    choice_temperature = float(defaults.choice_temperature if choice_temperature is None else choice_temperature)
+    if not choice_temperature >= 0:
+        raise ValueError(f"choice_temperature must be >= 0 (0 = reveal by confidence alone), got {choice_temperature}")
+    num_steps = positive_int(defaults.num_steps if num_steps is None else num_steps, "num_steps")
+    return SamplingConfig(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p,
+                          num_steps=num_steps, guidance_schedule=guidance_schedule,
+                          choice_temperature=choice_temperature)
 
 
 def check_generator(generator: torch.Generator | None, device: torch.device) -> None:

@@ -104,7 +104,7 @@ class GenerationRequest:
     num_images_per_prompt: int
     batch_size: int
     output_type: str
-    options: dict  # keyword arguments of ``prior.sample``: the call's sampling settings over the defaults
+    sampling: SamplingConfig  # the call's sampling settings over the pipeline's defaults, checked
     generator: torch.Generator | None
     num_candidates: int = 1  # candidates drawn per image, the one the captioner scores best kept
 
@@ -302,17 +302,20 @@ class TextToImagePipeline:
         return self.vqgan.from_network_range(images.float()).clamp(-1, 1)
 
     def sampling_options(self, guidance_scale: float | None = None, temperature: float | None = None,
-                         top_k: int | None = None, top_p: float | None = None,
-                         num_steps: int | None = None) -> dict:
-        """Keyword arguments for ``prior.sample``: the call's settings over the defaults, checked."""
+                         top_k: int | None = None, top_p: float | None = None, num_steps: int | None = None,
+                         guidance_schedule: str | None = None,
+                         choice_temperature: float | None = None) -> SamplingConfig:
+        """The call's sampling settings over the pipeline's defaults (``self.sampling``), checked."""
         return checked_sampling_options(self.sampling, self.prior.config.kind, guidance_scale=guidance_scale,
-                                        temperature=temperature, top_k=top_k, top_p=top_p, num_steps=num_steps)
+                                        temperature=temperature, top_k=top_k, top_p=top_p, num_steps=num_steps,
+                                        guidance_schedule=guidance_schedule, choice_temperature=choice_temperature)
 
     def request(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None,
                 num_images_per_prompt: int = 1, *, guidance_scale: float | None = None,
                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                 num_steps: int | None = None, generator: torch.Generator | None = None,
-                output_type: str = "pil", batch_size: int = 64, num_candidates: int = 1) -> GenerationRequest:
+                output_type: str = "pil", batch_size: int = 64, num_candidates: int = 1,
+                guidance_schedule: str | None = None, choice_temperature: float | None = None) -> GenerationRequest:
         """The arguments of a call, checked (see the module docstring), as a ``GenerationRequest``; every
         pipeline built on this one (``pipelines.editing``) checks its prompts and settings here."""
         prompts = prompt_list(prompt, "prompt")
@@ -327,30 +330,34 @@ class TextToImagePipeline:
                              "add one with `python train.py captioner --pipeline DIR`")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        options = self.sampling_options(guidance_scale, temperature, top_k, top_p, num_steps)
+        sampling = self.sampling_options(guidance_scale, temperature, top_k, top_p, num_steps, guidance_schedule,
+                                         choice_temperature)
         check_generator(generator, self.device)
-        if negatives is not None and options["guidance_scale"] == 1.0:
+        if negatives is not None and not sampling.guided:
             logger.warning("negative_prompt has no effect at guidance_scale=1 (no classifier-free guidance).")
             negatives = None
         if negatives is not None and len(negatives) == 1:
             negatives = negatives * len(prompts)
-        return GenerationRequest(prompts, negatives, per_prompt, batch_size, output_type, options, generator,
+        return GenerationRequest(prompts, negatives, per_prompt, batch_size, output_type, sampling, generator,
                                  num_candidates)
 
     def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None,
                  num_images_per_prompt: int = 1, *, guidance_scale: float | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  num_steps: int | None = None, generator: torch.Generator | None = None,
-                 output_type: str = "pil", batch_size: int = 64, num_candidates: int = 1) -> TextToImageOutput:
+                 output_type: str = "pil", batch_size: int = 64, num_candidates: int = 1,
+                 guidance_schedule: str | None = None, choice_temperature: float | None = None) -> TextToImageOutput:
         """Images for ``prompt`` (a string or a list): see the module docstring for the behaviour on unusual
         input. ``output_type``: "pil" (list of RGB images), "np" (float32 (N, H, W, 3) in [0, 1]), "pt"
         (float32 (N, 3, H, W) in [-1, 1]) or "codes" (no decoding; ``images`` is None). ``num_candidates`` > 1
         (a folder with a captioner): draw that many candidates per image and keep the one whose prompt the
-        captioner finds most likely."""
+        captioner finds most likely. ``guidance_schedule`` ("constant", "linear", "cosine") and
+        ``choice_temperature`` (masked prior): see ``SamplingConfig``; None: the pipeline's defaults."""
         return self.generate(self.request(
             prompt, negative_prompt, num_images_per_prompt, guidance_scale=guidance_scale, temperature=temperature,
             top_k=top_k, top_p=top_p, num_steps=num_steps, generator=generator, output_type=output_type,
-            batch_size=batch_size, num_candidates=num_candidates))
+            batch_size=batch_size, num_candidates=num_candidates, guidance_schedule=guidance_schedule,
+            choice_temperature=choice_temperature))
 
     def generate(self, request: GenerationRequest, sample_chunk: SampleChunk | None = None,
                  finish_chunk: FinishChunk | None = None, desc: str = "generating") -> TextToImageOutput:
@@ -362,7 +369,7 @@ class TextToImagePipeline:
         if sample_chunk is None:
             def sample_chunk(context: TextContext, negative: TextContext | None, rows: torch.Tensor) -> torch.Tensor:
                 return self.prior.sample(context, negative_context=negative, generator=request.generator,
-                                         **request.options)
+                                         **request.sampling.sample_kwargs(self.prior.config.kind))
         if request.num_candidates > 1:
             sample_chunk = best_of_candidates(
                 sample_chunk, request.num_candidates, lambda row: request.prompts[row // request.num_images_per_prompt],

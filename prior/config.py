@@ -52,15 +52,43 @@ class PriorConfig(JSONConfig):
         return dataclasses.replace(copy.deepcopy(self), **changes)
 
 
+GUIDANCE_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def uses_guidance(guidance_scale: float) -> bool:
+    """Whether sampling at ``guidance_scale`` runs classifier-free guidance (a second, unconditional half of the
+    batch): every scale but 1. The one place this is decided (pipelines, priors and samplers ask here)."""
+    return guidance_scale != 1.0
+
+
 @dataclass
 class SamplingConfig(JSONConfig):
-    """Sampling settings used for validation (and saved as the pipeline's defaults)."""
+    """Sampling settings, one typed object from the command line (or ``pipe(...)``, or ``pipeline.json``'s
+    defaults, or a training run's validation) to the sampler: ``pipelines.call_checks`` checks a call's settings
+    over the defaults once, and ``sample_kwargs`` hands them to ``prior.sample``."""
 
-    guidance_scale: float = 2.0
-    temperature: float = 1.0
+    guidance_scale: float = 2.0  # classifier-free guidance scale (1: no guidance)
+    temperature: float = 1.0  # 0: greedy
     top_k: int | None = None  # None or 0: off
     top_p: float | None = None  # None or 1: off
-    num_steps: int = 8  # masked prior only
+    num_steps: int = 8  # masked prior only: parallel decoding steps
+    # how the guidance scale moves through decoding: "constant", or "linear" / "cosine" from 1 up to guidance_scale
+    guidance_schedule: str = "constant"
+    # masked prior only: the Gumbel noise on which codes are revealed first (annealed to 0; 0: by confidence alone)
+    choice_temperature: float = 4.5
+
+    @property
+    def guided(self) -> bool:
+        return uses_guidance(self.guidance_scale)
+
+    def sample_kwargs(self, prior_kind: str) -> dict:
+        """Keyword arguments of ``prior.sample`` for a prior of ``prior_kind`` (``num_steps`` and
+        ``choice_temperature`` are the masked prior's only)."""
+        options = {"guidance_scale": self.guidance_scale, "guidance_schedule": self.guidance_schedule,
+                   "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
+        if prior_kind == "masked":
+            options.update(num_steps=self.num_steps, choice_temperature=self.choice_temperature)
+        return options
 
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-GUIDANCE_SCHEDULES = ("constant", "linear", "cosine")
+from tessera.prior.config import GUIDANCE_SCHEDULES, uses_guidance
 
 
 def filter_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
@@ -106,7 +106,7 @@ def cosine_mask_ratio(progress: float | torch.Tensor) -> float | torch.Tensor:
 
 def _check_guidance(guidance_scale: float, guidance_schedule: str) -> bool:
     guidance_scale_at(guidance_schedule, guidance_scale, 0.0)  # validates the name
-    return guidance_scale != 1.0
+    return uses_guidance(guidance_scale)
 
 
 def _step_logits(logits_fn: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor, guided: bool,

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tessera.core.pretrained import PretrainedMixin
-from tessera.prior.config import PriorConfig
+from tessera.prior.config import PriorConfig, uses_guidance
 from tessera.prior.context import TextContext
 
 
@@ -332,7 +332,7 @@ class GridPrior(nn.Module, PretrainedMixin):
         """``context`` alone when ``guidance_scale == 1``, else ``[context ; negative or null context]``
         (2B rows, padded to one length): the samplers run both halves in one batch."""
         self.check_context(context)
-        if guidance_scale == 1.0:
+        if not uses_guidance(guidance_scale):
             return context
         batch = context.batch_size
         if negative_context is None:

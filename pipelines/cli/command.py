@@ -35,6 +35,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     sampling.add_argument("--top_k", type=int, default=None, help="0 turns top-k off")
     sampling.add_argument("--top_p", type=float, default=None, help="1 turns top-p off")
     sampling.add_argument("--num_steps", type=int, default=None, help="masked prior only")
+    sampling.add_argument("--guidance_schedule", default=None, choices=["constant", "linear", "cosine"],
+                          help="the guidance scale through decoding: constant, or from 1 up to --guidance_scale")
+    sampling.add_argument("--choice_temperature", type=float, default=None,
+                          help="masked prior only: noise on which codes are revealed first (0: by confidence)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     parser.add_argument("--dtype", choices=DTYPES, default="auto",
                         help="auto: bfloat16 on a GPU that supports it, else float32")
@@ -194,7 +198,8 @@ def load_pipeline(directory: Path, device, dtype, *, quiet: bool, cls=None):
 
 def sampling_arguments(args: argparse.Namespace) -> dict:
     return dict(guidance_scale=args.guidance_scale, temperature=args.temperature, top_k=args.top_k,
-                top_p=args.top_p, num_steps=args.num_steps)
+                top_p=args.top_p, num_steps=args.num_steps, guidance_schedule=args.guidance_schedule,
+                choice_temperature=args.choice_temperature)
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -214,7 +219,7 @@ def generate(args: argparse.Namespace) -> int:
     device, dtype = resolve_device(args.device, args.dtype)
     pipe = load_pipeline(pipeline_dir, device, dtype, quiet=args.no_progress)
     given = sampling_arguments(args)
-    options = pipe.sampling_options(**given)  # what the call will use, for generation.json
+    options = pipe.sampling_options(**given).sample_kwargs(pipe.prior.config.kind)  # for generation.json
     generator = torch.Generator(device=device).manual_seed(args.seed)
     output = pipe(prompts, negative_prompt=args.negative_prompt, num_images_per_prompt=args.num_images_per_prompt,
                   generator=generator, output_type="pt" if args.grid else "pil", batch_size=args.batch_size,

@@ -112,7 +112,7 @@ class EditingPipeline:
         def score(given: torch.Tensor, context: TextContext, negative: TextContext | None,
                   index: torch.Tensor) -> torch.Tensor:
             return self.prior.code_log_probs(given, context, negative_context=negative,
-                                             guidance_scale=request.options["guidance_scale"], **options)
+                                             guidance_scale=request.sampling.guidance_scale, **options)
 
         return score
 
@@ -136,7 +136,8 @@ class EditingPipeline:
             cells = choose(given, context, negative, index).to(given.device)  # (B, h, w) bool
             regenerated.append(cells.cpu())
             return self.prior.sample(context, negative_context=negative, generator=request.generator,
-                                     initial_codes=given, initial_mask=~cells, **request.options)
+                                     initial_codes=given, initial_mask=~cells,
+                                     **request.sampling.sample_kwargs(self.prior.config.kind))
 
         def finish_chunk(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:  # (B, 3, R, R) -> (B, 3, H, W)
             return torch.stack([paste_back(image, inputs[i].canvas, inputs[i].box, weights[i])

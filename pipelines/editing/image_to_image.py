@@ -69,7 +69,8 @@ class ImageToImagePipeline(EditingPipeline):
                  guidance_scale: float | None = None, temperature: float | None = None, top_k: int | None = None,
                  top_p: float | None = None, num_steps: int | None = None,
                  generator: torch.Generator | None = None, output_type: str = "pil",
-                 batch_size: int = 64) -> EditOutput:
+                 batch_size: int = 64, guidance_schedule: str | None = None,
+                 choice_temperature: float | None = None) -> EditOutput:
         """``image``: one (for every prompt) or a list of one per prompt. The sampling arguments and
         ``output_type`` are ``TextToImagePipeline``'s; images come back at the input's size."""
         if not 0 <= strength <= 1:
@@ -79,7 +80,7 @@ class ImageToImagePipeline(EditingPipeline):
         request = self.pipe.request(
             prompt, negative_prompt, num_images_per_prompt, guidance_scale=guidance_scale, temperature=temperature,
             top_k=top_k, top_p=top_p, num_steps=num_steps, generator=generator, output_type=output_type,
-            batch_size=batch_size)
+            batch_size=batch_size, guidance_schedule=guidance_schedule, choice_temperature=choice_temperature)
         score = self.scorer(request, group_stride, GROUP_STRIDE)
         count = round(strength * self.prior.config.num_codes)
 
@@ -100,7 +101,8 @@ class ImageToImagePipeline(EditingPipeline):
                 guidance_scale: float | None = None, temperature: float | None = 0.0, top_k: int | None = None,
                 top_p: float | None = None, num_steps: int | None = None,
                 generator: torch.Generator | None = None, output_type: str = "pil",
-                batch_size: int = 64) -> EditOutput:
+                batch_size: int = 64, guidance_schedule: str | None = None,
+                choice_temperature: float | None = None) -> EditOutput:
         """``image`` with the codes the prior finds less likely than ``threshold`` regenerated (at most
         ``max_strength`` of the grid, the least likely first); ``prompt`` None is unconditional. Greedy by
         default (``temperature=0``: each replaced code is the most likely one, not a random draw)."""
@@ -111,7 +113,8 @@ class ImageToImagePipeline(EditingPipeline):
         request = self.pipe.request(
             "" if prompt is None else prompt, negative_prompt, num_images_per_prompt,
             guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p, num_steps=num_steps,
-            generator=generator, output_type=output_type, batch_size=batch_size)
+            generator=generator, output_type=output_type, batch_size=batch_size, guidance_schedule=guidance_schedule,
+            choice_temperature=choice_temperature)
         score = self.scorer(request, group_stride, DENOISE_GROUP_STRIDE)
         cap = round(max_strength * self.prior.config.num_codes)
 

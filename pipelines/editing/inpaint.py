@@ -71,13 +71,14 @@ class InpaintPipeline(EditingPipeline):
                  dilation: int = DILATION, feather_radius: float = 0.0, guidance_scale: float | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  num_steps: int | None = None, generator: torch.Generator | None = None,
-                 output_type: str = "pil", batch_size: int = 64) -> EditOutput:
+                 output_type: str = "pil", batch_size: int = 64, guidance_schedule: str | None = None,
+                 choice_temperature: float | None = None) -> EditOutput:
         """``image`` and ``mask_image``: one each (for every prompt) or a list of one per prompt. The sampling
         arguments and ``output_type`` are ``TextToImagePipeline``'s; images come back at the input's size."""
         request = self.pipe.request(
             prompt, negative_prompt, num_images_per_prompt, guidance_scale=guidance_scale, temperature=temperature,
             top_k=top_k, top_p=top_p, num_steps=num_steps, generator=generator, output_type=output_type,
-            batch_size=batch_size)
+            batch_size=batch_size, guidance_schedule=guidance_schedule, choice_temperature=choice_temperature)
         images = per_prompt_list(image, len(request.prompts), "image")
         masks = per_prompt_list(mask_image, len(request.prompts), "mask_image")
         count = max(len(images), len(masks))

@@ -13,7 +13,7 @@ DTYPES = ("fp32", "bf16")
 class ExportConfig(JSONConfig):
     """What to export and how (``train.py tokenize`` has one flag per field)."""
 
-    vqgan: str = ""  # a saved VQ-GAN folder (the image tokenizer; --vqgan, formerly --tokenizer)
+    vqgan: str = ""  # a saved VQ-GAN folder (the image tokenizer: train.py vqgan's output)
     data: str = ""  # any source pipelines.data reads
     output_dir: str = ""
     split: str = "train"

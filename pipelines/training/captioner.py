@@ -6,8 +6,9 @@ the text tokenizer of an existing pipeline (``--pipeline``: its VQ-GAN and text 
 byte-level BPE trained on the captions (as the prior's scratch text side is). It runs in
 ``pipelines.training.loop`` (resume, EMA, gradient accumulation, several processes). Validation, on the main
 process from the EMA weights: held-out caption loss and token accuracy, a grid of held-out images with their
-generated captions (``samples/``), and on the built-in shapes the exact-match accuracy of greedy captions
-(parsed, compared as scenes) on ``test`` and ``holdout`` scenes, through ``ImageToTextPipeline``.
+generated captions (``samples/``), and on a benchmark world's data (``pipelines.data.worlds``: the built-in
+shapes) the exact-match accuracy of greedy captions (compared as scenes) on its held-out ``test`` and ``holdout``
+scenes, through ``ImageToTextPipeline``.
 
 The output folder is what ``ImageToTextPipeline.from_pretrained`` loads: with ``--pipeline``, a copy of that
 pipeline with the ``captioner/`` component added (so text-to-image can rerank with it); without, ``vqgan/``,
@@ -27,11 +28,18 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from tessera.captioner.model import Captioner, CaptionerConfig, caption_vocabulary, tokenize_captions
+from tessera.captioner.model import (
+    CAPTIONER_PRESETS,
+    Captioner,
+    CaptionerConfig,
+    caption_vocabulary,
+    tokenize_captions,
+)
 from tessera.core.config import JSONConfig
 from tessera.core.io import atomic_write_text, save_image_grid
 from tessera.core.pretrained import WEIGHTS_NAME, load_safetensors
 from tessera.models import resolve_pipeline_folder
+from tessera.pipelines.data.worlds import AUTO, check_world_choice, world_of_captions
 from tessera.pipelines.image_to_text import ImageToTextPipeline
 from tessera.pipelines.pipeline_folder import (
     CAPTIONER_FOLDER,
@@ -40,12 +48,11 @@ from tessera.pipelines.pipeline_folder import (
     PIPELINE_CONFIG_NAME,
     PipelineConfig,
 )
-from tessera.pipelines.shapes import same_scene, shapes_dataset
 from tessera.pipelines.tokens import check_tokenizer_matches, collate_tokenized, load_tokenized_dataset
 from tessera.pipelines.training.batches import EpochDataset
 from tessera.pipelines.training.config import TrainingConfig
 from tessera.pipelines.training.loop import TrainingLoop, TrainingStage
-from tessera.pipelines.training.prior import PRIOR_TRAINING_DEFAULTS, captions_are_shapes
+from tessera.pipelines.training.prior import PRIOR_TRAINING_DEFAULTS
 from tessera.prior.text import TEXT_CONFIG_NAME, TOKENIZER_FOLDER, load_text_tokenizer, swap_in_saved
 from tessera.prior.text_tokenizer import train_text_tokenizer
 from tessera.tokenizer.model import VQGAN
@@ -65,12 +72,18 @@ class CaptionerDataOptions(JSONConfig):
     pipeline: str | None = None  # caption with this pipeline's VQ-GAN and text tokenizer; the output adds to it
     validation_tokens: str | None = None  # default: hold out the last rows of --tokens
     text_vocab_size: int = 2048  # without a pipeline: the BPE vocabulary trained on the captions
-    num_evaluation_images: int = 200  # shapes only: held-out scenes captioned and parsed per split
+    # the benchmark world whose scenes judge the captions: "auto" (the world whose captions these are), "none",
+    # or a world's name (pipelines.data.worlds)
+    world: str = AUTO
+    num_evaluation_images: int = 200  # a world's data only: held-out scenes captioned and judged per split
     # share of the caption tokens the captioner reads (not those it predicts) replaced by random ones in training:
     # it must read each word from the image, which helps on word combinations never seen together
     input_noise: float = 0.3
     # share of grids replaced by the null image in training, which image guidance at decoding needs
     image_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_world_choice(self.world)
 
 
 @dataclass
@@ -80,22 +93,43 @@ class CaptionerRunConfig(JSONConfig):
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
 
-def shapes_caption_accuracy(pipe: ImageToTextPipeline, count: int, seed: int, guidance_scale: float | None = None
-                            ) -> dict[str, float]:
-    """Exact-match accuracy of greedy captions on ``count`` shapes scenes of the ``test`` and ``holdout`` splits:
-    the caption parses (``pipelines.shapes.parse_caption``) to the scene drawn."""
+DEFAULT_PRESET = "cpu-small"
+# Fields of the captioner's config that a run takes from the VQ-GAN and the captions, so a run config cannot set them
+DERIVED_FIELDS = {
+    "captioner.codebook_size": "the VQ-GAN (its codebook size)",
+    "captioner.grid_size": "the VQ-GAN (its latent grid)",
+    "captioner.code_dim": "the VQ-GAN (its code vectors)",
+    "captioner.text_token_ids": "the training captions",
+}
+
+
+def default_run_config(preset: str | None = None) -> CaptionerRunConfig:
+    """The stage's defaults (``train.py captioner`` without flags): ``preset``'s captioner (None:
+    ``DEFAULT_PRESET``) and ``CAPTIONER_TRAINING_DEFAULTS``. Quickstart recipes start from this."""
+    name = preset or DEFAULT_PRESET
+    if name not in CAPTIONER_PRESETS:
+        raise ValueError(f"unknown captioner preset {name!r}; choose one of {sorted(CAPTIONER_PRESETS)}")
+    return CaptionerRunConfig(captioner=dataclasses.replace(CAPTIONER_PRESETS[name]),
+                              training=copy.deepcopy(CAPTIONER_TRAINING_DEFAULTS))
+
+
+def caption_accuracy(world, pipe: ImageToTextPipeline, count: int, seed: int, guidance_scale: float | None = None
+                     ) -> dict[str, float]:
+    """Exact-match accuracy of greedy captions on ``count`` held-out scenes of ``world`` per split (``test``,
+    ``holdout``): the caption states the scene drawn (``world.same_caption``)."""
     accuracy = {}
-    for split in ("test", "holdout"):
-        scenes = shapes_dataset(count, resolution=pipe.vqgan.config.resolution, seed=seed, split=split)[:]
+    for split, scenes in world.captioning_scenes(count, pipe.vqgan.config.resolution, seed).items():
+        scenes = scenes[:]
         captions = pipe(scenes["image"], guidance_scale=guidance_scale).captions
-        accuracy[split] = sum(same_scene(text, truth) for text, truth in zip(captions, scenes["caption"])) / count
+        accuracy[split] = sum(world.same_caption(text, truth)
+                              for text, truth in zip(captions, scenes["caption"])) / len(captions)
     return accuracy
 
 
-def choose_guidance_scale(pipe: ImageToTextPipeline, count: int, seed: int) -> tuple[float, dict[str, float]]:
-    """On shapes validation scenes (not the benchmark's): the image-guidance scale among ``GUIDANCE_CANDIDATES``
-    with the best mean exact match over ``test`` and ``holdout``, and the accuracy of each."""
-    found = {scale: shapes_caption_accuracy(pipe, count, seed, scale) for scale in GUIDANCE_CANDIDATES}
+def choose_guidance_scale(world, pipe: ImageToTextPipeline, count: int, seed: int) -> tuple[float, dict[str, float]]:
+    """On ``world``'s validation scenes (not the benchmark's): the image-guidance scale among
+    ``GUIDANCE_CANDIDATES`` with the best mean exact match over the splits, and the accuracy of each."""
+    found = {scale: caption_accuracy(world, pipe, count, seed, scale) for scale in GUIDANCE_CANDIDATES}
     best = max(GUIDANCE_CANDIDATES, key=lambda scale: (sum(found[scale].values()), -scale))
     metrics = {f"val/exact_match_{split}_guidance_{scale:g}": value
                for scale, accuracy in found.items() for split, value in accuracy.items()}
@@ -143,7 +177,7 @@ class CaptionerStage(TrainingStage):
         else:
             self.text_tokenizer = train_text_tokenizer(captions, data.text_vocab_size,
                                                        max_length=self.config.captioner.max_caption_tokens)
-        self.is_shapes = captions_are_shapes(captions)
+        self.world = world_of_captions(captions, data.world)
         self.vocabulary = caption_vocabulary(self.text_tokenizer, captions)
 
     def build_captioner(self) -> Captioner:
@@ -214,19 +248,20 @@ class CaptionerStage(TrainingStage):
         lines = [f"{i}: {text.strip()}  (true: {truth})" for i, (text, truth) in enumerate(zip(
             self.text_tokenizer.batch_decode(generated, skip_special_tokens=True), shown["caption"]))]
         atomic_write_text(samples / f"captions-{step:07d}.txt", "\n".join(lines) + "\n")
-        if self.is_shapes:
-            accuracy = shapes_caption_accuracy(pipe, self.config.data.num_evaluation_images,
+        if self.world is not None:
+            accuracy = caption_accuracy(self.world, pipe, self.config.data.num_evaluation_images,
                                                self.config.training.seed + 7)
             metrics.update({f"val/exact_match_{split}": value for split, value in accuracy.items()})
         return metrics
 
     def save_final(self, output_dir: Path) -> Path:
-        """The output folder ``ImageToTextPipeline.from_pretrained`` loads (see the module docstring). On the
-        shapes, the saved decoding default ``guidance_scale`` is the one ``choose_guidance_scale`` finds best on
-        the validation scenes (and ``metrics.jsonl`` gets each candidate's accuracy); elsewhere it stays as set."""
+        """The output folder ``ImageToTextPipeline.from_pretrained`` loads (see the module docstring). On a
+        benchmark world's data, the saved decoding default ``guidance_scale`` is the one ``choose_guidance_scale``
+        finds best on the validation scenes (and ``metrics.jsonl`` gets each candidate's accuracy); elsewhere it
+        stays as set."""
         captioner = self.ema.model
-        if self.is_shapes and self.config.data.image_dropout > 0:
-            scale, metrics = choose_guidance_scale(self.pipeline(), self.config.data.num_evaluation_images,
+        if self.world is not None and self.config.data.image_dropout > 0:
+            scale, metrics = choose_guidance_scale(self.world, self.pipeline(), self.config.data.num_evaluation_images,
                                                    self.config.training.seed + 7)
             captioner.config = dataclasses.replace(captioner.config, guidance_scale=scale)
             self.config.captioner = captioner.config

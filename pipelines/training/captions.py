@@ -9,9 +9,9 @@ every caption a run can draw, computed once.
   flag"), the image's **alternative captions** appended ("red apple, fruit": a tokenized dataset exported with
   ``--alternative_caption_column``, whose ``alternative_captions`` column the prior stage passes as
   ``alternatives``), typing noise.
-- ``shapes``: for built-in shapes captions in English, other phrasings of the scene
-  (``pipelines.shapes.phrasings``, training families only), sometimes with typing noise; other captions get
-  noise only. With ``omission`` > 0, that share of the phrasings leaves one attribute unsaid, drawn from
+- a world's name (``shapes``; ``pipelines.data.worlds``): for that world's captions, other phrasings of the
+  scene (the built-in shapes: their phrasings module, training families only), sometimes with typing
+  noise; other captions get noise only. With ``omission`` > 0, that share of the phrasings leaves one attribute unsaid, drawn from
   ``omit`` (size, colour, shape name, position or relation: "a small red circle" for a small red circle on the
   left), so that a less specific prompt still gets a scene that fits it rather than one the prior never saw.
 
@@ -34,44 +34,49 @@ import torch
 from tqdm.auto import tqdm
 
 from tessera.pipelines.data.captions import prompt_variant, typed_noise
-from tessera.pipelines.shapes import caption_style, parse_caption
-from tessera.pipelines.shapes.evaluate import STATED_ATTRIBUTES
-from tessera.pipelines.shapes.phrasings import omittable, phrase
+from tessera.pipelines.data.worlds import WORLDS, world_named
 from tessera.prior.context import TextContext
 from tessera.prior.text import TextConditioner
 
-CAPTION_VARIATIONS = ("none", "noise", "shapes", "prompts")
-PHRASED_STYLES = ("en", "en_alt")  # the shapes styles the English phrasings may replace
+CAPTION_VARIATIONS = ("none", "noise", "prompts", *WORLDS)  # a world's name: that world's phrasings
+
+
+def omitted_attributes(variation: str, omit: Sequence[str] | None) -> tuple[str, ...]:
+    """``omit``, or with None every attribute the world of ``variation`` may leave unsaid (none elsewhere)."""
+    if omit is not None:
+        return tuple(omit)
+    return tuple(world_named(variation).omittable_attributes) if variation in WORLDS else ()
 
 
 def vary_caption(caption: str, rng: random.Random, variation: str, omission: float = 0.0,
-                 omit: tuple[str, ...] = STATED_ATTRIBUTES, alternatives: Sequence[str] = ()) -> str:
+                 omit: Sequence[str] | None = None, alternatives: Sequence[str] = ()) -> str:
     """One variant of ``caption`` (see the module docstring); ``alternatives``: other texts for the same image,
     used by ``prompts``."""
     if variation == "none":
         return caption
     if variation == "prompts":
         return prompt_variant(caption, rng, alternatives)
-    if variation == "shapes" and caption_style(caption) in PHRASED_STYLES:
-        spec = parse_caption(caption)
-        choices = [attribute for attribute in omittable(spec) if attribute in omit]
-        unsaid = (rng.choice(choices),) if omission and choices and rng.random() < omission else ()
-        text = phrase(spec, rng, omit=unsaid)
-        return typed_noise(text, rng) if rng.random() < 0.3 else text
+    if variation in WORLDS:
+        text = world_named(variation).phrase_caption(caption, rng, omission, omitted_attributes(variation, omit))
+        if text is not None:
+            return typed_noise(text, rng) if rng.random() < 0.3 else text
     return typed_noise(caption, rng)
 
 
-def check_caption_variation(variation: str, omission: float, omit: tuple[str, ...] = STATED_ATTRIBUTES) -> None:
+def check_caption_variation(variation: str, omission: float, omit: Sequence[str] | None = None) -> None:
     if variation not in CAPTION_VARIATIONS:
         raise ValueError(f"unknown caption variation {variation!r}; one of {CAPTION_VARIATIONS}")
     if not 0.0 <= omission <= 1.0:
         raise ValueError(f"caption omission must be in [0, 1], got {omission}")
-    if omission and variation != "shapes":
-        raise ValueError("caption omission needs caption variation 'shapes' (it leaves out attributes of a "
-                         f"built-in shapes scene), got {variation!r}")
-    unknown = set(omit) - set(STATED_ATTRIBUTES)
-    if unknown:
-        raise ValueError(f"cannot omit {sorted(unknown)}; choose from {STATED_ATTRIBUTES}")
+    if omission and variation not in WORLDS:
+        names = " or ".join(repr(name) for name in WORLDS)
+        raise ValueError(f"caption omission needs caption variation {names} (a world's phrasings: it leaves out "
+                         f"attributes of the world's scene), got {variation!r}")
+    if omit is not None and variation in WORLDS:
+        allowed = world_named(variation).omittable_attributes
+        unknown = set(omit) - set(allowed)
+        if unknown:
+            raise ValueError(f"cannot omit {sorted(unknown)}; choose from {allowed}")
 
 
 def variation_share(epoch: int, warmup_epochs: int) -> float:
@@ -94,7 +99,7 @@ class CaptionBank:
     each caption's ``alternatives``)."""
 
     def __init__(self, captions: Iterable[str], variation: str, num_variants: int, seed: int, omission: float = 0.0,
-                 omit: tuple[str, ...] = STATED_ATTRIBUTES, alternatives: Mapping[str, Sequence[str]] | None = None):
+                 omit: Sequence[str] | None = None, alternatives: Mapping[str, Sequence[str]] | None = None):
         check_caption_variation(variation, omission, omit)
         if num_variants < 1:
             raise ValueError(f"num_variants must be >= 1, got {num_variants}")

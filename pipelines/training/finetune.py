@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tessera.core.config import JSONConfig
 from tessera.models import resolve_pipeline_folder
+from tessera.pipelines.data.worlds import world_of_captions
 from tessera.pipelines.pipeline_folder import PipelineConfig
-from tessera.pipelines.shapes import caption_style
 from tessera.pipelines.tokens import ExportConfig, export_tokenized_dataset, load_tokenized_dataset
 from tessera.pipelines.training.config import TrainingConfig
 from tessera.pipelines.training.prior import FinetuneOptions, PriorDataOptions, PriorRunConfig, train_prior
@@ -43,7 +43,7 @@ class FinetuneRequest(JSONConfig):
     max_replay_samples: int = 5000  # rows of the replayed source to tokenize
     new_text_tokens: int | None = None  # None: 512 for a scratch text encoder, 0 for a frozen pretrained one
     validation_prompts: tuple[str, ...] = ()
-    evaluation_caption_styles: tuple[str, ...] | None = None  # shapes: default "en" + the new data's styles
+    evaluation_caption_styles: tuple[str, ...] | None = None  # a world's data: default "en" + the new data's
     sampling: SamplingConfig | None = None  # validation sampling; default: the pipeline's own
 
     def __post_init__(self) -> None:
@@ -51,16 +51,16 @@ class FinetuneRequest(JSONConfig):
             raise ValueError("FinetuneRequest.pipeline (a saved pipeline folder) is required")
         if (self.data is None) == (self.tokens is None):
             raise ValueError("give exactly one of data (new images + captions) and tokens (already tokenized)")
+        if self.replay_data is not None and self.replay_tokens is not None:
+            raise ValueError("give at most one of replay_data (the original images + captions) and replay_tokens "
+                             "(already tokenized)")
 
 
-def shapes_caption_styles(captions: list[str]) -> tuple[str, ...]:
-    """"en" plus the shapes caption styles of ``captions`` (those that parse), in first-seen order."""
-    styles = ["en"]
-    for caption in captions[:200]:
-        style = caption_style(caption)
-        if style is not None and style not in styles:
-            styles.append(style)
-    return tuple(styles)
+def evaluation_caption_styles(captions: list[str]) -> tuple[str, ...]:
+    """The caption styles the benchmark world of ``captions`` judges ("en" plus the styles of the new
+    captions); ("en",) when no world owns them (nothing is judged then)."""
+    world = world_of_captions(captions)
+    return ("en",) if world is None else tuple(world.caption_styles(captions))
 
 
 def finetune_run_config(request: FinetuneRequest, training: TrainingConfig) -> PriorRunConfig:
@@ -92,7 +92,7 @@ def finetune_run_config(request: FinetuneRequest, training: TrainingConfig) -> P
         new_text_tokens = DEFAULT_NEW_TEXT_TOKENS if text.pretrained is None and text.is_trainable else 0
     styles = request.evaluation_caption_styles
     if styles is None:
-        styles = shapes_caption_styles(load_tokenized_dataset(tokens)["caption"][:200])
+        styles = evaluation_caption_styles(load_tokenized_dataset(tokens)["caption"][:200])
     return PriorRunConfig(
         data=PriorDataOptions(tokens=tokens, vqgan=vqgan, validation_prompts=tuple(request.validation_prompts),
                               evaluation_caption_styles=tuple(styles)),

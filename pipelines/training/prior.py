@@ -6,12 +6,14 @@ A run reads a tokenized dataset (``train.py tokenize``; or images, which are tok
 fine-tuning) the text conditioner and the prior, and trains them together in ``pipelines.training.loop``: the
 loss runs through the prepared ``PriorBundle`` (DDP-wrapped under ``accelerate launch``). Validation every N
 steps, on the main process from the EMA weights: held-out loss, a grid of samples for the validation prompts,
-and on the built-in shapes the evaluator's accuracy on captions never seen in training. Samples are drawn by
+and, on the data of a benchmark world (``pipelines.data.worlds``: the built-in shapes), its evaluator's accuracy on
+captions never seen in training. Samples are drawn by
 ``TextToImagePipeline``, the code path users get. The final EMA weights are written as a pipeline folder.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import random
@@ -25,14 +27,13 @@ from torch.utils.data import DataLoader
 
 from tessera.core.config import JSONConfig
 from tessera.core.io import save_image_grid
+from tessera.pipelines.data.worlds import AUTO, check_world_choice, world_of_captions
 from tessera.pipelines.pipeline_folder import (
     PipelineConfig,
     check_captioner,
     check_components,
     load_captioner,
 )
-from tessera.pipelines.shapes import evaluate, parse_caption, shapes_dataset
-from tessera.pipelines.shapes.evaluate import STATED_ATTRIBUTES
 from tessera.pipelines.text_to_image import TextToImagePipeline
 from tessera.pipelines.tokens import (
     check_tokenizer_matches,
@@ -52,7 +53,7 @@ from tessera.pipelines.training.captions import (
 )
 from tessera.pipelines.training.config import TrainingConfig
 from tessera.pipelines.training.loop import TrainingLoop, TrainingStage
-from tessera.prior.config import PriorConfig, SamplingConfig
+from tessera.prior.config import PriorConfig, SamplingConfig, prior_preset
 from tessera.prior.context import TextContext
 from tessera.prior.kinds import build_prior, load_prior
 from tessera.prior.text import TextConditioner, TextEncoderConfig
@@ -87,17 +88,24 @@ class PriorDataOptions(JSONConfig):
     tokens: str = ""  # a tokenized dataset folder (train.py tokenize)
     vqgan: str = ""  # the VQ-GAN folder the tokens were made with
     validation_tokens: str | None = None  # default: hold out the last rows of --tokens
-    validation_prompts: tuple[str, ...] = ()  # default: the first distinct captions of the validation rows
-    num_evaluation_captions: int = 200  # shapes only: held-out captions judged by the evaluator
-    evaluation_caption_styles: tuple[str, ...] = ("en",)  # shapes only: the caption styles judged
-    # "none" | "noise" (any data) | "shapes" (phrasings) | "prompts" (free text, alternative captions): training.captions
+    # prompts of the validation sample grids; default: the world's (shapes), else the first distinct captions of
+    # the validation rows
+    validation_prompts: tuple[str, ...] = ()
+    # the benchmark world whose evaluator judges validation samples: "auto" (the world whose captions these are),
+    # "none", or a world's name (pipelines.data.worlds)
+    world: str = AUTO
+    num_evaluation_captions: int = 200  # a world's data only: held-out captions judged by its evaluator
+    evaluation_caption_styles: tuple[str, ...] = ("en",)  # a world's data only: the caption styles judged
+    # "none" | "noise" (any data) | "prompts" (free text, alternative captions) | a world's name, e.g. "shapes" (its
+    # phrasings): see training.captions
     caption_variation: str = "none"
     caption_variants: int = 16  # variants of each distinct caption drawn from in training
     caption_warmup_epochs: int = 0  # epoch e < N varies a share e / N of the rows (training.captions.variation_share)
-    caption_omission: float = 0.0  # "shapes" only: share of phrasings that leave one attribute unsaid
-    caption_omit: tuple[str, ...] = STATED_ATTRIBUTES  # the attributes they may leave unsaid
+    caption_omission: float = 0.0  # a world's variation only: share of phrasings that leave one attribute unsaid
+    caption_omit: tuple[str, ...] | None = None  # the attributes they may leave unsaid (None: any the world has)
 
     def __post_init__(self) -> None:
+        check_world_choice(self.world)
         check_caption_variation(self.caption_variation, self.caption_omission, self.caption_omit)
         if self.caption_warmup_epochs < 0:
             raise ValueError(f"caption_warmup_epochs must be >= 0, got {self.caption_warmup_epochs}")
@@ -132,6 +140,23 @@ class PriorRunConfig(JSONConfig):
     finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
 
 
+DEFAULT_PRESET = "cpu-small"
+# Fields of the prior's config that a run takes from its components (from scratch), so a run config cannot set them
+DERIVED_FIELDS = {
+    "prior.codebook_size": "the VQ-GAN (its codebook size)",
+    "prior.grid_size": "the VQ-GAN (its latent grid)",
+    "prior.context_dim": "the text encoder (its hidden size)",
+    "prior.context_length": "text.max_length",
+}
+
+
+def default_run_config(preset: str | None = None) -> PriorRunConfig:
+    """The stage's defaults (``train.py prior`` without flags): ``preset``'s prior (None: ``DEFAULT_PRESET``), a
+    scratch text encoder, no caption variation, ``PRIOR_TRAINING_DEFAULTS``. Quickstart recipes start from this."""
+    return PriorRunConfig(prior=prior_preset(preset or DEFAULT_PRESET),
+                          training=copy.deepcopy(PRIOR_TRAINING_DEFAULTS))
+
+
 class PriorBundle(nn.Module):
     """The trainable part of a text-to-code model: text conditioner + prior, trained, checkpointed and averaged
     together. Its ``forward`` is the training loss, so that the accelerate-prepared (DDP) wrapper runs it."""
@@ -150,26 +175,9 @@ class PriorBundle(nn.Module):
         return self.prior.loss(codes, text_context, drop_context=drop_context)
 
 
-def shapes_evaluation_captions(count: int, seed: int, styles: tuple[str, ...] = ("en",)) -> dict[str, list[str]]:
-    """Captions never seen in training: the shapes "test" split, and "holdout" (unseen colour-shape pairs), per
-    caption style (keys ``test``/``holdout`` for "en", ``test_fr``/``holdout_fr`` for "fr", ...)."""
-    return {split if style == "en" else f"{split}_{style}":
-            shapes_dataset(count, seed=seed, split=split, caption_style=style)["caption"]
-            for style in styles for split in ("test", "holdout")}
-
-
 def first_distinct(captions: list[str], count: int = 16) -> list[str]:
     """The first ``count`` distinct captions (rows of augmented views repeat theirs)."""
     return list(dict.fromkeys(captions))[:count]
-
-
-def captions_are_shapes(captions: list[str]) -> bool:
-    try:
-        for caption in captions[:20]:
-            parse_caption(caption)
-    except ValueError:
-        return False
-    return True
 
 
 class PriorStage(TrainingStage):
@@ -197,10 +205,13 @@ class PriorStage(TrainingStage):
             self.bank = CaptionBank(captions, data.caption_variation, data.caption_variants, config.training.seed,
                                     data.caption_omission, data.caption_omit, self.alternatives(tables))
         self.distinct_captions = self.bank.captions() if self.bank else list(dict.fromkeys(captions))
+        self.world = world_of_captions(self.train_rows["caption"], data.world)
         self.evaluation = None
-        if captions_are_shapes(self.train_rows["caption"]):
-            self.evaluation = shapes_evaluation_captions(data.num_evaluation_captions, config.training.seed + 7,
-                                                         data.evaluation_caption_styles)
+        if self.world is not None:
+            self.evaluation = self.world.evaluation_captions(data.num_evaluation_captions, config.training.seed + 7,
+                                                             data.evaluation_caption_styles)
+            if not data.validation_prompts:
+                data.validation_prompts = tuple(self.world.validation_prompts)
 
     def alternatives(self, tables: list[datasets.Dataset]) -> dict[str, list[str]]:
         """Each caption's alternative captions, from the tables that were exported with them."""
@@ -364,7 +375,7 @@ class PriorStage(TrainingStage):
                         Path(self.config.training.output_dir) / "samples" / f"samples-{step:07d}.png")
         for split, captions in (self.evaluation or {}).items():
             images = self.generate(pipeline, captions, seed=1)
-            metrics[f"val/evaluator_accuracy_{split}"] = evaluate(images, captions).accuracy["all_correct"]
+            metrics[f"val/evaluator_accuracy_{split}"] = self.world.image_accuracy(images, captions)
         return metrics
 
     def save_final(self, output_dir: Path) -> Path:

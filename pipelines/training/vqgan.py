@@ -9,9 +9,11 @@ It runs in ``pipelines.training.loop`` (one CPU, one GPU or many under ``acceler
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import datasets
 import torch
@@ -20,12 +22,12 @@ from torch.utils.data import DataLoader
 from tessera.core.config import JSONConfig
 from tessera.core.io import save_image_grid
 from tessera.pipelines.data import ImageCaptionData, collate_image_captions, load_image_caption_data
-from tessera.pipelines.shapes import evaluate
+from tessera.pipelines.data.worlds import AUTO, check_world_choice, world_of_source
 from tessera.pipelines.training.batches import EpochDataset
 from tessera.pipelines.training.config import TrainingConfig
 from tessera.pipelines.training.ema import EMA
 from tessera.pipelines.training.loop import TrainingLoop, TrainingStage, make_optimizer, make_scheduler
-from tessera.tokenizer.config import DiscriminatorConfig, VQGANConfig
+from tessera.tokenizer.config import DiscriminatorConfig, VQGANConfig, vqgan_preset
 from tessera.tokenizer.discriminator import DiscriminatorOutput, PatchDiscriminator
 from tessera.tokenizer.losses import (
     LeCamRegularizer,
@@ -57,10 +59,16 @@ TOKENIZER_TRAINING_DEFAULTS = TrainingConfig(
 @dataclass
 class DataOptions(JSONConfig):
     data: str = "shapes:num_samples=50000"
-    validation_data: str | None = None  # default: the shapes "test" split, or the last rows of --data
+    validation_data: str | None = None  # default: the world's held-out split (shapes: "test"), else the last rows
     image_column: str | None = None
     caption_column: str | None = None
     random_flip: bool = False
+    # the benchmark world whose evaluator judges reconstructions: "auto" (the one whose source --data names),
+    # "none", or a world's name (pipelines.data.worlds)
+    world: str = AUTO
+
+    def __post_init__(self) -> None:
+        check_world_choice(self.world)
 
 
 @dataclass
@@ -72,31 +80,40 @@ class TokenizerRunConfig(JSONConfig):
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
 
+DEFAULT_PRESET = "cpu-32"
+
+
+def default_run_config(preset: str | None = None) -> TokenizerRunConfig:
+    """The stage's defaults (``train.py vqgan`` without flags): ``preset``'s model (None: ``DEFAULT_PRESET``)
+    and ``TOKENIZER_TRAINING_DEFAULTS``. Quickstart recipes start from this too."""
+    return TokenizerRunConfig(model=vqgan_preset(preset or DEFAULT_PRESET),
+                              training=copy.deepcopy(TOKENIZER_TRAINING_DEFAULTS))
+
+
 def build_datasets(options: DataOptions, resolution: int, num_validation: int, seed: int
-                   ) -> tuple[ImageCaptionData, datasets.Dataset, bool]:
-    """(training data, validation dataset, whether captions are synthetic-shape captions)."""
+                   ) -> tuple[ImageCaptionData, datasets.Dataset, Any]:
+    """(training data, validation dataset, the benchmark world of the data or None)."""
     common = dict(resolution=resolution, image_column=options.image_column,
                   caption_column=options.caption_column, seed=seed, allow_empty_captions=True)
     train = load_image_caption_data(options.data, random_flip=options.random_flip, **common)
-    is_shapes = options.data.startswith("shapes")
+    world = world_of_source(options.data, options.world)
     if options.validation_data:
         validation = load_image_caption_data(options.validation_data, max_samples=num_validation, **common).dataset
-    elif is_shapes:
-        validation = load_image_caption_data(
-            f"shapes:split=test,num_samples={num_validation},seed={seed + 1}", **common).dataset
+    elif world is not None:
+        validation = load_image_caption_data(world.validation_source(num_validation, seed + 1), **common).dataset
     else:  # hold out the last rows of the training source
         rows = len(train.dataset)
         if rows < 2 * num_validation:
             num_validation = max(1, rows // 10)
         validation = train.dataset.select(range(rows - num_validation, rows))
         train = train.select(range(rows - num_validation))
-    return train, validation, is_shapes
+    return train, validation, world
 
 
 @torch.no_grad()
 def evaluate_reconstructions(model: VQGAN, loader: DataLoader, device: torch.device,
-                             judge_captions: bool) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-    """Held-out PSNR, SSIM, codebook usage/perplexity (and evaluator accuracy on synthetic shapes)."""
+                             world: Any = None) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """Held-out PSNR, SSIM, codebook usage/perplexity (and the evaluator accuracy of a benchmark ``world``)."""
     histogram = CodeHistogram(model.codebook_size)
     psnrs, ssims, correct = [], [], []
     first_images = first_reconstructions = None
@@ -107,9 +124,8 @@ def evaluate_reconstructions(model: VQGAN, loader: DataLoader, device: torch.dev
         histogram.update(output.codes)
         psnrs.append(psnr(images, reconstructions).cpu())
         ssims.append(ssim(images, reconstructions).cpu())
-        if judge_captions:
-            report = evaluate(reconstructions.cpu(), batch["caption"])
-            correct += [judgement.all_correct for judgement in report.judgements]
+        if world is not None:
+            correct += world.judge_images(reconstructions.cpu(), batch["caption"])
         if first_images is None:
             first_images, first_reconstructions = images[:32].cpu(), reconstructions[:32].cpu()
     metrics = {
@@ -136,7 +152,7 @@ class VQGANStage(TrainingStage):
         config, training = self.config, self.config.training
         self.accelerator = accelerator
         with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
-            self.train, self.validation, self.judge_captions = build_datasets(
+            self.train, self.validation, self.world = build_datasets(
                 config.data, config.model.resolution, training.num_validation_images, training.seed)
         logger.info("training data: %s", self.train.report.summary())
         model = VQGAN(config.model)
@@ -225,7 +241,7 @@ class VQGANStage(TrainingStage):
     def validate(self, step: int) -> dict[str, float]:
         loader = DataLoader(self.validation, batch_size=64, collate_fn=collate_image_captions)
         metrics, images, reconstructions = evaluate_reconstructions(
-            self.ema.model, loader, self.accelerator.device, self.judge_captions)
+            self.ema.model, loader, self.accelerator.device, self.world)
         pairs = torch.stack([images, reconstructions], dim=1).flatten(0, 1)  # (2B, 3, H, W) original, recon, ...
         save_image_grid(pairs, Path(self.config.training.output_dir) / "samples" / f"reconstructions-{step:07d}.png",
                         nrow=16)

@@ -99,7 +99,7 @@ def test_pipeline_samples_what_the_prior_samples(pipe):
 
 def test_empty_prompt_is_unconditional(pipe):
     output = pipe(["", "  "], output_type="codes", generator=seeded(1))
-    options = pipe.sampling_options()
+    options = pipe.sampling_options().sample_kwargs(pipe.prior.config.kind)
     expected = pipe.prior.sample(pipe.prior.null_context(2), generator=seeded(1), **options)
     assert torch.equal(output.codes, expected)
     with torch.inference_mode():
