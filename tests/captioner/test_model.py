@@ -15,7 +15,7 @@ from tessera.captioner.model import (
     tokenize_captions,
 )
 from tessera.core.config import CheckpointMismatchError
-from tessera.pipelines.training.quickstart import VALIDATION_PROMPTS
+from tessera.pipelines.shapes.world import VALIDATION_PROMPTS
 from tessera.prior.text_tokenizer import train_text_tokenizer
 
 CAPTIONS = list(VALIDATION_PROMPTS[:6])

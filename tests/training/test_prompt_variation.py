@@ -141,7 +141,7 @@ def test_quickstart_on_a_captioned_imagefolder(tmp_path, captioned_folder, capsy
                 "--caption_variants", "4"])
     assert 'try: tessera generate "red apple"' in capsys.readouterr().out.replace("'", '"')
     record = json.loads((output / "quickstart.json").read_text())
-    assert record["config"]["caption_variation"] == "prompts"
+    assert record["recipe"]["prior"]["settings"]["data"]["caption_variation"] == "prompts"
     assert not any(key.startswith("val/evaluator") for key in record["final_metrics"])  # not the shapes
     assert "alternative_captions" in load_tokenized_dataset(output / "tokens").column_names
     run_config = json.loads((output / "prior" / "run_config.json").read_text())

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 import train
+from tessera.pipelines.shapes.world import VALIDATION_PROMPTS
 from tessera.pipelines.text_to_image import TextToImagePipeline
-from tessera.pipelines.training.quickstart import VALIDATION_PROMPTS
 from tests.training.step_counter import counting_train_steps
 
 pytestmark = pytest.mark.usefixtures("isolated_datasets_cache")
@@ -38,7 +38,7 @@ def test_quickstart_runs_every_stage_and_resumes(tmp_path, capsys, monkeypatch):
     assert len(calls) == 2  # steps 2 and 3: the prior stage resumed from its step-1 checkpoint
     assert "saved the pipeline to" in capsys.readouterr().out
     record = json.loads((output / "quickstart.json").read_text())
-    assert record["config"]["prior"] == "masked"
+    assert record["recipe"]["prior"]["settings"]["prior"]["kind"] == "masked"  # recipes/tessera-shapes.json
     run_config = json.loads((output / "prior" / "run_config.json").read_text())
     assert tuple(run_config["data"]["validation_prompts"]) == VALIDATION_PROMPTS  # the shapes default, unchanged
     assert run_config["data"]["caption_variation"] == "shapes"
