@@ -330,8 +330,8 @@ class TextToImagePipeline:
                              "add one with `python train.py captioner --pipeline DIR`")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        sampling = self.sampling_options(guidance_scale, temperature, top_k, top_p, num_steps, guidance_schedule,
-                                         choice_temperature)
+        sampling = self.sampling_options(guidance_scale, temperature, top_k, top_p, num_steps,
+                                         guidance_schedule, choice_temperature)
         check_generator(generator, self.device)
         if negatives is not None and not sampling.guided:
             logger.warning("negative_prompt has no effect at guidance_scale=1 (no classifier-free guidance).")
@@ -351,8 +351,7 @@ class TextToImagePipeline:
         input. ``output_type``: "pil" (list of RGB images), "np" (float32 (N, H, W, 3) in [0, 1]), "pt"
         (float32 (N, 3, H, W) in [-1, 1]) or "codes" (no decoding; ``images`` is None). ``num_candidates`` > 1
         (a folder with a captioner): draw that many candidates per image and keep the one whose prompt the
-        captioner finds most likely. ``guidance_schedule`` ("constant", "linear", "cosine") and
-        ``choice_temperature`` (masked prior): see ``SamplingConfig``; None: the pipeline's defaults."""
+        captioner finds most likely. ``guidance_schedule``, ``choice_temperature``: see ``SamplingConfig``."""
         return self.generate(self.request(
             prompt, negative_prompt, num_images_per_prompt, guidance_scale=guidance_scale, temperature=temperature,
             top_k=top_k, top_p=top_p, num_steps=num_steps, generator=generator, output_type=output_type,

@@ -95,6 +95,15 @@ def with_assignments(recipe: Recipe, assignments: dict[str, Any]) -> Recipe:
     return Recipe.from_dict(data)
 
 
+def _stage_config(stage: str, module, recipe: StageRecipe):
+    """``module.default_run_config(preset)`` with the stage's recipe settings; errors name the stage."""
+    try:
+        return with_settings(module.default_run_config(recipe.preset), recipe.settings,
+                             getattr(module, "DERIVED_FIELDS", None))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"recipe, {stage} stage: {error}") from error
+
+
 def _stage_training(training: TrainingConfig, recipe: Recipe, output_dir: Path) -> TrainingConfig:
     changes = {"output_dir": str(output_dir), "resume_from_checkpoint": "latest"}
     if recipe.seed is not None:
@@ -108,7 +117,7 @@ def stage_configs(recipe: Recipe, root: Path) -> StageConfigs:
     """Each stage's defaults with the recipe's settings, then the run's folders under ``root`` and the
     recipe's data, seed and precision (every stage resumes from its latest checkpoint)."""
     vqgan_dir, tokens_dir, prior_dir = root / "vqgan", root / "tokens", root / "prior"
-    tokenizer = with_settings(vqgan.default_run_config(recipe.vqgan.preset), recipe.vqgan.settings)
+    tokenizer = _stage_config("vqgan", vqgan, recipe.vqgan)
     tokenizer.data = dataclasses.replace(tokenizer.data, data=recipe.data, caption_column=recipe.caption_column)
     tokenizer.training = _stage_training(tokenizer.training, recipe, vqgan_dir)
     export = ExportConfig(vqgan=str(vqgan_dir), data=recipe.data, output_dir=str(tokens_dir),
@@ -116,14 +125,12 @@ def stage_configs(recipe: Recipe, root: Path) -> StageConfigs:
                           alternative_caption_column=recipe.alternative_caption_column)
     if recipe.seed is not None:
         export.seed = recipe.seed
-    prior_run = with_settings(prior.default_run_config(recipe.prior.preset), recipe.prior.settings,
-                              prior.DERIVED_FIELDS)
+    prior_run = _stage_config("prior", prior, recipe.prior)
     prior_run.data = dataclasses.replace(prior_run.data, tokens=str(tokens_dir), vqgan=str(vqgan_dir))
     prior_run.training = _stage_training(prior_run.training, recipe, prior_dir)
     captioner_run = None
     if recipe.captioner is not None:
-        captioner_run = with_settings(captioner.default_run_config(recipe.captioner.preset),
-                                      recipe.captioner.settings, captioner.DERIVED_FIELDS)
+        captioner_run = _stage_config("captioner", captioner, recipe.captioner)
         captioner_run.data = dataclasses.replace(captioner_run.data, tokens=str(tokens_dir), vqgan=str(vqgan_dir),
                                                  pipeline=str(prior_dir))
         captioner_run.training = _stage_training(captioner_run.training, recipe, root / "captioner")
