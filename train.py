@@ -237,13 +237,17 @@ def add_finetune_parser(subparsers) -> None:
 
 
 def run_finetune(args: argparse.Namespace) -> None:
+    kept = [item for item in args.set if item.startswith(("prior.", "text."))]
+    if kept:
+        raise SystemExit(f"--set {kept[0]}: fine-tuning continues the pipeline's prior and text side as they are "
+                         "(their configs cannot be set)")
     try:
         request = config_from_flags(args, FinetuneRequest(pipeline=args.pipeline, data=args.data, tokens=args.tokens))
         request.sampling = config_from_flags(args, PipelineConfig.read(Path(args.pipeline)).sampling)
         config = finetune_run_config(request, training_config_from_args(args, prior.FINETUNE_TRAINING_DEFAULTS))
     except ValueError as error:
         raise SystemExit(str(error)) from error
-    config = with_overrides(config, args.set, prior.DERIVED_FIELDS)
+    config = with_overrides(config, args.set)
     output = prior.train_prior(config)
     report(f"saved the fine-tuned pipeline to {output}")
 

@@ -185,9 +185,6 @@ class PriorStage(TrainingStage):
         self.config = config
         self.name = f"{config.prior.kind} prior"
         self.captioner = None  # fine-tuning: the base pipeline's, carried into the new one
-        if config.finetune.pipeline and (config.prior != PriorConfig() or config.text != TextEncoderConfig()):
-            raise ValueError("fine-tuning continues the pipeline's prior and text side as they are: their configs "
-                             "(prior.*, text.*) cannot be set")
         check_tokenizer_matches(config.data.tokens, config.data.vqgan)
         if config.finetune.replay_fraction > 0:
             check_tokenizer_matches(config.finetune.replay_tokens, config.data.vqgan)

@@ -115,9 +115,8 @@ def test_flags_and_set_override_the_recipe_and_derived_fields_are_refused(tmp_pa
         train.main(["prior", "--tokens", "t", "--vqgan", "v", "--set", "prior.grid_size=16"])
     with pytest.raises(SystemExit, match="captioner.code_dim: this run sets it from the VQ-GAN"):
         train.main(["captioner", "--tokens", "t", "--vqgan", "v", "--set", "captioner.code_dim=4"])
-    finetune = prior.PriorRunConfig(prior=PriorConfig(num_layers=2), finetune=prior.FinetuneOptions(pipeline="p"))
-    with pytest.raises(ValueError, match="fine-tuning continues the pipeline's prior and text side as they are"):
-        prior.PriorStage(finetune)  # (it used to replace them silently)
+    with pytest.raises(SystemExit, match="prior.num_layers=2: fine-tuning continues the pipeline's prior"):
+        train.main(["finetune", "--pipeline", "tessera-shapes", "--tokens", "t", "--set", "prior.num_layers=2"])
 
 
 TINY = ["--tokenizer_preset", "tiny", "--prior_preset", "tiny", "--captioner_preset", "tiny", "--tokenizer_steps", "2",
