@@ -24,9 +24,12 @@ class TrainingConfig(JSONConfig):
     max_train_steps: int = 2000
     mixed_precision: str = "no"
     checkpointing_steps: int = 500
-    checkpoints_total_limit: int = 2
+    checkpoints_total_limit: int = 2  # 0: keep every checkpoint
     resume_from_checkpoint: str | None = None
     validation_steps: int = 500
+    # 0: none; else every N steps the EMA weights are saved as a loadable folder (the stage's final save) in
+    # output_dir/snapshots/step-<N>, with the run's CPU time, for learning curves (benchmarks.learning_curve)
+    snapshot_steps: int = 0
     num_validation_images: int = 256
     ema_decay: float = 0.99
     report_to: str = "auto"  # "auto" = tensorboard when installed, else metrics.jsonl only
@@ -36,6 +39,8 @@ class TrainingConfig(JSONConfig):
     def __post_init__(self) -> None:
         if self.gradient_accumulation_steps < 1:
             raise ValueError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
+        if self.snapshot_steps < 0:
+            raise ValueError(f"snapshot_steps must be >= 0 (0: no snapshots), got {self.snapshot_steps}")
         if self.train_batch_size < 1 or self.max_train_steps < 1:
             raise ValueError("train_batch_size and max_train_steps must be >= 1")
 
