@@ -57,8 +57,14 @@ def write_json_durably(path: Path, data: dict) -> None:
     durable_replace(tmp, path)
 
 
-def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8) -> Path:
-    """(B, 3, H, W) in [-1, 1] -> one PNG grid, written atomically."""
+LABEL_CHAR_WIDTH = 6  # PIL's default bitmap font: pixels per character
+MIN_LABELLED_ROW = 24  # a labelled grid is scaled up (nearest) until each row is at least this tall
+
+
+def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8,
+                    row_labels: list[str] | None = None) -> Path:
+    """(B, 3, H, W) in [-1, 1] -> one PNG grid of ``nrow`` columns, written atomically. ``row_labels``: one text
+    per grid row, written in a column on the left (the grid is scaled up so that the text fits a row)."""
 
     images = images.detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
     b, c, h, w = images.shape
@@ -68,9 +74,30 @@ def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8
     for index in range(b):
         row, col = divmod(index, ncol)
         grid[:, 2 + row * (h + 2): 2 + row * (h + 2) + h, 2 + col * (w + 2): 2 + col * (w + 2) + w] = images[index]
+    picture = Image.fromarray(grid.permute(1, 2, 0).numpy())  # (H, W, 3)
+    if row_labels is not None:
+        picture = with_row_labels(picture, row_labels, h + 2, nrows)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp)  # (H, W, 3)
+    picture.save(tmp)
     os.replace(tmp, path)
     return path
+
+
+def with_row_labels(grid: Image.Image, labels: list[str], row_height: int, nrows: int) -> Image.Image:
+    """``grid`` (rows of ``row_height`` pixels, 2 above the first) with one label per row in a column on its left."""
+    if len(labels) != nrows:
+        raise ValueError(f"{len(labels)} row labels for a grid of {nrows} rows")
+    from PIL import ImageDraw
+
+    scale = max(1, math.ceil(MIN_LABELLED_ROW / row_height))
+    grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+    texts = [label if len(label) <= 48 else label[:47] + "…" for label in labels]
+    margin = 6 + LABEL_CHAR_WIDTH * max(len(text) for text in texts)
+    labelled = Image.new("RGB", (margin + grid.width, grid.height), "white")
+    labelled.paste(grid, (margin, 0))
+    pen = ImageDraw.Draw(labelled)
+    for row, text in enumerate(texts):
+        pen.text((4, 2 * scale + row * row_height * scale + (row_height * scale - 12) // 2), text, fill="black")
+    return labelled
