@@ -13,11 +13,20 @@ from PIL import Image
 from safetensors.torch import save_file
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` as an ordinary ``open`` would create it under the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename. The file gets the
+    usual permissions (0666 less the umask), not the temporary file's private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as tmp:
         tmp.write(text)
+    os.chmod(tmp.name, umask_mode())
     os.replace(tmp.name, path)
 
 
