@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 TEXT_CONFIG_NAME = "text_config.json"
 TOKENIZER_FOLDER = "text_tokenizer"
+TOKENIZER_FILE = "tokenizer.json"  # every saved text tokenizer is a fast one: its whole vocabulary is here
 ENCODER_FOLDER = "text_encoder"
 # TextEncoderConfig fields that describe the encoder's architecture, and their names in a transformers config.
 ARCHITECTURE_FIELDS = {
@@ -138,7 +139,15 @@ def load_text_tokenizer(directory: str | os.PathLike, config: TextEncoderConfig 
         config = TextEncoderConfig.load(directory / TEXT_CONFIG_NAME)
     if not (directory / TOKENIZER_FOLDER).is_dir():
         raise FileNotFoundError(f"{directory} has no {TOKENIZER_FOLDER}/ (the text tokenizer)")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(directory / TOKENIZER_FOLDER, local_files_only=True)
+    path = directory / TOKENIZER_FOLDER / TOKENIZER_FILE
+    if not path.is_file():  # transformers would fall back to a vocabulary of special tokens alone
+        raise FileNotFoundError(f"{path} is missing: the text tokenizer's vocabulary is in that file, so without it "
+                                "every prompt would read as unknown tokens. Restore the folder from its source.")
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory / TOKENIZER_FOLDER, local_files_only=True)
+    except Exception as error:  # noqa: BLE001 - tokenizers raises a bare Exception for a damaged file
+        raise CheckpointMismatchError(f"{path} (the text tokenizer) cannot be read ({error}); it may be truncated "
+                                      "by an interrupted copy or save. Restore it from its source.") from None
     if config is not None and config.normalize:  # transformers may rebuild a pretrained tokenizer's normaliser
         add_text_normalizer(tokenizer)
     return tokenizer
