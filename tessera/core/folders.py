@@ -45,6 +45,16 @@ def refuse_to_overwrite(path: Path, holds: str, *, what: str, override: str) -> 
                            f"another folder, or pass {override} to write there anyway. Nothing was written.")
 
 
+def check_output_folder(path: Path, *, what: str, override: str, overwrite: bool = False) -> None:
+    """``FolderInUseError`` when ``path`` is a folder that ``folder_kind`` recognises (a pipeline, a dataset, an
+    imagefolder) and ``overwrite`` is not set; a file at ``path`` is a ``FileExistsError``."""
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} is a file, not a folder: {what} is written into a folder")
+    kind = folder_kind(path) if path.is_dir() else None
+    if kind is not None and not overwrite:
+        refuse_to_overwrite(path, kind, what=what, override=override)
+
+
 def _make_writable(function, path, _excinfo) -> None:
     """``shutil.rmtree``'s error handler: a read-only folder or file is made writable, then removed."""
     parent = os.path.dirname(path)
