@@ -32,6 +32,7 @@ from torch import nn
 
 from tessera.core.config import CheckpointMismatchError, JSONConfig
 from tessera.core.hashing import state_dict_sha256
+from tessera.core.io import apply_umask_modes
 from tessera.prior.context import TextContext
 from tessera.prior.text_sources import (
     is_package_reference,
@@ -126,6 +127,7 @@ def swap_in_saved(component, folder: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     with quiet_transformers_bars():
         component.save_pretrained(staging)
+    apply_umask_modes(staging)  # transformers' safetensors files are written 0600
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(staging, folder)
 

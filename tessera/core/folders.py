@@ -15,6 +15,8 @@ import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from tessera.core.io import apply_umask_modes
+
 logger = logging.getLogger(__name__)
 
 # What a folder is, told by the file that marks it: (marker file, description). The first match describes it.
@@ -96,6 +98,7 @@ def replace_entries(directory: Path, entries: list[str], write: Callable[[Path],
         remove_tree(staging)
         _add_note(error, f"nothing in {directory} was changed: what it held is intact")
         raise
+    apply_umask_modes(staging)
     written = [name for name in entries if (staging / name).exists()]
     remove = [*remove, *(name for name in entries if name not in written)]  # e.g. a component no longer saved
     ordered = sorted(written, key=lambda name: name == marker)

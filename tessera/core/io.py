@@ -34,7 +34,20 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metada
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}, str(tmp), metadata=metadata)
+    os.chmod(tmp, umask_mode())  # safetensors writes its file 0600
     os.replace(tmp, path)
+
+
+def apply_umask_modes(folder: Path) -> None:
+    """Give every file and folder below ``folder`` the usual permissions (0666 / 0777 less the umask): writers
+    such as safetensors' ``save_file`` (also inside transformers' ``save_pretrained``) create files 0600."""
+    file_mode, folder_mode = umask_mode(0o666), umask_mode(0o777)
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(root, name), folder_mode)
+        for name in files:
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), file_mode)
 
 
 def temporary_path(path: Path) -> Path:
