@@ -22,12 +22,11 @@ A saved pipeline is one folder, safetensors + JSON only (``save_pretrained`` / `
     text_tokenizer/     the text tokenizer (tokenizer.json ...)
     text_config.json    TextEncoderConfig (the text side is saved by ``TextConditioner.save_pretrained``)
 
-Loading is strict (``pipelines.pipeline_folder``): a missing component is a ``FileNotFoundError`` naming it; components that do not fit
-together (the prior's codebook size or grid against the VQ-GAN, its context width against the text encoder,
-its kind against ``pipeline.json``) are a ``CheckpointMismatchError``. ``pipeline.json`` is written last, so a
-folder whose save was interrupted has none and is refused. ``train.py prior``, ``finetune`` and ``quickstart``
-write complete pipeline folders; ``from_training_output`` loads a folder of components without ``pipeline.json``
-(a run written by an older version; ``.save_pretrained`` then completes it).
+Loading is strict (``pipelines.pipeline_folder``): a missing component or file is a ``FileNotFoundError`` naming
+it; components that do not fit together (codebook size, grid, context width, kind; a VQ-GAN other than the one
+the prior records, ``vqgan_sha256`` in ``prior/config.json``) and damaged files are a ``CheckpointMismatchError``
+naming them. ``save_pretrained`` writes beside the folder and swaps the components in, ``pipeline.json`` last;
+``from_training_output`` loads a folder of components without ``pipeline.json`` (``.save_pretrained`` adds it).
 
 Behaviour on unusual input:
 
