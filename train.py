@@ -267,11 +267,16 @@ def add_captioner_parser(subparsers) -> None:
     parser.add_argument("--preset", default="cpu-small", choices=sorted(CAPTIONER_PRESETS))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override config fields: captioner.*, data.*")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --output_dir that holds another pipeline (or a dataset, an imagefolder)")
     add_training_arguments(parser, CAPTIONER_TRAINING_DEFAULTS)
     parser.set_defaults(run=run_captioner)
 
 
 def run_captioner(args: argparse.Namespace) -> None:
+    if args.pipeline is None or Path(args.output_dir).resolve() != Path(args.pipeline).resolve():
+        check_output_folder(Path(args.output_dir), what="the captioner's folder", override="--overwrite",
+                            overwrite=args.overwrite)
     tokenizer = args.vqgan or (f"{args.pipeline}/vqgan" if args.pipeline else None)
     if tokenizer is None:
         raise SystemExit("train.py captioner needs --pipeline or --vqgan (the VQ-GAN that makes the codes)")
