@@ -234,9 +234,13 @@ def sampling_arguments(args: argparse.Namespace) -> dict:
 
 
 def generate(args: argparse.Namespace) -> int:
+    from PIL import Image
+
     prompts = read_prompts(args)
     count = len(prompts) * args.num_images_per_prompt
     single_file = args.output.suffix.lower() in IMAGE_SUFFIXES
+    if not single_file and args.output.suffix.lower() in Image.registered_extensions():  # e.g. out.gif
+        raise ValueError(f"-o {args.output}: write one image as {', '.join(IMAGE_SUFFIXES)}, or give a folder")
     if single_file and count > 1 and not args.grid:
         raise ValueError(f"{count} images do not fit in one file {args.output}: pass a folder as -o "
                          "(NNNNN.png + metadata.jsonl), or --grid")
