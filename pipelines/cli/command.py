@@ -239,6 +239,8 @@ def generate(args: argparse.Namespace) -> int:
     prompts = read_prompts(args)
     count = len(prompts) * args.num_images_per_prompt
     single_file = args.output.suffix.lower() in IMAGE_SUFFIXES
+    if single_file and args.grid and args.output.suffix.lower() != ".png":
+        raise ValueError(f"-o {args.output}: a --grid is written as a .png file")
     if not single_file and args.output.suffix.lower() in Image.registered_extensions():  # e.g. out.gif
         raise ValueError(f"-o {args.output}: write one image as {', '.join(IMAGE_SUFFIXES)}, or give a folder")
     if single_file and count > 1 and not args.grid:

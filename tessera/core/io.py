@@ -92,7 +92,7 @@ def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8
         grid[:, 2 + row * (h + 2): 2 + row * (h + 2) + h, 2 + col * (w + 2): 2 + col * (w + 2) + w] = images[index]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # the format its suffix names
+    tmp = path.with_name(path.name + ".tmp.png")
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp)  # (H, W, 3)
     os.replace(tmp, path)
     return path
