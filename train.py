@@ -54,6 +54,8 @@ from pathlib import Path
 from accelerate import PartialState
 
 from tessera.captioner.model import CAPTIONER_PRESETS
+from tessera.core.folders import check_output_folder
+from tessera.models import resolve_pipeline_folder
 from tessera.pipelines.pipeline_folder import PipelineConfig
 from tessera.pipelines.shapes.evaluate import STATED_ATTRIBUTES
 from tessera.pipelines.tokens import ExportConfig, export_tokenized_dataset
@@ -203,6 +205,8 @@ def add_prior_parser(subparsers) -> None:
     parser.add_argument("--num_steps", type=int, default=None, help="masked prior: decoding steps")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override config fields: prior.*, text.*, sampling.*, data.*")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --output_dir that holds a pipeline (or a dataset, an imagefolder)")
     add_training_arguments(parser, PRIOR_TRAINING_DEFAULTS)
     parser.set_defaults(run=run_prior)
 
@@ -223,6 +227,8 @@ def tokenize_for_prior(data: str, tokenizer: str, output_dir: str) -> str:
 
 
 def run_prior(args: argparse.Namespace) -> None:
+    check_output_folder(Path(args.output_dir), what="the trained pipeline", override="--overwrite",
+                        overwrite=args.overwrite)
     sampling = sampling_with_overrides(SamplingConfig(), args)
     tokens = args.tokens or tokenize_for_prior(args.data, args.vqgan, f"{args.output_dir}/tokens")
     config = PriorRunConfig(
@@ -251,8 +257,9 @@ def add_captioner_parser(subparsers) -> None:
     source.add_argument("--tokens", help="tokenized dataset folder (train.py tokenize)")
     source.add_argument("--data", help="images + captions (any data-layer source): tokenized first into "
                                        "OUTPUT_DIR/tokens (resumable), then trained on")
-    parser.add_argument("--pipeline", default=None,
-                        help="caption with this pipeline's VQ-GAN and text tokenizer (e.g. models/tessera-shapes)")
+    parser.add_argument("--pipeline", default=None, type=pipeline_folder,
+                        help="caption with this pipeline's VQ-GAN and text tokenizer (a folder or a shipped name, "
+                             "e.g. tessera-shapes)")
     parser.add_argument("--vqgan", "--tokenizer", dest="vqgan", default=None,
                         help="the VQ-GAN folder the tokens were made with (default with --pipeline: its vqgan/; "
                              "--vqgan is the old spelling)")
@@ -260,11 +267,16 @@ def add_captioner_parser(subparsers) -> None:
     parser.add_argument("--preset", default="cpu-small", choices=sorted(CAPTIONER_PRESETS))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override config fields: captioner.*, data.*")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --output_dir that holds another pipeline (or a dataset, an imagefolder)")
     add_training_arguments(parser, CAPTIONER_TRAINING_DEFAULTS)
     parser.set_defaults(run=run_captioner)
 
 
 def run_captioner(args: argparse.Namespace) -> None:
+    if args.pipeline is None or Path(args.output_dir).resolve() != Path(args.pipeline).resolve():
+        check_output_folder(Path(args.output_dir), what="the captioner's folder", override="--overwrite",
+                            overwrite=args.overwrite)
     tokenizer = args.vqgan or (f"{args.pipeline}/vqgan" if args.pipeline else None)
     if tokenizer is None:
         raise SystemExit("train.py captioner needs --pipeline or --vqgan (the VQ-GAN that makes the codes)")
@@ -287,7 +299,10 @@ def add_finetune_parser(subparsers) -> None:
         description="Writes a new pipeline folder to --output_dir. The new data and the replayed original data "
                     "are tokenized with the pipeline's own VQ-GAN into OUTPUT_DIR/tokens and OUTPUT_DIR/replay_tokens "
                     "first (resumable).")
-    parser.add_argument("--pipeline", required=True, help="a saved pipeline folder (e.g. models/tessera-shapes)")
+    parser.add_argument("--pipeline", required=True, type=pipeline_folder,
+                        help="a saved pipeline folder, or a shipped pipeline's name (e.g. tessera-shapes)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --output_dir that holds a pipeline (or a dataset, an imagefolder)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="new images + captions (any data-layer source)")
     source.add_argument("--tokens", help="new data already tokenized with the pipeline's VQ-GAN")
@@ -323,11 +338,9 @@ def run_finetune(args: argparse.Namespace) -> None:
         evaluation_caption_styles=(None if args.evaluation_caption_styles is None
                                    else tuple(args.evaluation_caption_styles)),
         sampling=sampling_with_overrides(PipelineConfig.read(Path(args.pipeline)).sampling, args),
+        overwrite=args.overwrite,
     )
-    try:
-        config = finetune_run_config(request, training_config_from_args(args))
-    except ValueError as error:
-        raise SystemExit(str(error)) from error
+    config = finetune_run_config(request, training_config_from_args(args))
     config = with_overrides(config, args.set)
     output = train_prior(config)
     report(f"saved the fine-tuned pipeline to {output}")
@@ -406,11 +419,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def pipeline_folder(name_or_path: str) -> str:
+    """``--pipeline``: a folder, or the name of a shipped pipeline (``tessera.models``)."""
+    return str(resolve_pipeline_folder(name_or_path))
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. A user's mistake (a missing or damaged file, a folder in use, a bad value) ends the
+    run with one line, ``error: ...``, and exit status 1, as the ``tessera`` command does; not a traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved object otherwise
-    args.run(args)
+    try:
+        args.run(args)
+    except (OSError, ValueError) as error:  # files and folders, configs, data sources, refusals
+        raise SystemExit(f"error: {error}") from None
     return 0
 
 

@@ -4,9 +4,11 @@ errors that say what was expected."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 
+from tessera.core.config import CheckpointMismatchError
 from tessera.prior.config import SamplingConfig
 
 
@@ -52,6 +54,16 @@ def checked_sampling_options(defaults: SamplingConfig, prior_kind: str, *, guida
         raise ValueError(f"num_steps applies to the masked prior only; this pipeline's prior is {prior_kind} "
                          "(one step per code).")
     return options
+
+
+def check_saved_sampling(sampling: SamplingConfig, prior_kind: str, path: Path) -> None:
+    """The sampling defaults saved in ``path`` (``pipeline.json``), checked as a call's are; an error names the
+    file, since every call would otherwise fail on them."""
+    try:
+        checked_sampling_options(sampling, prior_kind)
+    except ValueError as error:
+        raise CheckpointMismatchError(f"{path}: the saved sampling settings are invalid: {error}. Fix the "
+                                      "\"sampling\" entry of that file.") from None
 
 
 def check_generator(generator: torch.Generator | None, device: torch.device) -> None:

@@ -41,6 +41,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from tessera.captioner.model import Captioner, tokenize_captions
+from tessera.core.folders import check_output_folder, replace_entries
 from tessera.models import resolve_pipeline_folder
 from tessera.pipelines.call_checks import positive_int, prompt_list
 from tessera.pipelines.data.images import DEFAULT_MAX_IMAGE_PIXELS, RowSkipped, open_image, preprocess_image
@@ -180,24 +181,30 @@ class ImageToTextPipeline:
     def components(self) -> dict:
         return {"vqgan": self.vqgan, "text_tokenizer": self.text_tokenizer, "captioner": self.captioner}
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write a captioning folder that ``from_pretrained`` loads: ``vqgan/``, ``text_tokenizer/`` (with
         ``text_config.json`` when the pipeline has one) and ``captioner/``. A folder that holds a text-to-image
         pipeline (``pipeline.json``, ``prior/``) is refused, nothing written: its prior needs the VQ-GAN and
-        text side it has, so save that pipeline with ``TextToImagePipeline.save_pretrained`` instead."""
+        text side it has, so save that pipeline with ``TextToImagePipeline.save_pretrained`` instead. A folder
+        holding a dataset or an imagefolder is refused unless ``overwrite=True``. Written beside the folder,
+        then swapped in as a whole (``tessera.core.folders.replace_entries``)."""
         directory = Path(directory)
         other = [name for name in (PIPELINE_CONFIG_NAME, COMPONENTS["prior"]) if (directory / name).exists()]
         if other:
             raise FileExistsError(f"{directory} holds a text-to-image pipeline ({', '.join(other)}); writing a "
                                   "captioning folder over it would leave its prior with other components. Save to "
                                   "a new folder, or save the text-to-image pipeline itself.")
-        directory.mkdir(parents=True, exist_ok=True)
-        self.vqgan.save_pretrained(directory / COMPONENTS["vqgan"])
-        swap_in_saved(self.text_tokenizer, directory / COMPONENTS["text_tokenizer"])
-        if self.text_config is not None:
-            self.text_config.save(directory / TEXT_CONFIG_NAME)
-        self.captioner.save_pretrained(directory / CAPTIONER_FOLDER)
-        return directory
+        check_output_folder(directory, what="a captioning folder", override="overwrite=True", overwrite=overwrite)
+
+        def write(staging: Path) -> None:
+            self.vqgan.save_pretrained(staging / COMPONENTS["vqgan"])
+            swap_in_saved(self.text_tokenizer, staging / COMPONENTS["text_tokenizer"])
+            if self.text_config is not None:
+                self.text_config.save(staging / TEXT_CONFIG_NAME)
+            self.captioner.save_pretrained(staging / CAPTIONER_FOLDER)
+
+        entries = [COMPONENTS["vqgan"], COMPONENTS["text_tokenizer"], TEXT_CONFIG_NAME, CAPTIONER_FOLDER]
+        return replace_entries(directory, entries, write)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> ImageToTextPipeline:
         """Move the modules; ``dtype`` applies to the captioner and the VQ-GAN's encoder (the quantizer stays

@@ -32,6 +32,7 @@ from torch import nn
 
 from tessera.core.config import CheckpointMismatchError, JSONConfig
 from tessera.core.hashing import state_dict_sha256
+from tessera.core.io import apply_umask_modes
 from tessera.prior.context import TextContext
 from tessera.prior.text_sources import (
     is_package_reference,
@@ -52,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 TEXT_CONFIG_NAME = "text_config.json"
 TOKENIZER_FOLDER = "text_tokenizer"
+TOKENIZER_FILE = "tokenizer.json"  # every saved text tokenizer is a fast one: its whole vocabulary is here
 ENCODER_FOLDER = "text_encoder"
 # TextEncoderConfig fields that describe the encoder's architecture, and their names in a transformers config.
 ARCHITECTURE_FIELDS = {
@@ -125,6 +127,7 @@ def swap_in_saved(component, folder: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     with quiet_transformers_bars():
         component.save_pretrained(staging)
+    apply_umask_modes(staging)  # transformers' safetensors files are written 0600
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(staging, folder)
 
@@ -138,7 +141,15 @@ def load_text_tokenizer(directory: str | os.PathLike, config: TextEncoderConfig 
         config = TextEncoderConfig.load(directory / TEXT_CONFIG_NAME)
     if not (directory / TOKENIZER_FOLDER).is_dir():
         raise FileNotFoundError(f"{directory} has no {TOKENIZER_FOLDER}/ (the text tokenizer)")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(directory / TOKENIZER_FOLDER, local_files_only=True)
+    path = directory / TOKENIZER_FOLDER / TOKENIZER_FILE
+    if not path.is_file():  # transformers would fall back to a vocabulary of special tokens alone
+        raise FileNotFoundError(f"{path} is missing: the text tokenizer's vocabulary is in that file, so without it "
+                                "every prompt would read as unknown tokens. Restore the folder from its source.")
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory / TOKENIZER_FOLDER, local_files_only=True)
+    except Exception as error:  # noqa: BLE001 - tokenizers raises a bare Exception for a damaged file
+        raise CheckpointMismatchError(f"{path} (the text tokenizer) cannot be read ({error}); it may be truncated "
+                                      "by an interrupted copy or save. Restore it from its source.") from None
     if config is not None and config.normalize:  # transformers may rebuild a pretrained tokenizer's normaliser
         add_text_normalizer(tokenizer)
     return tokenizer

@@ -44,9 +44,10 @@ class EditingPipeline:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32):
+                        dtype: torch.dtype = torch.float32, allow_vqgan_mismatch: bool = False):
         """Load a saved pipeline folder (``TextToImagePipeline.from_pretrained``, strictly)."""
-        return cls(TextToImagePipeline.from_pretrained(directory, device=device, dtype=dtype))
+        return cls(TextToImagePipeline.from_pretrained(directory, device=device, dtype=dtype,
+                                                       allow_vqgan_mismatch=allow_vqgan_mismatch))
 
     @classmethod
     def from_pipe(cls, pipe: TextToImagePipeline | EditingPipeline):

@@ -88,17 +88,23 @@ def _features(extractor: FeatureExtractor, images: ImageSet, config: EvaluationC
 def reference_statistics(extractor: FeatureExtractor, reference: str | Path | ImageSet | None,
                          config: EvaluationConfig, reference_stats: str | Path | None = None) -> ReferenceStatistics:
     """The reference set's statistics: read from ``reference_stats`` when that file exists (checked against
-    ``extractor``), else computed from ``reference`` (and saved to ``reference_stats`` when given)."""
+    ``extractor``, and against ``reference`` when given: a file made from other images is refused), else
+    computed from ``reference`` (and saved to ``reference_stats`` when given)."""
+    images = None
+    if reference is not None:
+        images = reference if isinstance(reference, ImageSet) else open_image_set(reference)
     if reference_stats is not None and Path(reference_stats).is_file():
         statistics = load_reference_statistics(reference_stats)
         statistics.check(extractor.name, extractor.weights_sha256, str(reference_stats))
+        if images is not None:  # keyed by the files they summarise: never another set's figures
+            statistics.check_images(images.sha256(), images.where, str(reference_stats))
         return statistics
-    if reference is None:
+    if images is None:
         raise ValueError("no reference: pass reference images, or a reference statistics file that exists")
-    images = reference if isinstance(reference, ImageSet) else open_image_set(reference)
     pool = _features(extractor, images, config, "reference features").pool
     statistics = ReferenceStatistics.from_features(pool, features=extractor.name,
-                                                   weights_sha256=extractor.weights_sha256, source=images.where)
+                                                   weights_sha256=extractor.weights_sha256, source=images.where,
+                                                   images_sha256=images.sha256())
     if reference_stats is not None:
         save_reference_statistics(statistics, reference_stats)
     return statistics

@@ -227,6 +227,7 @@ class PriorStage(TrainingStage):
             text = TextConditioner.from_pretrained(source)
             prior = load_prior(source / "prior")
             check_components(self.vqgan, text, prior, source=str(source))
+            prior.config.vqgan_sha256 = self.vqgan.codes_sha256()  # recorded now when the source predates it
             if config.finetune.normalize_text and not text.config.normalize:
                 text.enable_normalization()
             if config.finetune.new_text_tokens:
@@ -239,6 +240,7 @@ class PriorStage(TrainingStage):
         config.prior.grid_size = self.vqgan.config.latent_size
         config.prior.context_dim = text.hidden_size
         config.prior.context_length = config.text.max_length
+        config.prior.vqgan_sha256 = self.vqgan.codes_sha256()  # the pipeline refuses another VQ-GAN
         return PriorBundle(text, build_prior(config.prior))
 
     def carried_captioner(self, source: Path):

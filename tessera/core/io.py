@@ -13,11 +13,20 @@ from PIL import Image
 from safetensors.torch import save_file
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` as an ordinary ``open`` would create it under the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename. The file gets the
+    usual permissions (0666 less the umask), not the temporary file's private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as tmp:
         tmp.write(text)
+    os.chmod(tmp.name, umask_mode())
     os.replace(tmp.name, path)
 
 
@@ -25,7 +34,20 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metada
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}, str(tmp), metadata=metadata)
+    os.chmod(tmp, umask_mode())  # safetensors writes its file 0600
     os.replace(tmp, path)
+
+
+def apply_umask_modes(folder: Path) -> None:
+    """Give every file and folder below ``folder`` the usual permissions (0666 / 0777 less the umask): writers
+    such as safetensors' ``save_file`` (also inside transformers' ``save_pretrained``) create files 0600."""
+    file_mode, folder_mode = umask_mode(0o666), umask_mode(0o777)
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(root, name), folder_mode)
+        for name in files:
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), file_mode)
 
 
 def temporary_path(path: Path) -> Path:
