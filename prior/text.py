@@ -33,6 +33,7 @@ from torch import nn
 from tessera.core.config import CheckpointMismatchError, JSONConfig
 from tessera.core.hashing import state_dict_sha256
 from tessera.prior.context import TextContext
+from tessera.prior.prompt_text import prompt_texts
 from tessera.prior.text_sources import (
     is_package_reference,
     load_pretrained_text_encoder,
@@ -244,6 +245,7 @@ class TextConditioner(nn.Module):
             raise TypeError(f"prompts must be strings, got {sorted(set(wrong))}")
         if padding not in ("longest", "max_length"):
             raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
+        given, prompts = prompts, prompt_texts(prompts)  # emoji spelled out, invalid Unicode refused
         limit = self.config.max_length
         batch = self.text_tokenizer(prompts, padding=padding, truncation=True, max_length=limit,
                                return_overflowing_tokens=True, return_tensors="pt")
@@ -256,10 +258,22 @@ class TextConditioner(nn.Module):
             logger.warning("%d of %d prompts are longer than max_length=%d text tokens and were truncated.",
                            truncated, len(prompts), limit)
         input_ids, attention_mask = batch["input_ids"][first], batch["attention_mask"][first]  # (B, L)
+        self._warn_about_unknown_text(given, input_ids)
         if padding == "longest":  # overflow rows cannot be longer than a first row, but trim to be sure
             length = int(attention_mask.sum(1).max())
             input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    def _warn_about_unknown_text(self, prompts: list[str], input_ids: torch.Tensor) -> None:
+        """One warning naming the prompts with text the text tokenizer maps to its unknown token."""
+        unknown_id = self.text_tokenizer.unk_token_id
+        if unknown_id is None:  # the scratch byte-level BPE encodes every string
+            return
+        rows = (input_ids == unknown_id).any(dim=1).nonzero().flatten().tolist()
+        if rows:
+            logger.warning("%d of %d prompts have text the text tokenizer does not know (read as %s, so it does "
+                           "not steer the image): %s", len(rows), len(prompts), self.text_tokenizer.unk_token,
+                           ", ".join(repr(prompts[row]) for row in rows[:5]))
 
     def encode_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextContext:
         """Run the encoder on token ids (B, L); hidden states at padded positions are zeroed."""
