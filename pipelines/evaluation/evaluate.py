@@ -146,6 +146,9 @@ def evaluate_images(generated: str | Path | ImageSet, reference: str | Path | Im
                          "(read when it exists, else written)")
     generated_images = two_or_more(generated if isinstance(generated, ImageSet) else open_image_set(generated),
                                    "generated")
+    if reference is not None and not isinstance(reference, ImageSet) and not (
+            reference_stats is not None and Path(reference_stats).is_file()):  # read (and checked) before the work
+        reference = two_or_more(open_image_set(reference), "reference")
     extractor = extractor or load_feature_extractor(config.features, weights=config.weights)
     reference_stats_ = reference_statistics(extractor, reference, config, reference_stats)
     generated_features = _features(extractor, generated_images, config, "generated features")
