@@ -12,14 +12,15 @@ pipe = ImageToTextPipeline.from_pipe(text_to_image_pipe)                # shares
 ```
 
 Images: PIL images, paths, uint8 arrays (H, W) / (H, W, 3|4), or float tensors (3, H, W) / (B, 3, H, W) in
-[-1, 1]; any size and mode. They are converted and cut like training data (``pipelines.data.images``: RGB,
+[-1, 1]; any size and mode, read by ``pipelines.data.image_inputs``. They are converted and cut like training data (``pipelines.data.images``: RGB,
 transparency onto white, the largest centred square, resized to the VQ-GAN's resolution). An image of more than
 ``max_image_pixels`` pixels (the data layer's limit, 64 megapixels, by default) is refused before any work; a file's
 size is read from its header, before decoding.
 
 ``score`` is the captioner's length-normalised log-likelihood: the mean log-probability per caption token (the
 pipeline's text tokenizer, its end token included), natural log, <= 0; higher fits better. Captions are read
-through the same text normaliser as prompts. A word the captioner never saw in training makes a caption unlikely.
+as prompts are (emoji spelled out as their names, ``prior.prompt_text``; the same text normaliser). A word the
+captioner never saw in training makes a caption unlikely.
 
 Decoding settings are ``transformers``' ``generate`` options (``num_beams``, ``do_sample``, ``temperature``,
 ``top_k``, ``top_p``, ``num_return_sequences``, ``max_new_tokens``), plus ``guidance_scale``: image guidance

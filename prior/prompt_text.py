@@ -51,7 +51,7 @@ def check_unicode(text: str, name: str = "prompt") -> str:
 
 def prompt_text(text: str, name: str = "prompt") -> str:
     """``text`` checked (``check_unicode``) with its emoji spelled out as names (see the module docstring)."""
-    if text.isascii():
+    if not isinstance(text, str) or text.isascii():  # other types are the caller's to refuse
         return text
     check_unicode(text, name)
     pieces, position, changed = [], 0, False

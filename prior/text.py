@@ -8,7 +8,9 @@ Two kinds of text encoder, chosen by ``TextEncoderConfig.pretrained``:
 - a local folder of a pretrained ``transformers`` encoder (``AutoTokenizer`` + ``AutoModel``, never downloaded).
   It is frozen (no gradients, always in eval mode), so its outputs can be cached in the tokenized dataset.
 
-Prompts are padded on the right to the longest prompt of the batch (``padding="max_length"`` pads to
+Prompts (and the captions a scratch text tokenizer is trained on) are read as people type them first
+(``prior.prompt_text``: emoji spelled out as their names, invalid Unicode refused with an error naming the prompt);
+a prompt with text a pretrained tokenizer maps to its unknown token is warned about. Prompts are padded on the right to the longest prompt of the batch (``padding="max_length"`` pads to
 ``max_length``) and truncated at ``max_length`` tokens, special tokens included, with one warning per batch.
 Padding is masked: the hidden states of a prompt's real tokens do not depend on what it is batched with, and the
 hidden states at padded positions are zero.
@@ -33,7 +35,7 @@ from torch import nn
 from tessera.core.config import CheckpointMismatchError, JSONConfig
 from tessera.core.hashing import state_dict_sha256
 from tessera.prior.context import TextContext
-from tessera.prior.prompt_text import prompt_texts
+from tessera.prior.prompt_text import prompt_text, prompt_texts
 from tessera.prior.text_sources import (
     is_package_reference,
     load_pretrained_text_encoder,
@@ -195,7 +197,8 @@ class TextConditioner(nn.Module):
         fills the config's architecture fields in from the model."""
         config = dataclasses.replace(config, normalize=True)
         if config.pretrained is None:
-            tokenizer = train_text_tokenizer(captions, config.vocab_size, max_length=config.max_length)
+            tokenizer = train_text_tokenizer((prompt_text(caption, "caption") for caption in captions),
+                                             config.vocab_size, max_length=config.max_length)
             return cls(config, tokenizer, build_scratch_encoder(config, tokenizer))
         tokenizer, encoder = load_pretrained_text_encoder(resolve_pretrained_folder(config.pretrained))
         filled = {field: getattr(encoder.config, name) for field, name in ARCHITECTURE_FIELDS.items()
@@ -219,6 +222,7 @@ class TextConditioner(nn.Module):
         if self.config.pretrained is not None or not self.trainable:
             raise ValueError("only the jointly trained scratch text tokenizer and encoder can grow a vocabulary; "
                              f"this text side is {'a pretrained encoder' if self.config.pretrained else 'frozen'}")
+        captions = (prompt_text(caption, "caption") for caption in captions)  # as ``tokenize`` will read them
         extension = extend_bpe_tokenizer(self.text_tokenizer.backend_tokenizer, captions, max_new_tokens, min_frequency)
         if not extension.words:
             return []

@@ -36,7 +36,11 @@ Unusual input:
   seed and settings);
 - a mask that covers no cell at ``cell_threshold``: a warning naming its largest cell coverage, and the input
   is returned;
-- grayscale, RGBA and other modes: converted to RGB like training data (transparency onto white).
+- grayscale, RGBA and other modes: converted to RGB like training data (transparency onto white); a 16-bit mask
+  is scaled to 8 bits, never clipped;
+- images and masks given as paths are read as captioning reads them (``pipelines.data.image_inputs``): more than
+  ``max_image_pixels`` pixels (64 megapixels; read from the header, before decoding), an unreadable, truncated or
+  missing file: ``ValueError`` naming it. ``outpaint`` refuses a canvas over that limit before allocating it.
 """
 
 from __future__ import annotations
