@@ -34,8 +34,11 @@ SKIN_TONES = {  # Fitzpatrick modifiers U+1F3FB..U+1F3FF by their CLDR names
 REGIONAL_INDICATORS = range(0x1F1E6, 0x1F1FF + 1)  # A..Z
 TAGS = range(0xE0020, 0xE007F)  # tag characters, ended by CANCEL TAG U+E007F
 CANCEL_TAG = "\U000e007f"
-EMOJI_BLOCKS = ((0x2190, 0x21FF), (0x2300, 0x23FF), (0x2460, 0x27BF), (0x2900, 0x297F), (0x2B00, 0x2BFF),
-                (0x3030, 0x303D), (0x3297, 0x3299), (0x1F000, 0x1FAFF))
+# Unicode blocks whose symbols are emoji (misc technical, geometric shapes, misc symbols, dingbats, misc symbols and
+# arrows, CJK emoji, the supplementary pictographs). Arrows, box drawing and other symbols people type as text stay
+# as they are unless followed by U+FE0F.
+EMOJI_BLOCKS = ((0x2300, 0x23FF), (0x25A0, 0x25FF), (0x2600, 0x27BF), (0x2B00, 0x2BFF), (0x3030, 0x303D),
+                (0x3297, 0x3299), (0x1F000, 0x1FAFF))
 
 
 def check_unicode(text: str, name: str = "prompt") -> str:
