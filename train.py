@@ -59,6 +59,7 @@ from tessera.models import resolve_pipeline_folder
 from tessera.pipelines.pipeline_folder import PipelineConfig
 from tessera.pipelines.shapes.evaluate import STATED_ATTRIBUTES
 from tessera.pipelines.tokens import ExportConfig, export_tokenized_dataset
+from tessera.pipelines.tokens.shards import ExportMismatchError
 from tessera.pipelines.training.captioner import (
     CAPTIONER_TRAINING_DEFAULTS,
     CaptionerDataOptions,
@@ -162,7 +163,10 @@ def add_tokenize_parser(subparsers) -> None:
 
 def run_tokenize(args: argparse.Namespace) -> None:
     config = ExportConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(ExportConfig)})
-    result = export_tokenized_dataset(config, command=shlex.join(["python", *sys.argv]))
+    try:
+        result = export_tokenized_dataset(config, command=shlex.join(["python", *sys.argv]))
+    except ExportMismatchError as error:  # e.g. resumed with another --shard_size: the message says what to do
+        raise SystemExit(f"error: {error}") from None
     if not result.is_main_process:
         return
     if result.already_complete:

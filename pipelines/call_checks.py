@@ -3,6 +3,7 @@ errors that say what was expected."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,10 +40,10 @@ def checked_sampling_options(defaults: SamplingConfig, prior_kind: str, *, guida
     temperature = float(defaults.temperature if temperature is None else temperature)
     top_k = defaults.top_k if top_k is None else top_k
     top_p = defaults.top_p if top_p is None else top_p
-    if not guidance_scale >= 0:  # also NaN
-        raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {guidance_scale}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not 0 <= guidance_scale < math.inf:  # also NaN
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale}")
+    if not 0 <= temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
         raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
     if top_p is not None and not 0 < top_p <= 1:

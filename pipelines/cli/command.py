@@ -23,12 +23,20 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # -o with one of these is one image file
 
 
+def seed_value(text: str) -> int:
+    """``--seed``: an integer a ``torch.Generator`` takes, 0 .. 2**64 - 1."""
+    seed = int(text)
+    if not 0 <= seed < 2 ** 64:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0 .. 2**64 - 1 (18446744073709551615)")
+    return seed
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """The pipeline, seed, sampling and device flags every command shares."""
     parser.add_argument("--pipeline", type=resolve_pipeline_folder, default=DEFAULT_PIPELINE,
                         help=f"a saved pipeline folder, or the name of a shipped one ({', '.join(SHIPPED_PIPELINES)}; "
                              f"default: {DEFAULT_PIPELINE})")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument("--negative_prompt", default=None, help="one negative prompt for every prompt")
     sampling = parser.add_argument_group("sampling (default: the pipeline's pipeline.json)")
     sampling.add_argument("--guidance_scale", type=float, default=None)
@@ -120,7 +128,7 @@ def add_caption_parser(commands) -> None:
     caption.add_argument("--max_new_tokens", type=int, default=None)
     caption.add_argument("--guidance_scale", type=float, default=None,
                          help="image guidance (1 = none; default: the captioner's own setting)")
-    caption.add_argument("--seed", type=int, default=0)
+    caption.add_argument("--seed", type=seed_value, default=0)
     caption.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     caption.add_argument("--dtype", choices=DTYPES, default="auto",
                          help="auto: bfloat16 on a GPU that supports it, else float32")
@@ -151,19 +159,40 @@ def caption(args: argparse.Namespace) -> int:
 def read_prompts(args: argparse.Namespace) -> list[str]:
     prompts = list(args.prompts)
     if args.prompts_file is not None:
-        lines = args.prompts_file.read_text(encoding="utf-8").splitlines()
-        prompts += [line for line in lines if line.strip()]
+        prompts += [line for line in read_prompts_file(args.prompts_file).splitlines() if line.strip()]
     if not prompts:
         raise ValueError("no prompts: pass PROMPT arguments or --prompts_file")
     return prompts
 
 
+def read_prompts_file(path: Path) -> str:
+    """The text of ``--prompts_file``, or a clear error naming it (missing, a folder, not UTF-8: the line)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"--prompts_file {path}: cannot read it ({error.strerror or error}); give a text file "
+                         "with one prompt a line") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise ValueError(f"--prompts_file {path}: line {line} is not UTF-8 text (byte 0x{data[error.start]:02x}); "
+                         "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+
+
 def resolve_device(name: str, dtype_name: str):
     import torch
 
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    try:
+        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r} is not a device this command runs on: use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+        raise ValueError(f"--device {name} was asked for, but torch sees no CUDA device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA devices (cuda:0 ...)")
     if dtype_name == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     else:
@@ -299,14 +328,14 @@ def generate(args: argparse.Namespace) -> int:
 def edit(args: argparse.Namespace) -> int:
     """inpaint, outpaint, edit, denoise: one image in, one image (at its size) out."""
     import torch
-    from PIL import Image
 
+    from tessera.pipelines.data.image_inputs import read_image
     from tessera.pipelines.editing import ImageToImagePipeline, InpaintPipeline
 
     if args.output.suffix.lower() != ".png":
         raise ValueError(f"-o must name a .png file, got {args.output}")
-    with Image.open(args.image) as opened:
-        image = opened.copy()
+    image = read_image(args.image)  # as caption reads images: the pixel limit from the header, clear errors
+    mask = read_image(args.mask, name="mask") if args.command == "inpaint" else None
     device, dtype = resolve_device(args.device, args.dtype)
     cls = InpaintPipeline if args.command in ("inpaint", "outpaint") else ImageToImagePipeline
     pipe = load_pipeline(args.pipeline, device, dtype, quiet=args.no_progress, cls=cls,
@@ -314,8 +343,6 @@ def edit(args: argparse.Namespace) -> int:
     options = dict(negative_prompt=args.negative_prompt, generator=torch.Generator(device=device).manual_seed(args.seed),
                    **sampling_arguments(args))
     if args.command == "inpaint":
-        with Image.open(args.mask) as opened:
-            mask = opened.copy()
         tuning = {name: getattr(args, name) for name in ("cell_threshold", "dilation") if getattr(args, name) is not None}
         output = pipe(args.prompt, image, mask, feather_radius=args.feather_radius, **tuning, **options)
     elif args.command == "outpaint":

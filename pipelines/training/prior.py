@@ -173,9 +173,13 @@ def captions_are_shapes(captions: list[str]) -> bool:
 
 
 class PriorStage(TrainingStage):
+    @property
+    def name(self) -> str:
+        """The prior's kind as trained: fine-tuning takes the base pipeline's (``config.prior`` is replaced)."""
+        return f"{self.config.prior.kind} prior"
+
     def __init__(self, config: PriorRunConfig):
         self.config = config
-        self.name = f"{config.prior.kind} prior"
         self.captioner = None  # fine-tuning: the base pipeline's, carried into the new one
         check_tokenizer_matches(config.data.tokens, config.data.vqgan)
         if config.finetune.replay_fraction > 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -62,8 +63,11 @@ def test_mixed_batches_take_the_replay_share_and_resume_exactly():
         MixedBatchSampler(StepBatchSampler(10, 4, seed=0, start_step=0, end_step=1), 5, 0.9)
 
 
-def test_finetune_grows_the_vocabulary_and_writes_a_pipeline(base_pipeline, tmp_path):
+def test_finetune_grows_the_vocabulary_and_writes_a_pipeline(base_pipeline, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="tessera.pipelines.training.loop")
     output = finetune(base_pipeline, tmp_path / "ft")
+    assert "masked prior: 1 processes" in caplog.text  # the base pipeline's kind, not the flag's default
+    assert "autoregressive prior" not in caplog.text
     pipeline = TextToImagePipeline.from_pretrained(output)
     base = TextConditioner.from_pretrained(base_pipeline)
     assert len(pipeline.text.text_tokenizer) > len(base.text_tokenizer)
