@@ -60,10 +60,13 @@ from pathlib import Path
 from accelerate import PartialState
 
 from tessera.captioner.model import CAPTIONER_PRESETS
+from tessera.core.folders import check_output_folder
+from tessera.models import resolve_pipeline_folder
 from tessera.pipelines.data.worlds import WORLDS
 from tessera.pipelines.pipeline_folder import PipelineConfig
 from tessera.pipelines.tokens import ExportConfig, export_tokenized_dataset
 from tessera.pipelines.tokens.config import DTYPES
+from tessera.pipelines.tokens.shards import ExportMismatchError
 from tessera.pipelines.training import captioner, prior, vqgan
 from tessera.pipelines.training.captions import CAPTION_VARIATIONS
 from tessera.pipelines.training.config import (
@@ -94,6 +97,11 @@ def report(message: str) -> None:
 
 def add_set_flag(parser: argparse.ArgumentParser, sections: str) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help=f"override config fields: {sections}")
+
+
+def add_overwrite_flag(parser: argparse.ArgumentParser, holds: str = "a pipeline") -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"write into an --output_dir that holds {holds} (or a dataset, an imagefolder)")
 
 
 def add_source_flags(parser: argparse.ArgumentParser, tokenized_into: str) -> None:
@@ -137,7 +145,10 @@ def add_tokenize_parser(subparsers) -> None:
 
 def run_tokenize(args: argparse.Namespace) -> None:
     config = config_from_flags(args, ExportConfig())
-    result = export_tokenized_dataset(config, command=shlex.join(["python", *sys.argv]))
+    try:
+        result = export_tokenized_dataset(config, command=shlex.join(["python", *sys.argv]))
+    except ExportMismatchError as error:  # e.g. resumed with another --shard_size: the message says what to do
+        raise SystemExit(f"error: {error}") from None
     if not result.is_main_process:
         return
     if result.already_complete:
@@ -166,6 +177,7 @@ def add_prior_parser(subparsers) -> None:
     add_config_flags(parser, prior.PriorDataOptions, defaults.data, skip=("tokens", "vqgan"), choices=VARIATION_CHOICES)
     add_sampling_flags(parser, "SamplingConfig's")
     add_set_flag(parser, "prior.*, text.*, sampling.*, data.*")
+    add_overwrite_flag(parser)
     add_training_arguments(parser, defaults.training)
     parser.set_defaults(run=run_prior)
 
@@ -177,6 +189,8 @@ def tokenize_for_prior(data: str, tokenizer: str, output_dir: str) -> str:
 
 
 def run_prior(args: argparse.Namespace) -> None:
+    check_output_folder(Path(args.output_dir), what="the trained pipeline", override="--overwrite",
+                        overwrite=args.overwrite)
     config = prior.default_run_config(args.preset)
     if args.prior is not None:
         config.prior.kind = args.prior
@@ -202,11 +216,17 @@ def add_captioner_parser(subparsers) -> None:
                      choices=VARIATION_CHOICES)
     parser.add_argument("--preset", default=captioner.DEFAULT_PRESET, choices=sorted(CAPTIONER_PRESETS))
     add_set_flag(parser, "captioner.*, data.*")
+    add_overwrite_flag(parser, "another pipeline")
     add_training_arguments(parser, defaults.training)
     parser.set_defaults(run=run_captioner)
 
 
 def run_captioner(args: argparse.Namespace) -> None:
+    if args.pipeline is not None:
+        args.pipeline = pipeline_folder(args.pipeline)
+    if args.pipeline is None or Path(args.output_dir).resolve() != Path(args.pipeline).resolve():
+        check_output_folder(Path(args.output_dir), what="the captioner's folder", override="--overwrite",
+                            overwrite=args.overwrite)
     tokenizer = args.vqgan or (f"{args.pipeline}/vqgan" if args.pipeline else None)
     if not tokenizer:
         raise SystemExit("train.py captioner needs --pipeline or --vqgan (the VQ-GAN that makes the codes)")
@@ -241,12 +261,10 @@ def run_finetune(args: argparse.Namespace) -> None:
     if kept:
         raise SystemExit(f"--set {kept[0]}: fine-tuning continues the pipeline's prior and text side as they are "
                          "(their configs cannot be set)")
-    try:
-        request = config_from_flags(args, FinetuneRequest(pipeline=args.pipeline, data=args.data, tokens=args.tokens))
-        request.sampling = config_from_flags(args, PipelineConfig.read(Path(args.pipeline)).sampling)
-        config = finetune_run_config(request, training_config_from_args(args, prior.FINETUNE_TRAINING_DEFAULTS))
-    except ValueError as error:
-        raise SystemExit(str(error)) from error
+    args.pipeline = pipeline_folder(args.pipeline)
+    request = config_from_flags(args, FinetuneRequest(pipeline=args.pipeline, data=args.data, tokens=args.tokens))
+    request.sampling = config_from_flags(args, PipelineConfig.read(Path(args.pipeline)).sampling)
+    config = finetune_run_config(request, training_config_from_args(args, prior.FINETUNE_TRAINING_DEFAULTS))
     config = with_overrides(config, args.set)
     output = prior.train_prior(config)
     report(f"saved the fine-tuned pipeline to {output}")
@@ -327,10 +345,7 @@ def parse_assignment(item: str) -> tuple[str, object]:
 
 
 def run_quickstart_command(args: argparse.Namespace) -> None:
-    try:
-        result = run_quickstart(quickstart_recipe(args), args.output_dir)
-    except ValueError as error:
-        raise SystemExit(str(error)) from error
+    result = run_quickstart(quickstart_recipe(args), args.output_dir)
     if not PartialState().is_main_process:
         return
     times = ", ".join(f"{stage} {value / 60:.1f} min" for stage, value in result.stage_seconds.items())
@@ -353,11 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def pipeline_folder(name_or_path: str) -> str:
+    """``--pipeline``: a folder, or the name of a shipped pipeline (``tessera.models``)."""
+    return str(resolve_pipeline_folder(name_or_path))
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. A user's mistake (a missing or damaged file, a folder in use, a bad value) ends the
+    run with one line, ``error: ...``, and exit status 1, as the ``tessera`` command does; not a traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved object otherwise
-    args.run(args)
+    try:
+        args.run(args)
+    except (OSError, ValueError) as error:  # files and folders, configs, data sources, refusals
+        raise SystemExit(f"error: {error}") from None
     return 0
 
 

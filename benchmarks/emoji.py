@@ -32,7 +32,9 @@ Emoji with their own gendered code point (prince / princess, Santa / Mrs. Claus)
 Output: ``DIR/train`` and ``DIR/test`` imagefolders (``images/<style>/<HEXCODE>.png``, ``metadata.jsonl`` with
 ``file_name``, ``text`` (the CLDR name), ``emoji``, ``hexcode``, ``base``, ``style``, ``keywords``, ``group``,
 ``subgroup``) and ``DIR/build.json`` (sources, versions, licences, settings, counts, skips), written last: its
-presence marks the build complete. An interrupted build resumes: finished PNGs (written atomically) are kept.
+presence marks the build complete. An interrupted build resumes: finished PNGs (written atomically) are kept. A build
+that makes no image at all (e.g. the rasteriser fails on every SVG) is an error saying how many failed and the first
+error, and is not marked complete, so a re-run tries again. A folder that cannot be written is refused before any work.
 """
 
 from __future__ import annotations
@@ -382,6 +384,7 @@ def build(root: Path, options: BuildOptions, cache_dir: Path | None = None, open
     if partial.is_file() and json.loads(partial.read_text(encoding="utf-8")) != settings:
         raise EmojiDataError(f"{root} holds an unfinished build with other settings ({partial}); remove the "
                              "folder or use another one")
+    check_writable(root)  # before any work
     write_json_durably(partial, settings)  # an interrupted build resumes only with these settings
 
     started = time.perf_counter()
@@ -392,7 +395,7 @@ def build(root: Path, options: BuildOptions, cache_dir: Path | None = None, open
     for reason, hexcodes in source_which.items():
         which[reason] += hexcodes
     rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
-    reused = 0
+    reused, failures = 0, []
     for item in tqdm(items, desc=f"rasterising emoji at {options.resolution}px", unit="img", disable=not progress):
         split = "test" if is_test(item.name.base, options.test_fraction, options.split_seed) else "train"
         file_name = f"images/{item.style}/{item.name.hexcode}.png"
@@ -406,6 +409,7 @@ def build(root: Path, options: BuildOptions, cache_dir: Path | None = None, open
                 reason = f"{item.style}:{'blank' if isinstance(error, BlankImage) else 'rasterise_failed'}"
                 skipped[reason] += 1
                 which[reason].append(item.name.hexcode)
+                failures.append(f"{item.svg.name}: {type(error).__name__}: {error}")
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = temporary_path(path)
@@ -415,6 +419,11 @@ def build(root: Path, options: BuildOptions, cache_dir: Path | None = None, open
         rows[split].append({"file_name": file_name, "text": name.text, "emoji": name.emoji, "hexcode": name.hexcode,
                             "base": name.base, "style": item.style, "keywords": list(name.keywords),
                             "group": name.group, "subgroup": name.subgroup})
+    if not any(rows.values()):  # an empty build is never marked complete: a re-run tries again
+        found = f"all {len(failures)} SVGs failed to rasterise with {rasteriser.name} (first: {failures[0]})" \
+            if failures else "the sources hold no SVG of a named emoji"
+        raise EmojiDataError(f"no emoji image was made: {found}. Nothing is marked complete; fix the cause "
+                             "(e.g. another --rasteriser) and run the build again.")
     for split in SPLITS:
         atomic_write_text(root / split / "metadata.jsonl",
                           "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows[split]))
@@ -424,6 +433,17 @@ def build(root: Path, options: BuildOptions, cache_dir: Path | None = None, open
     write_json_durably(done, info)
     partial.unlink()
     return info
+
+
+def check_writable(root: Path) -> None:
+    """``EmojiDataError`` unless ``root`` can be made and written to (a file is created there and removed)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise EmojiDataError(f"cannot write the build into {root} ({error.strerror or error}); choose a folder "
+                             "you can write to") from None
 
 
 def _package_version(folder: Path) -> str:
@@ -472,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         info = build(Path(args.output_dir), options, Path(args.cache_dir) if args.cache_dir else None,
                      Path(args.openmoji_dir) if args.openmoji_dir else None,
                      Path(args.twemoji_dir) if args.twemoji_dir else None)
-    except EmojiDataError as error:
+    except (EmojiDataError, OSError) as error:  # OSError: e.g. the disk filled up during the build
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps({key: info[key] for key in ("counts", "skipped", "seconds")}, indent=2))

@@ -3,10 +3,13 @@ errors that say what was expected."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 
+from tessera.core.config import CheckpointMismatchError
 from tessera.prior.config import GUIDANCE_SCHEDULES, SamplingConfig
 
 
@@ -39,10 +42,10 @@ def checked_sampling_options(defaults: SamplingConfig, prior_kind: str, *, guida
     temperature = float(defaults.temperature if temperature is None else temperature)
     top_k = defaults.top_k if top_k is None else top_k
     top_p = defaults.top_p if top_p is None else top_p
-    if not guidance_scale >= 0:  # also NaN
-        raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {guidance_scale}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not 0 <= guidance_scale < math.inf:  # also NaN
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale}")
+    if not 0 <= temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
         raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
     if top_p is not None and not 0 < top_p <= 1:
@@ -56,12 +59,23 @@ def checked_sampling_options(defaults: SamplingConfig, prior_kind: str, *, guida
                 raise ValueError(f"{name} applies to the masked prior only; this pipeline's prior is {prior_kind} "
                                  "(one step per code).")
     choice_temperature = float(defaults.choice_temperature if choice_temperature is None else choice_temperature)
-    if not choice_temperature >= 0:
-        raise ValueError(f"choice_temperature must be >= 0 (0 = reveal by confidence alone), got {choice_temperature}")
+    if not 0 <= choice_temperature < math.inf:
+        raise ValueError("choice_temperature must be a finite number >= 0 (0 = reveal by confidence alone), "
+                         f"got {choice_temperature}")
     num_steps = positive_int(defaults.num_steps if num_steps is None else num_steps, "num_steps")
     return SamplingConfig(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p,
                           num_steps=num_steps, guidance_schedule=guidance_schedule,
                           choice_temperature=choice_temperature)
+
+
+def check_saved_sampling(sampling: SamplingConfig, prior_kind: str, path: Path) -> None:
+    """The sampling defaults saved in ``path`` (``pipeline.json``), checked as a call's are; an error names the
+    file, since every call would otherwise fail on them."""
+    try:
+        checked_sampling_options(sampling, prior_kind)
+    except ValueError as error:
+        raise CheckpointMismatchError(f"{path}: the saved sampling settings are invalid: {error}. Fix the "
+                                      "\"sampling\" entry of that file.") from None
 
 
 def check_generator(generator: torch.Generator | None, device: torch.device) -> None:

@@ -12,14 +12,15 @@ pipe = ImageToTextPipeline.from_pipe(text_to_image_pipe)                # shares
 ```
 
 Images: PIL images, paths, uint8 arrays (H, W) / (H, W, 3|4), or float tensors (3, H, W) / (B, 3, H, W) in
-[-1, 1]; any size and mode. They are converted and cut like training data (``pipelines.data.images``: RGB,
+[-1, 1]; any size and mode, read by ``pipelines.data.image_inputs``. They are converted and cut like training data (``pipelines.data.images``: RGB,
 transparency onto white, the largest centred square, resized to the VQ-GAN's resolution). An image of more than
 ``max_image_pixels`` pixels (the data layer's limit, 64 megapixels, by default) is refused before any work; a file's
 size is read from its header, before decoding.
 
 ``score`` is the captioner's length-normalised log-likelihood: the mean log-probability per caption token (the
 pipeline's text tokenizer, its end token included), natural log, <= 0; higher fits better. Captions are read
-through the same text normaliser as prompts. A word the captioner never saw in training makes a caption unlikely.
+as prompts are (emoji spelled out as their names, ``prior.prompt_text``; the same text normaliser). A word the
+captioner never saw in training makes a caption unlikely.
 
 Decoding settings are ``transformers``' ``generate`` options (``num_beams``, ``do_sample``, ``temperature``,
 ``top_k``, ``top_p``, ``num_return_sequences``, ``max_new_tokens``), plus ``guidance_scale``: image guidance
@@ -30,20 +31,20 @@ with ``generator``, from a seed drawn from it (the same generator state gives th
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from tessera.captioner.model import Captioner, tokenize_captions
+from tessera.core.folders import check_output_folder, replace_entries
 from tessera.models import resolve_pipeline_folder
 from tessera.pipelines.call_checks import positive_int, prompt_list
-from tessera.pipelines.data.images import DEFAULT_MAX_IMAGE_PIXELS, RowSkipped, open_image, preprocess_image
+from tessera.pipelines.data.image_inputs import image_list, read_image
+from tessera.pipelines.data.images import DEFAULT_MAX_IMAGE_PIXELS, preprocess_image
 from tessera.pipelines.outputs import eval_mode
 from tessera.pipelines.pipeline_folder import (
     CAPTIONER_FOLDER,
@@ -51,6 +52,7 @@ from tessera.pipelines.pipeline_folder import (
     PIPELINE_CONFIG_NAME,
     check_captioner,
 )
+from tessera.prior.prompt_text import prompt_texts
 from tessera.prior.text import TEXT_CONFIG_NAME, TextEncoderConfig, load_text_tokenizer, swap_in_saved
 from tessera.tokenizer.model import VQGAN
 
@@ -59,65 +61,6 @@ from tessera.tokenizer.model import VQGAN
 class ImageToTextOutput:
     captions: list[str]  # image-major: num_return_sequences per image
     codes: torch.Tensor  # (N, h, w) long, on the CPU: the images' codes
-
-
-def _tensor_to_pil(image: torch.Tensor) -> Image.Image:
-    """(3, H, W) float in [-1, 1] -> an RGB PIL image."""
-    pixels = image.detach().float().cpu().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
-    return Image.fromarray(pixels.permute(1, 2, 0).numpy())  # (H, W, 3)
-
-
-def image_list(images) -> list:
-    """A call's ``images`` as a non-empty list of single images (PIL, path, array or (3, H, W) tensor)."""
-    if isinstance(images, torch.Tensor):
-        if images.ndim == 4:
-            return list(images)
-        if images.ndim == 3:
-            return [images]
-        raise ValueError(f"image tensors are (3, H, W) or (B, 3, H, W), got shape {tuple(images.shape)}")
-    if isinstance(images, (Image.Image, np.ndarray, str, os.PathLike)):
-        return [images]
-    if not isinstance(images, (list, tuple)):
-        raise TypeError(f"images must be an image (PIL, path, uint8 array, tensor) or a list of them, got "
-                        f"{type(images).__name__}")
-    if not images:
-        raise ValueError("images is empty: give at least one image")
-    return list(images)
-
-
-def as_pil_image(image, max_pixels: int) -> Image.Image:
-    """One input image as a loaded PIL image, or a clear error (wrong type, unreadable, more than
-    ``max_pixels`` pixels; the size is checked before decoding a file)."""
-    if isinstance(image, torch.Tensor):
-        if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
-            raise ValueError(f"an image tensor is float (3, H, W) in [-1, 1], got {image.dtype} {tuple(image.shape)}")
-        size = image.shape[1] * image.shape[2]
-    elif isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise ValueError(f"an image array is uint8 (H, W) or (H, W, 3|4), got {image.dtype} {image.shape}")
-        size = image.shape[0] * image.shape[1]
-    elif isinstance(image, (Image.Image, str, os.PathLike)):
-        if not isinstance(image, Image.Image):
-            try:
-                with warnings.catch_warnings():  # the pixel limit below is this pipeline's own
-                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                    image = Image.open(image)  # lazy: the header only
-            except (OSError, ValueError, Image.DecompressionBombError) as error:
-                raise ValueError(f"cannot read image {os.fspath(image)!r}: {error}") from error
-        size = image.size[0] * image.size[1]
-    else:
-        raise TypeError(f"an image is a PIL image, a path, a uint8 array or a float tensor, got {type(image).__name__}")
-    if size > max_pixels:
-        raise ValueError(f"an image of {size:,} pixels is larger than max_image_pixels={max_pixels:,}; shrink it "
-                         "first (the model sees it at its own small resolution anyway)")
-    if isinstance(image, torch.Tensor):
-        return _tensor_to_pil(image)
-    if isinstance(image, np.ndarray):
-        return Image.fromarray(image)
-    try:
-        return open_image(image)
-    except RowSkipped as error:
-        raise ValueError(f"cannot use image {getattr(image, 'filename', '') or '<image>'}: {error}") from error
 
 
 @contextlib.contextmanager
@@ -180,24 +123,30 @@ class ImageToTextPipeline:
     def components(self) -> dict:
         return {"vqgan": self.vqgan, "text_tokenizer": self.text_tokenizer, "captioner": self.captioner}
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write a captioning folder that ``from_pretrained`` loads: ``vqgan/``, ``text_tokenizer/`` (with
         ``text_config.json`` when the pipeline has one) and ``captioner/``. A folder that holds a text-to-image
         pipeline (``pipeline.json``, ``prior/``) is refused, nothing written: its prior needs the VQ-GAN and
-        text side it has, so save that pipeline with ``TextToImagePipeline.save_pretrained`` instead."""
+        text side it has, so save that pipeline with ``TextToImagePipeline.save_pretrained`` instead. A folder
+        holding a dataset or an imagefolder is refused unless ``overwrite=True``. Written beside the folder,
+        then swapped in as a whole (``tessera.core.folders.replace_entries``)."""
         directory = Path(directory)
         other = [name for name in (PIPELINE_CONFIG_NAME, COMPONENTS["prior"]) if (directory / name).exists()]
         if other:
             raise FileExistsError(f"{directory} holds a text-to-image pipeline ({', '.join(other)}); writing a "
                                   "captioning folder over it would leave its prior with other components. Save to "
                                   "a new folder, or save the text-to-image pipeline itself.")
-        directory.mkdir(parents=True, exist_ok=True)
-        self.vqgan.save_pretrained(directory / COMPONENTS["vqgan"])
-        swap_in_saved(self.text_tokenizer, directory / COMPONENTS["text_tokenizer"])
-        if self.text_config is not None:
-            self.text_config.save(directory / TEXT_CONFIG_NAME)
-        self.captioner.save_pretrained(directory / CAPTIONER_FOLDER)
-        return directory
+        check_output_folder(directory, what="a captioning folder", override="overwrite=True", overwrite=overwrite)
+
+        def write(staging: Path) -> None:
+            self.vqgan.save_pretrained(staging / COMPONENTS["vqgan"])
+            swap_in_saved(self.text_tokenizer, staging / COMPONENTS["text_tokenizer"])
+            if self.text_config is not None:
+                self.text_config.save(staging / TEXT_CONFIG_NAME)
+            self.captioner.save_pretrained(staging / CAPTIONER_FOLDER)
+
+        entries = [COMPONENTS["vqgan"], COMPONENTS["text_tokenizer"], TEXT_CONFIG_NAME, CAPTIONER_FOLDER]
+        return replace_entries(directory, entries, write)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> ImageToTextPipeline:
         """Move the modules; ``dtype`` applies to the captioner and the VQ-GAN's encoder (the quantizer stays
@@ -217,7 +166,7 @@ class ImageToTextPipeline:
     def encode(self, images) -> torch.Tensor:
         """Images (see the module docstring) -> codes (N, h, w) long, on the pipeline's device."""
         resolution = self.vqgan.config.resolution
-        pixels = torch.stack([preprocess_image(as_pil_image(image, self.max_image_pixels), resolution)
+        pixels = torch.stack([preprocess_image(read_image(image, self.max_image_pixels), resolution)
                               for image in image_list(images)])  # (N, 3, R, R) in [-1, 1]
         weight = self.vqgan.encoder.conv_in.weight
         with torch.inference_mode(), eval_mode(self.vqgan):
@@ -239,10 +188,10 @@ class ImageToTextPipeline:
         if not do_sample and num_return_sequences > num_beams:
             raise ValueError(f"num_return_sequences={num_return_sequences} needs do_sample=True or num_beams >= "
                              f"{num_return_sequences}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if guidance_scale is not None and not guidance_scale >= 0:
-            raise ValueError(f"guidance_scale must be >= 0 (1 = no image guidance), got {guidance_scale}")
+        if not 0 < temperature < math.inf:  # also NaN
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+        if guidance_scale is not None and not 0 <= guidance_scale < math.inf:
+            raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no image guidance), got {guidance_scale}")
         options = {"num_beams": num_beams, "do_sample": do_sample, "num_return_sequences": num_return_sequences,
                    "guidance_scale": guidance_scale}
         if do_sample:
@@ -270,6 +219,7 @@ class ImageToTextPipeline:
 
     def score_codes(self, codes: torch.Tensor, captions: list[str], batch_size: int = 64) -> torch.Tensor:
         """Like ``score`` for code grids (N, h, w) already made, e.g. a text-to-image pipeline's candidates."""
+        captions = prompt_texts(captions, "caption")  # emoji spelled out, as the text conditioner reads prompts
         with eval_mode(self.captioner):
             scores = [self.captioner.log_likelihood(
                 codes[start:start + batch_size], tokenize_captions(self.text_tokenizer, captions[start:start + batch_size]))

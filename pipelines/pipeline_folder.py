@@ -8,11 +8,13 @@ pipeline itself (``pipelines.text_to_image``) builds on these.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tessera.captioner.model import Captioner
 from tessera.core.config import CheckpointMismatchError, JSONConfig
+from tessera.core.folders import folder_kind, refuse_to_overwrite, replace_entries
 from tessera.core.version import tessera_version
 from tessera.prior.config import PRIOR_KINDS, SamplingConfig
 from tessera.prior.kinds import load_prior
@@ -68,9 +70,16 @@ class PipelineConfig(JSONConfig):
 
 
 def check_components(vqgan: VQGAN, text: TextConditioner, prior: GridPrior, *, prior_kind: str | None = None,
-                     source: str = "") -> None:
-    """``CheckpointMismatchError`` unless the prior fits the VQ-GAN's codes and the text encoder's width."""
+                     source: str = "", allow_vqgan_mismatch: bool = False) -> None:
+    """``CheckpointMismatchError`` unless the prior fits the VQ-GAN's codes and the text encoder's width, and
+    (unless ``allow_vqgan_mismatch``) the VQ-GAN is the one the prior was trained with, when it recorded it."""
     problems = []
+    recorded = prior.config.vqgan_sha256
+    if recorded is not None and not allow_vqgan_mismatch and recorded != vqgan.codes_sha256():
+        problems.append(f"the prior was trained on the codes of another VQ-GAN (prior/config.json vqgan_sha256 "
+                        f"{recorded[:12]}..., this VQ-GAN's {vqgan.codes_sha256()[:12]}...): its codes mean other "
+                        "things to it. Use the VQ-GAN saved with the prior, or pass allow_vqgan_mismatch=True "
+                        "(--allow_vqgan_mismatch) if you know they are compatible")
     if prior.config.codebook_size != vqgan.codebook_size:
         problems.append(f"prior codebook_size {prior.config.codebook_size} vs VQ-GAN codebook size "
                         f"{vqgan.codebook_size}")
@@ -122,3 +131,27 @@ def load_components(directory: Path) -> tuple[VQGAN, TextConditioner, GridPrior]
     text = TextConditioner.from_pretrained(directory)
     prior = load_prior(directory / COMPONENTS["prior"])
     return vqgan, text, prior
+
+
+def check_save_target(directory: Path, *, has_captioner: bool, remove_missing_components: bool = False,
+                      overwrite: bool = False) -> None:
+    """Refuse a save that would lose something: into a file; over a folder that holds something other than a
+    pipeline (an imagefolder, a dataset: ``FolderInUseError``) unless ``overwrite``; over a folder holding a
+    captioner the pipeline lacks (``FileExistsError``) unless ``remove_missing_components``."""
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"{directory} is a file, not a folder: a pipeline is saved as a folder")
+    kind = folder_kind(directory) if directory.is_dir() else None
+    if kind is not None and not (directory / PIPELINE_CONFIG_NAME).is_file() and not overwrite:
+        refuse_to_overwrite(directory, kind, what="a pipeline", override="overwrite=True (--overwrite)")
+    if not has_captioner and (directory / CAPTIONER_FOLDER).exists() and not remove_missing_components:
+        raise FileExistsError(f"{directory} holds {CAPTIONER_FOLDER}/ and this pipeline has no such component: "
+                              "saving would delete it. Keep it by loading the pipeline with it (from_pretrained, "
+                              "from_pipe), save to another folder, or pass remove_missing_components=True to "
+                              "remove it.")
+
+
+def write_pipeline_folder(directory: Path, write: Callable[[Path], None]) -> Path:
+    """``write(staging)`` writes a whole pipeline folder beside ``directory``; it then replaces the folder's
+    pipeline entries as a whole (``tessera.core.folders.replace_entries``, ``pipeline.json`` last)."""
+    entries = [*COMPONENTS.values(), TEXT_CONFIG_NAME, *OPTIONAL_COMPONENTS.values(), PIPELINE_CONFIG_NAME]
+    return replace_entries(directory, entries, write, marker=PIPELINE_CONFIG_NAME)

@@ -14,6 +14,7 @@ import torch
 
 from tessera.captioner.model import Captioner, tokenize_captions
 from tessera.prior.context import TextContext
+from tessera.prior.prompt_text import prompt_texts
 
 SampleChunk = Callable[[TextContext, "TextContext | None", torch.Tensor], torch.Tensor]
 
@@ -28,7 +29,7 @@ def best_of_candidates(sample_chunk: SampleChunk, count: int, prompt_of_row: Cal
                                   None if negative is None else negative.repeat_interleave(count),
                                   rows.repeat_interleave(count))  # (B * K, h, w), row-major
         prompts = [prompt_of_row(row) for row in rows.repeat_interleave(count).tolist()]
-        scores = captioner.log_likelihood(candidates, tokenize_captions(text_tokenizer, prompts))  # (B * K,)
+        scores = captioner.log_likelihood(candidates, tokenize_captions(text_tokenizer, prompt_texts(prompts)))  # (B * K,)
         scores = scores.masked_fill(torch.tensor([not p.strip() for p in prompts], device=scores.device), 0.0)
         best = scores.view(len(rows), count).argmax(1).to(candidates.device)  # (B,)
         picked = torch.arange(len(rows), device=candidates.device)

@@ -22,12 +22,11 @@ A saved pipeline is one folder, safetensors + JSON only (``save_pretrained`` / `
     text_tokenizer/     the text tokenizer (tokenizer.json ...)
     text_config.json    TextEncoderConfig (the text side is saved by ``TextConditioner.save_pretrained``)
 
-Loading is strict (``pipelines.pipeline_folder``): a missing component is a ``FileNotFoundError`` naming it; components that do not fit
-together (the prior's codebook size or grid against the VQ-GAN, its context width against the text encoder,
-its kind against ``pipeline.json``) are a ``CheckpointMismatchError``. ``pipeline.json`` is written last, so a
-folder whose save was interrupted has none and is refused. ``train.py prior``, ``finetune`` and ``quickstart``
-write complete pipeline folders; ``from_training_output`` loads a folder of components without ``pipeline.json``
-(a run written by an older version; ``.save_pretrained`` then completes it).
+Loading is strict (``pipelines.pipeline_folder``): a missing component or file is a ``FileNotFoundError`` naming
+it; components that do not fit together (codebook size, grid, context width, kind; a VQ-GAN other than the one
+the prior records, ``vqgan_sha256`` in ``prior/config.json``) and damaged files are a ``CheckpointMismatchError``
+naming them. ``save_pretrained`` writes beside the folder and swaps the components in, ``pipeline.json`` last;
+``from_training_output`` loads a folder of components without ``pipeline.json`` (``.save_pretrained`` adds it).
 
 Behaviour on unusual input:
 
@@ -56,7 +55,6 @@ import copy
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +65,13 @@ from tqdm.auto import tqdm
 from tessera.captioner.model import Captioner
 from tessera.core.version import tessera_version
 from tessera.models import resolve_pipeline_folder
-from tessera.pipelines.call_checks import check_generator, checked_sampling_options, positive_int, prompt_list
+from tessera.pipelines.call_checks import (
+    check_generator,
+    check_saved_sampling,
+    checked_sampling_options,
+    positive_int,
+    prompt_list,
+)
 from tessera.pipelines.outputs import (
     OUTPUT_TYPES,
     TextToImageOutput,
@@ -83,8 +87,10 @@ from tessera.pipelines.pipeline_folder import (
     PipelineConfig,
     check_captioner,
     check_components,
+    check_save_target,
     load_captioner,
     load_components,
+    write_pipeline_folder,
 )
 from tessera.pipelines.reranking import SampleChunk, best_of_candidates
 from tessera.prior.config import SamplingConfig
@@ -126,8 +132,8 @@ class TextToImagePipeline:
 
     def __init__(self, vqgan: VQGAN, text: TextConditioner, prior: GridPrior,
                  sampling: SamplingConfig | None = None, training_data: str | None = None,
-                 captioner: Captioner | None = None) -> None:
-        check_components(vqgan, text, prior)
+                 captioner: Captioner | None = None, *, allow_vqgan_mismatch: bool = False) -> None:
+        check_components(vqgan, text, prior, allow_vqgan_mismatch=allow_vqgan_mismatch)
         if captioner is not None:
             check_captioner(vqgan, captioner)
         self.vqgan, self.text, self.prior, self.captioner = vqgan, text, prior, captioner
@@ -138,10 +144,12 @@ class TextToImagePipeline:
     @classmethod
     def from_components(cls, vqgan: VQGAN, text: TextConditioner, prior: GridPrior,
                         sampling: SamplingConfig | None = None, training_data: str | None = None,
-                        captioner: Captioner | None = None) -> TextToImagePipeline:
+                        captioner: Captioner | None = None, *, allow_vqgan_mismatch: bool = False
+                        ) -> TextToImagePipeline:
         """A pipeline of modules already in memory (e.g. the prior trainer's EMA weights); modules are shared,
-        not copied, and their training mode is restored after each call."""
-        return cls(vqgan, text, prior, sampling, training_data, captioner)
+        not copied, and their training mode is restored after each call. A VQ-GAN other than the one the prior
+        recorded (``PriorConfig.vqgan_sha256``) is refused unless ``allow_vqgan_mismatch=True``."""
+        return cls(vqgan, text, prior, sampling, training_data, captioner, allow_vqgan_mismatch=allow_vqgan_mismatch)
 
     @property
     def components(self) -> dict[str, torch.nn.Module | None]:
@@ -150,7 +158,7 @@ class TextToImagePipeline:
         return {"vqgan": self.vqgan, "text": self.text, "prior": self.prior, "captioner": self.captioner}
 
     @classmethod
-    def from_pipe(cls, pipe, **replacements) -> TextToImagePipeline:
+    def from_pipe(cls, pipe, *, allow_vqgan_mismatch: bool = False, **replacements) -> TextToImagePipeline:
         """A pipeline on the modules of ``pipe`` (a text-to-image or editing pipeline): every component is
         shared, not copied, except those given in ``replacements`` (e.g. ``prior=other_prior``,
         ``captioner=None`` to leave it out); the sampling defaults are copied."""
@@ -159,13 +167,15 @@ class TextToImagePipeline:
         if unknown:
             raise TypeError(f"from_pipe got unknown components {unknown}; components are {sorted(source.components)}")
         return cls.from_components(**{**source.components, **replacements}, sampling=source.sampling,
-                                   training_data=source.training_data)
+                                   training_data=source.training_data, allow_vqgan_mismatch=allow_vqgan_mismatch)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32) -> TextToImagePipeline:
+                        dtype: torch.dtype = torch.float32, allow_vqgan_mismatch: bool = False
+                        ) -> TextToImagePipeline:
         """Load a folder written by ``save_pretrained`` (local only), strictly; then ``.to(device, dtype)``.
-        ``directory`` may also name a shipped pipeline (``tessera.models``, e.g. ``"tessera-shapes"``)."""
+        ``directory`` may also name a shipped pipeline (``tessera.models``, e.g. ``"tessera-shapes"``).
+        ``allow_vqgan_mismatch=True`` accepts a ``vqgan/`` other than the one the prior was trained with."""
         directory = resolve_pipeline_folder(directory)
         if directory.is_dir() and not (directory / PIPELINE_CONFIG_NAME).is_file():
             hint = (" It holds a prior-training output: load it with TextToImagePipeline.from_training_output, "
@@ -175,7 +185,9 @@ class TextToImagePipeline:
                                     f"(or its save was interrupted).{hint}")
         vqgan, text, prior = load_components(directory)
         config = PipelineConfig.read(directory)
-        check_components(vqgan, text, prior, prior_kind=config.prior_kind, source=str(directory))
+        check_saved_sampling(config.sampling, config.prior_kind, directory / PIPELINE_CONFIG_NAME)
+        check_components(vqgan, text, prior, prior_kind=config.prior_kind, source=str(directory),
+                         allow_vqgan_mismatch=allow_vqgan_mismatch)
         captioner = None
         if "captioner" in config.components:
             captioner = load_captioner(directory)
@@ -183,7 +195,8 @@ class TextToImagePipeline:
                 raise FileNotFoundError(f"{directory / PIPELINE_CONFIG_NAME} lists a captioner but the folder has no "
                                         f"{CAPTIONER_FOLDER}/")
             check_captioner(vqgan, captioner, source=str(directory))
-        return cls(vqgan, text, prior, config.sampling, config.training_data, captioner).to(device, dtype)
+        return cls(vqgan, text, prior, config.sampling, config.training_data, captioner,
+                   allow_vqgan_mismatch=allow_vqgan_mismatch).to(device, dtype)
 
     @classmethod
     def from_training_output(cls, directory: str | os.PathLike, *, sampling: SamplingConfig | None = None,
@@ -207,36 +220,31 @@ class TextToImagePipeline:
                               training_data=self.training_data)
 
     def save_pretrained(self, directory: str | os.PathLike, *, dtype: torch.dtype | None = None,
-                        remove_missing_components: bool = False) -> Path:
+                        remove_missing_components: bool = False, overwrite: bool = False) -> Path:
         """Write the pipeline folder; weights in their current dtype, or cast to ``dtype`` (e.g.
         ``torch.float16`` halves the folder; ``from_pretrained`` loads into float32 unless told otherwise).
-        ``pipeline.json`` is removed first and written last, so an interrupted save is never loaded.
 
-        Saving over a folder never drops a component silently: when ``directory`` holds an optional component
-        this pipeline does not have (a ``captioner/``), the save is refused (``FileExistsError``, nothing
-        written) unless ``remove_missing_components=True`` says to remove it."""
+        Nothing is lost (``pipelines.pipeline_folder.check_save_target``): a folder holding something else (an
+        imagefolder, a dataset) is refused (``FolderInUseError``) unless ``overwrite=True``; a folder holding an
+        optional component this pipeline lacks (a ``captioner/``) unless ``remove_missing_components=True``.
+        The save is atomic as a whole: written beside the folder, then swapped in, so a failure leaves the
+        folder's old pipeline loadable (the error says so); other files in the folder are left alone."""
         if dtype is not None and dtype != self.dtype:
             return copy.deepcopy(self).to(dtype=dtype).save_pretrained(
-                directory, remove_missing_components=remove_missing_components)
+                directory, remove_missing_components=remove_missing_components, overwrite=overwrite)
         directory = Path(directory)
-        missing = [folder for name, folder in OPTIONAL_COMPONENTS.items()
-                   if self.components[name] is None and (directory / folder).exists()]
-        if missing and not remove_missing_components:
-            raise FileExistsError(f"{directory} holds {', '.join(f + '/' for f in missing)} and this pipeline has no "
-                                  "such component: saving would delete it. Keep it by loading the pipeline with "
-                                  "it (from_pretrained, from_pipe), save to another folder, or pass "
-                                  "remove_missing_components=True to remove it.")
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / PIPELINE_CONFIG_NAME).unlink(missing_ok=True)
-        self.vqgan.save_pretrained(directory / COMPONENTS["vqgan"])
-        self.prior.save_pretrained(directory / COMPONENTS["prior"])
-        self.text.save_pretrained(directory)
-        if self.captioner is not None:
-            self.captioner.save_pretrained(directory / CAPTIONER_FOLDER)
-        else:  # only reached when nothing was there or the caller asked to remove it
-            shutil.rmtree(directory / CAPTIONER_FOLDER, ignore_errors=True)
-        self.config.save(directory / PIPELINE_CONFIG_NAME)
-        return directory
+        check_save_target(directory, has_captioner=self.captioner is not None,
+                          remove_missing_components=remove_missing_components, overwrite=overwrite)
+
+        def write(staging: Path) -> None:
+            self.vqgan.save_pretrained(staging / COMPONENTS["vqgan"])
+            self.prior.save_pretrained(staging / COMPONENTS["prior"])
+            self.text.save_pretrained(staging)
+            if self.captioner is not None:
+                self.captioner.save_pretrained(staging / CAPTIONER_FOLDER)
+            self.config.save(staging / PIPELINE_CONFIG_NAME)
+
+        return write_pipeline_folder(directory, write)
 
     def to(self, device: str | torch.device | torch.dtype | None = None,
            dtype: torch.dtype | None = None) -> TextToImagePipeline:

@@ -29,6 +29,9 @@ class PriorConfig(JSONConfig):
     # The presets use exact GELU; "gelu_tanh" is the default only so that configs saved before this field
     # existed load unchanged (the two differ by at most 5e-4 per activation).
     mlp_activation: str = "gelu_tanh"
+    # ``VQGAN.codes_sha256()`` of the VQ-GAN whose codes the prior was trained on; None in folders saved before
+    # it was recorded. A pipeline refuses another VQ-GAN (``allow_vqgan_mismatch`` overrides).
+    vqgan_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in PRIOR_KINDS:

@@ -8,7 +8,9 @@ Two kinds of text encoder, chosen by ``TextEncoderConfig.pretrained``:
 - a local folder of a pretrained ``transformers`` encoder (``AutoTokenizer`` + ``AutoModel``, never downloaded).
   It is frozen (no gradients, always in eval mode), so its outputs can be cached in the tokenized dataset.
 
-Prompts are padded on the right to the longest prompt of the batch (``padding="max_length"`` pads to
+Prompts (and the captions a scratch text tokenizer is trained on) are read as people type them first
+(``prior.prompt_text``: emoji spelled out as their names, invalid Unicode refused with an error naming the prompt);
+a prompt with text a pretrained tokenizer maps to its unknown token is warned about. Prompts are padded on the right to the longest prompt of the batch (``padding="max_length"`` pads to
 ``max_length``) and truncated at ``max_length`` tokens, special tokens included, with one warning per batch.
 Padding is masked: the hidden states of a prompt's real tokens do not depend on what it is batched with, and the
 hidden states at padded positions are zero.
@@ -32,7 +34,9 @@ from torch import nn
 
 from tessera.core.config import CheckpointMismatchError, JSONConfig
 from tessera.core.hashing import state_dict_sha256
+from tessera.core.io import apply_umask_modes
 from tessera.prior.context import TextContext
+from tessera.prior.prompt_text import prompt_text, prompt_texts
 from tessera.prior.text_sources import (
     is_package_reference,
     load_pretrained_text_encoder,
@@ -52,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 TEXT_CONFIG_NAME = "text_config.json"
 TOKENIZER_FOLDER = "text_tokenizer"
+TOKENIZER_FILE = "tokenizer.json"  # every saved text tokenizer is a fast one: its whole vocabulary is here
 ENCODER_FOLDER = "text_encoder"
 # TextEncoderConfig fields that describe the encoder's architecture, and their names in a transformers config.
 ARCHITECTURE_FIELDS = {
@@ -125,6 +130,7 @@ def swap_in_saved(component, folder: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     with quiet_transformers_bars():
         component.save_pretrained(staging)
+    apply_umask_modes(staging)  # transformers' safetensors files are written 0600
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(staging, folder)
 
@@ -138,7 +144,15 @@ def load_text_tokenizer(directory: str | os.PathLike, config: TextEncoderConfig 
         config = TextEncoderConfig.load(directory / TEXT_CONFIG_NAME)
     if not (directory / TOKENIZER_FOLDER).is_dir():
         raise FileNotFoundError(f"{directory} has no {TOKENIZER_FOLDER}/ (the text tokenizer)")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(directory / TOKENIZER_FOLDER, local_files_only=True)
+    path = directory / TOKENIZER_FOLDER / TOKENIZER_FILE
+    if not path.is_file():  # transformers would fall back to a vocabulary of special tokens alone
+        raise FileNotFoundError(f"{path} is missing: the text tokenizer's vocabulary is in that file, so without it "
+                                "every prompt would read as unknown tokens. Restore the folder from its source.")
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory / TOKENIZER_FOLDER, local_files_only=True)
+    except Exception as error:  # noqa: BLE001 - tokenizers raises a bare Exception for a damaged file
+        raise CheckpointMismatchError(f"{path} (the text tokenizer) cannot be read ({error}); it may be truncated "
+                                      "by an interrupted copy or save. Restore it from its source.") from None
     if config is not None and config.normalize:  # transformers may rebuild a pretrained tokenizer's normaliser
         add_text_normalizer(tokenizer)
     return tokenizer
@@ -194,7 +208,8 @@ class TextConditioner(nn.Module):
         fills the config's architecture fields in from the model."""
         config = dataclasses.replace(config, normalize=True)
         if config.pretrained is None:
-            tokenizer = train_text_tokenizer(captions, config.vocab_size, max_length=config.max_length)
+            tokenizer = train_text_tokenizer((prompt_text(caption, "caption") for caption in captions),
+                                             config.vocab_size, max_length=config.max_length)
             return cls(config, tokenizer, build_scratch_encoder(config, tokenizer))
         tokenizer, encoder = load_pretrained_text_encoder(resolve_pretrained_folder(config.pretrained))
         filled = {field: getattr(encoder.config, name) for field, name in ARCHITECTURE_FIELDS.items()
@@ -218,6 +233,7 @@ class TextConditioner(nn.Module):
         if self.config.pretrained is not None or not self.trainable:
             raise ValueError("only the jointly trained scratch text tokenizer and encoder can grow a vocabulary; "
                              f"this text side is {'a pretrained encoder' if self.config.pretrained else 'frozen'}")
+        captions = (prompt_text(caption, "caption") for caption in captions)  # as ``tokenize`` will read them
         extension = extend_bpe_tokenizer(self.text_tokenizer.backend_tokenizer, captions, max_new_tokens, min_frequency)
         if not extension.words:
             return []
@@ -244,6 +260,7 @@ class TextConditioner(nn.Module):
             raise TypeError(f"prompts must be strings, got {sorted(set(wrong))}")
         if padding not in ("longest", "max_length"):
             raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
+        given, prompts = prompts, prompt_texts(prompts)  # emoji spelled out, invalid Unicode refused
         limit = self.config.max_length
         batch = self.text_tokenizer(prompts, padding=padding, truncation=True, max_length=limit,
                                return_overflowing_tokens=True, return_tensors="pt")
@@ -256,10 +273,22 @@ class TextConditioner(nn.Module):
             logger.warning("%d of %d prompts are longer than max_length=%d text tokens and were truncated.",
                            truncated, len(prompts), limit)
         input_ids, attention_mask = batch["input_ids"][first], batch["attention_mask"][first]  # (B, L)
+        self._warn_about_unknown_text(given, input_ids)
         if padding == "longest":  # overflow rows cannot be longer than a first row, but trim to be sure
             length = int(attention_mask.sum(1).max())
             input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    def _warn_about_unknown_text(self, prompts: list[str], input_ids: torch.Tensor) -> None:
+        """One warning naming the prompts with text the text tokenizer maps to its unknown token."""
+        unknown_id = self.text_tokenizer.unk_token_id
+        if unknown_id is None:  # the scratch byte-level BPE encodes every string
+            return
+        rows = (input_ids == unknown_id).any(dim=1).nonzero().flatten().tolist()
+        if rows:
+            logger.warning("%d of %d prompts have text the text tokenizer does not know (read as %s, so it does "
+                           "not steer the image): %s", len(rows), len(prompts), self.text_tokenizer.unk_token,
+                           ", ".join(repr(prompts[row]) for row in rows[:5]))
 
     def encode_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextContext:
         """Run the encoder on token ids (B, L); hidden states at padded positions are zeroed."""

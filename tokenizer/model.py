@@ -7,12 +7,15 @@ compare codes and pixels with each project's own code.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tessera.core.hashing import state_dict_sha256
 from tessera.core.pretrained import PretrainedMixin
 from tessera.tokenizer.config import VQGANConfig
 from tessera.tokenizer.quantizers import build_quantizer
@@ -201,6 +204,16 @@ class VQGAN(nn.Module, PretrainedMixin):
     @property
     def codebook_size(self) -> int:
         return self.quantizer.codebook_size
+
+    def codes_sha256(self) -> str:
+        """What the codes mean, as a hash: the config and the quantizer's learned weights (the codebook and its
+        projections, always float32), so a half-precision copy of the VQ-GAN hashes the same and another
+        VQ-GAN of the same size does not. A prior records the hash of the VQ-GAN it was trained with
+        (``PriorConfig.vqgan_sha256``); usage statistics and the encoder and decoder weights are left out."""
+        learned = {name for name, _ in self.quantizer.named_parameters()} | {"codebook"}
+        tensors = {name: tensor.float() for name, tensor in self.quantizer.state_dict().items() if name in learned}
+        config = json.dumps(self.config.to_dict(), sort_keys=True)
+        return hashlib.sha256(f"{config}|{state_dict_sha256(tensors)}".encode()).hexdigest()
 
     @property
     def last_layer_weight(self) -> torch.Tensor:

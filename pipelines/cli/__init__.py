@@ -20,12 +20,16 @@ Captioning (``pipelines.image_to_text``; a pipeline folder with a ``captioner/``
 
 Where images go (``-o``):
 
-- a path ending in ``.png`` is one file: the image, when there is exactly one, or the grid with ``--grid``
-  (one row per prompt when ``--num_images_per_prompt`` > 1). More than one image without ``--grid`` is an error.
+- a path ending in an image suffix (``.png``, ``.jpg``, ``.jpeg``, ``.webp``, ``.bmp``) is one file in that
+  format: the image, when there is exactly one, or the grid with ``--grid`` (one row per prompt when
+  ``--num_images_per_prompt`` > 1). More than one image without ``--grid`` is an error, before any work.
 - any other path is a folder: ``00000.png``, ``00001.png``, ... (prompt-major: the first prompt's images
   first), a ``metadata.jsonl`` with one ``{"file_name", "text"}`` line per image (the imagefolder layout that
   ``python -m tessera.pipelines.shapes.evaluate`` and ``datasets`` read) and a ``generation.json`` with the settings used;
-  with ``--grid``, ``grid.png`` instead of the single images. Files of the same names are overwritten.
+  with ``--grid``, ``grid.png`` instead of the single images. An earlier ``tessera generate`` folder (it has a
+  ``generation.json``) is written over; a folder holding anything else the images would overwrite (an
+  imagefolder's ``metadata.jsonl``, a dataset, a pipeline, files of the same names) is refused before any work
+  unless ``--overwrite``. A path below a file (``notes.txt/out.png``) is refused before any work too.
 
 Editing (``pipelines.editing``; one image in, one ``.png`` out at the input's size; the sampling flags are
 ``generate``'s)::

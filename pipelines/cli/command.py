@@ -20,6 +20,15 @@ from tessera.pipelines.cli.tools import (
 )
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # -o with one of these is one image file
+
+
+def seed_value(text: str) -> int:
+    """``--seed``: an integer a ``torch.Generator`` takes, 0 .. 2**64 - 1."""
+    seed = int(text)
+    if not 0 <= seed < 2 ** 64:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0 .. 2**64 - 1 (18446744073709551615)")
+    return seed
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +36,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", type=resolve_pipeline_folder, default=DEFAULT_PIPELINE,
                         help=f"a saved pipeline folder, or the name of a shipped one ({', '.join(SHIPPED_PIPELINES)}; "
                              f"default: {DEFAULT_PIPELINE})")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument("--negative_prompt", default=None, help="one negative prompt for every prompt")
     sampling = parser.add_argument_group("sampling (default: the pipeline's pipeline.json)")
     sampling.add_argument("--guidance_scale", type=float, default=None)
@@ -43,6 +52,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="auto",
                         help="auto: bfloat16 on a GPU that supports it, else float32")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument("--allow_vqgan_mismatch", action="store_true",
+                        help="load a pipeline whose vqgan/ is not the VQ-GAN its prior was trained with")
 
 
 def add_edit_command(commands, name: str, help: str, *, mask: bool = False, prompt: bool = True):
@@ -63,14 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     generate = commands.add_parser(
         "generate", help="generate images from prompts with a saved pipeline",
-        description="Generate images from prompts. -o ending in .png: one image (or the --grid); otherwise a "
-                    "folder of NNNNN.png + metadata.jsonl.")
+        description="Generate images from prompts. -o ending in an image suffix (.png, .jpg, ...): one image (or "
+                    "the --grid); otherwise a folder of NNNNN.png + metadata.jsonl.")
     generate.add_argument("prompts", nargs="*", metavar="PROMPT",
                           help='prompts; "" is unconditional (the prior\'s null context)')
     generate.add_argument("--prompts_file", type=Path, default=None,
                           help="also read prompts from this file, one a line (blank lines are skipped)")
     generate.add_argument("-o", "--output", type=Path, required=True,
-                          help="a .png file (one image, or the grid) or a folder")
+                          help="an image file (.png, .jpg, .jpeg, .webp, .bmp: one image, or the grid) or a folder")
+    generate.add_argument("--overwrite", action="store_true",
+                          help="write into a folder that holds something else (an imagefolder, a dataset, a "
+                               "pipeline, other files of the names written)")
     generate.add_argument("--num_images_per_prompt", type=int, default=1)
     generate.add_argument("--grid", action="store_true", help="write one grid image instead of single images")
     generate.add_argument("--batch_size", type=int, default=64, help="images generated at once")
@@ -118,7 +132,7 @@ def add_caption_parser(commands) -> None:
     caption.add_argument("--max_new_tokens", type=int, default=None)
     caption.add_argument("--guidance_scale", type=float, default=None,
                          help="image guidance (1 = none; default: the captioner's own setting)")
-    caption.add_argument("--seed", type=int, default=0)
+    caption.add_argument("--seed", type=seed_value, default=0)
     caption.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     caption.add_argument("--dtype", choices=DTYPES, default="auto",
                          help="auto: bfloat16 on a GPU that supports it, else float32")
@@ -149,19 +163,40 @@ def caption(args: argparse.Namespace) -> int:
 def read_prompts(args: argparse.Namespace) -> list[str]:
     prompts = list(args.prompts)
     if args.prompts_file is not None:
-        lines = args.prompts_file.read_text(encoding="utf-8").splitlines()
-        prompts += [line for line in lines if line.strip()]
+        prompts += [line for line in read_prompts_file(args.prompts_file).splitlines() if line.strip()]
     if not prompts:
         raise ValueError("no prompts: pass PROMPT arguments or --prompts_file")
     return prompts
 
 
+def read_prompts_file(path: Path) -> str:
+    """The text of ``--prompts_file``, or a clear error naming it (missing, a folder, not UTF-8: the line)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"--prompts_file {path}: cannot read it ({error.strerror or error}); give a text file "
+                         "with one prompt a line") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise ValueError(f"--prompts_file {path}: line {line} is not UTF-8 text (byte 0x{data[error.start]:02x}); "
+                         "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+
+
 def resolve_device(name: str, dtype_name: str):
     import torch
 
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    try:
+        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r} is not a device this command runs on: use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+        raise ValueError(f"--device {name} was asked for, but torch sees no CUDA device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA devices (cuda:0 ...)")
     if dtype_name == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     else:
@@ -170,14 +205,43 @@ def resolve_device(name: str, dtype_name: str):
 
 
 def save_png(image, path: Path) -> None:
-    """Write a PIL image to ``path`` through a temporary file in the same folder."""
+    """Write a PIL image to ``path`` (in the format its suffix names) through a temporary file beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     image.save(tmp)
     os.replace(tmp, path)
 
 
-def load_pipeline(directory: Path, device, dtype, *, quiet: bool, cls=None):
+def check_output_location(path: Path) -> None:
+    """Before any work: ``path``'s nearest existing ancestor must be a folder (``-o notes.txt/out.png`` cannot
+    be written)."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"-o {path}: {parent} is a file, not a folder, so nothing can be written below it")
+            return
+
+
+def check_generate_folder(folder: Path, count: int, grid: bool, overwrite: bool) -> None:
+    """``FolderInUseError`` before any work when ``folder`` holds something the images would overwrite: another
+    kind of folder (an imagefolder's metadata.jsonl, a dataset, a pipeline), or files of the names written,
+    unless it is an earlier ``tessera generate`` output (it has a ``generation.json``) or ``overwrite``."""
+    from tessera.core.folders import folder_kind, refuse_to_overwrite
+
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"-o {folder} is a file: give a folder, or a path ending in an image suffix "
+                         f"({', '.join(IMAGE_SUFFIXES)}) for one image")
+    if overwrite or not folder.is_dir() or (folder / "generation.json").is_file():
+        return
+    kind = folder_kind(folder)
+    names = ["grid.png"] if grid else [f"{index:05d}.png" for index in range(count)]
+    taken = [name for name in names if (folder / name).exists()]
+    if kind is not None or taken:
+        holds = kind or f"files this would overwrite ({', '.join(taken[:3])}{', ...' if len(taken) > 3 else ''})"
+        refuse_to_overwrite(folder, holds, what="the generated images and metadata.jsonl", override="--overwrite")
+
+
+def load_pipeline(directory: Path, device, dtype, *, quiet: bool, cls=None, allow_vqgan_mismatch: bool = False):
     """``cls.from_pretrained`` (default ``TextToImagePipeline``); ``quiet`` also hides transformers'
     "Loading weights" bar and the pipeline's progress bar."""
     from tessera.pipelines.text_to_image import TextToImagePipeline
@@ -190,7 +254,8 @@ def load_pipeline(directory: Path, device, dtype, *, quiet: bool, cls=None):
                                 f"{', '.join(SHIPPED_PIPELINES)}), or train one with "
                                 "`python train.py prior --tokens ... --vqgan ... --output_dir DIR`.")
     with quiet_transformers_bars() if quiet else contextlib.nullcontext():
-        pipe = (cls or TextToImagePipeline).from_pretrained(directory, device=device, dtype=dtype)
+        options = {"allow_vqgan_mismatch": True} if allow_vqgan_mismatch else {}
+        pipe = (cls or TextToImagePipeline).from_pretrained(directory, device=device, dtype=dtype, **options)
     if quiet:
         pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -203,12 +268,24 @@ def sampling_arguments(args: argparse.Namespace) -> dict:
 
 
 def generate(args: argparse.Namespace) -> int:
+    from PIL import Image
+
     prompts = read_prompts(args)
     count = len(prompts) * args.num_images_per_prompt
-    single_file = args.output.suffix.lower() == ".png"
+    single_file = args.output.suffix.lower() in IMAGE_SUFFIXES
+    if single_file and args.grid and args.output.suffix.lower() != ".png":
+        raise ValueError(f"-o {args.output}: a --grid is written as a .png file")
+    if not single_file and args.output.suffix.lower() in Image.registered_extensions():  # e.g. out.gif
+        raise ValueError(f"-o {args.output}: write one image as {', '.join(IMAGE_SUFFIXES)}, or give a folder")
     if single_file and count > 1 and not args.grid:
         raise ValueError(f"{count} images do not fit in one file {args.output}: pass a folder as -o "
                          "(NNNNN.png + metadata.jsonl), or --grid")
+    check_output_location(args.output)
+    if single_file and args.output.is_dir():
+        raise ValueError(f"-o {args.output} is a folder: give a path without an image suffix to write into a "
+                         "folder, or another file name")
+    if not single_file:
+        check_generate_folder(args.output, count, args.grid, args.overwrite)
     pipeline_dir = args.pipeline
 
     import torch
@@ -217,7 +294,8 @@ def generate(args: argparse.Namespace) -> int:
     from tessera.core.version import tessera_version
 
     device, dtype = resolve_device(args.device, args.dtype)
-    pipe = load_pipeline(pipeline_dir, device, dtype, quiet=args.no_progress)
+    pipe = load_pipeline(pipeline_dir, device, dtype, quiet=args.no_progress,
+                         allow_vqgan_mismatch=args.allow_vqgan_mismatch)
     given = sampling_arguments(args)
     options = pipe.sampling_options(**given).sample_kwargs(pipe.prior.config.kind)  # for generation.json
     generator = torch.Generator(device=device).manual_seed(args.seed)
@@ -255,22 +333,21 @@ def generate(args: argparse.Namespace) -> int:
 def edit(args: argparse.Namespace) -> int:
     """inpaint, outpaint, edit, denoise: one image in, one image (at its size) out."""
     import torch
-    from PIL import Image
 
+    from tessera.pipelines.data.image_inputs import read_image
     from tessera.pipelines.editing import ImageToImagePipeline, InpaintPipeline
 
     if args.output.suffix.lower() != ".png":
         raise ValueError(f"-o must name a .png file, got {args.output}")
-    with Image.open(args.image) as opened:
-        image = opened.copy()
+    image = read_image(args.image)  # as caption reads images: the pixel limit from the header, clear errors
+    mask = read_image(args.mask, name="mask") if args.command == "inpaint" else None
     device, dtype = resolve_device(args.device, args.dtype)
     cls = InpaintPipeline if args.command in ("inpaint", "outpaint") else ImageToImagePipeline
-    pipe = load_pipeline(args.pipeline, device, dtype, quiet=args.no_progress, cls=cls)
+    pipe = load_pipeline(args.pipeline, device, dtype, quiet=args.no_progress, cls=cls,
+                         allow_vqgan_mismatch=args.allow_vqgan_mismatch)
     options = dict(negative_prompt=args.negative_prompt, generator=torch.Generator(device=device).manual_seed(args.seed),
                    **sampling_arguments(args))
     if args.command == "inpaint":
-        with Image.open(args.mask) as opened:
-            mask = opened.copy()
         tuning = {name: getattr(args, name) for name in ("cell_threshold", "dilation") if getattr(args, name) is not None}
         output = pipe(args.prompt, image, mask, feather_radius=args.feather_radius, **tuning, **options)
     elif args.command == "outpaint":
@@ -300,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate-images":
             return evaluate_image_sets(args)
         return edit(args)
-    except (FileNotFoundError, ValueError) as error:  # CheckpointMismatchError is a ValueError
+    except (OSError, ValueError) as error:  # files and folders; CheckpointMismatchError is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 1

@@ -32,12 +32,27 @@ def add_convert_parsers(commands) -> None:
     export.add_argument("--to", dest="target", required=True, choices=["diffusers"])
     export.add_argument("vqgan", type=Path, metavar="VQGAN_DIR", help="a Tessera VQ-GAN folder")
     export.add_argument("-o", "--output", type=Path, required=True)
+    for command in (convert, export):
+        command.add_argument("--overwrite", action="store_true",
+                             help="write into a folder that already holds a model, a pipeline or data")
+
+
+def check_model_output(output: Path, overwrite: bool) -> None:
+    """Before converting: refuse an -o folder that holds a model (config.json, model.safetensors), a pipeline or
+    data, unless --overwrite."""
+    from tessera.core.folders import check_output_folder, refuse_to_overwrite
+
+    check_output_folder(output, what="the converted model", override="--overwrite", overwrite=overwrite)
+    taken = [name for name in ("config.json", "model.safetensors") if (output / name).is_file()]
+    if taken and not overwrite:
+        refuse_to_overwrite(output, f"a model ({', '.join(taken)})", what="the converted model", override="--overwrite")
 
 
 def convert(args: argparse.Namespace) -> int:
     from tessera.tokenizer.convert import convert_checkpoint
 
     pixel_range = None if args.pixel_range is None else PIXEL_RANGES[args.pixel_range]
+    check_model_output(args.output, args.overwrite)
     report = convert_checkpoint(args.source, args.checkpoint, args.output, resolution=args.resolution,
                                 pixel_range=pixel_range)
     print("\n".join(report.lines()))
@@ -47,6 +62,7 @@ def convert(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     from tessera.tokenizer.convert import export_to_diffusers
 
+    check_model_output(args.output, args.overwrite)
     print("\n".join(export_to_diffusers(args.vqgan, args.output).lines()))
     return 0
 

@@ -18,11 +18,13 @@ from PIL import Image
 def read_metadata(path: Path, max_rows: int | None) -> tuple[list[tuple[str, dict]], list[tuple[str, str]]]:
     """Metadata records as ``(row id, record)`` and unparseable rows as ``("bad_metadata", row id)``.
 
-    A row id is ``"metadata.jsonl:<line>"``; at most ``max_rows`` rows (good or bad) are read.
+    A row id is ``"metadata.jsonl:<line>"``; at most ``max_rows`` rows (good or bad) are read. A row with
+    bytes that are not UTF-8 (e.g. one Latin-1 byte) is unparseable like a row of invalid JSON: skipped,
+    counted, and named by its row id; the other rows are read.
     """
     records: list[tuple[str, dict]] = []
     bad: list[tuple[str, str]] = []
-    with path.open(encoding="utf-8-sig", newline="") as file:
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as file:  # bad bytes -> \udcXX
         if path.suffix == ".csv":
             lines: Iterable[tuple[int, Any]] = ((number, row) for number, row in enumerate(csv.DictReader(file), 2))
         else:
@@ -35,11 +37,19 @@ def read_metadata(path: Path, max_rows: int | None) -> tuple[list[tuple[str, dic
                 record = line if isinstance(line, dict) else json.loads(line)
             except json.JSONDecodeError:
                 record = None
+            if _undecodable(line):
+                record = None
             if isinstance(record, dict):
                 records.append((row_id, record))
             else:
                 bad.append(("bad_metadata", row_id))
     return records, bad
+
+
+def _undecodable(line: str | dict) -> bool:
+    """Whether a line (or a csv row's fields) read with ``surrogateescape`` held bytes that are not UTF-8."""
+    texts = [line] if isinstance(line, str) else [str(key) for key in line] + [str(value) for value in line.values()]
+    return any("\udc80" <= char <= "\udcff" for text in texts for char in text)
 
 
 def unlisted_images(folder: Path, listed: set[str]) -> list[str]:

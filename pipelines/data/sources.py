@@ -17,7 +17,8 @@ a folder
 a file
     ``*.parquet``, or a ``metadata.jsonl`` / ``metadata.csv`` (the imagefolder is its folder).
 anything else shaped like ``name`` or ``owner/name``
-    a Hugging Face Hub dataset (``datasets.load_dataset``).
+    a Hugging Face Hub dataset (``datasets.load_dataset``), unless ``owner/`` is a folder here: then it is
+    a local path that does not exist (an error at once, not a Hub request).
 
 Sources without splits (a single saved ``Dataset``, a flat imagefolder, parquet files named by
 hand) are the "train" split in full; asking them for another split is an error, so evaluation
@@ -166,6 +167,9 @@ def open_source(source: str, *, split: str, image_column: str | None, caption_co
         raise DataSourceError(f"{source}: not a data file; expected a .parquet file or {' / '.join(METADATA_FILES)}")
     if not _HUB_ID.match(source) or source.lower().endswith(_FILE_SUFFIXES):
         raise DataSourceError(f"{source}: no such file or directory")
+    if path.parent != Path(".") and path.parent.is_dir():  # "data/nope" beside a data/ folder: a typo, not the Hub
+        raise DataSourceError(f"{source}: no such file or directory (read as a local path, not a Hub dataset name, "
+                              f"because {path.parent}/ is a folder here)")
     return _hub_source(source, split=split, streaming=streaming, **columns)
 
 

@@ -14,7 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 
+from tessera.pipelines.data.image_inputs import read_image
+from tessera.pipelines.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from tessera.pipelines.editing.inputs import EditImage
 from tessera.pipelines.editing.masks import paste_back
 from tessera.pipelines.text_to_image import GenerationRequest, TextToImageOutput, TextToImagePipeline
@@ -37,6 +40,10 @@ class EditOutput(TextToImageOutput):
 class EditingPipeline:
     """The base of the editing pipelines: a ``TextToImagePipeline``'s components and settings."""
 
+    # Input images (and the outpainting canvas) above this many pixels are refused before any work, as captioning
+    # refuses them (``pipelines.data.image_inputs``); set it on a pipeline to change it (None: no limit).
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+
     def __init__(self, pipe: TextToImagePipeline) -> None:
         if not isinstance(pipe, TextToImagePipeline):
             raise TypeError(f"expected a TextToImagePipeline, got {type(pipe).__name__}")
@@ -44,9 +51,10 @@ class EditingPipeline:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32):
+                        dtype: torch.dtype = torch.float32, allow_vqgan_mismatch: bool = False):
         """Load a saved pipeline folder (``TextToImagePipeline.from_pretrained``, strictly)."""
-        return cls(TextToImagePipeline.from_pretrained(directory, device=device, dtype=dtype))
+        return cls(TextToImagePipeline.from_pretrained(directory, device=device, dtype=dtype,
+                                                       allow_vqgan_mismatch=allow_vqgan_mismatch))
 
     @classmethod
     def from_pipe(cls, pipe: TextToImagePipeline | EditingPipeline):
@@ -94,6 +102,11 @@ class EditingPipeline:
 
     def set_progress_bar_config(self, **kwargs) -> None:
         self.pipe.set_progress_bar_config(**kwargs)
+
+    def read_image(self, image, name: str = "image") -> Image.Image:
+        """One input image (PIL, path, uint8 array, float tensor) loaded, or a clear error: unreadable files and
+        more than ``max_image_pixels`` pixels (read from a file's header, before decoding) are refused."""
+        return read_image(image, self.max_image_pixels, name)
 
     @property
     def resolution(self) -> int:

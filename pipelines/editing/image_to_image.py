@@ -126,7 +126,7 @@ class ImageToImagePipeline(EditingPipeline):
         return self._run(request, image, choose, desc="denoising")
 
     def _run(self, request: GenerationRequest, image, choose, desc: str) -> EditOutput:
-        inputs = [prepare_image(item, self.resolution)
+        inputs = [prepare_image(self.read_image(item), self.resolution)
                   for item in per_prompt_list(image, len(request.prompts), "image")]
         weights = []
         for prepared in inputs:  # the model's square is replaced; outside it (a non-square input) is kept

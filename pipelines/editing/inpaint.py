@@ -36,18 +36,24 @@ Unusual input:
   seed and settings);
 - a mask that covers no cell at ``cell_threshold``: a warning naming its largest cell coverage, and the input
   is returned;
-- grayscale, RGBA and other modes: converted to RGB like training data (transparency onto white).
+- grayscale, RGBA and other modes: converted to RGB like training data (transparency onto white); a 16-bit mask
+  is scaled to 8 bits, never clipped;
+- images and masks given as paths are read as captioning reads them (``pipelines.data.image_inputs``): more than
+  ``max_image_pixels`` pixels (64 megapixels; read from the header, before decoding), an unreadable, truncated or
+  missing file: ``ValueError`` naming it. ``outpaint`` refuses a canvas over that limit before allocating it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import torch
+from PIL import Image
 
 from tessera.pipelines.editing.base import EditingPipeline, EditOutput
-from tessera.pipelines.editing.inputs import as_pil, extend_canvas, per_prompt_list, prepare_image
+from tessera.pipelines.editing.inputs import extend_canvas, per_prompt_list, prepare_image
 from tessera.pipelines.editing.masks import (
     binary_mask,
     cell_coverage,
@@ -79,8 +85,9 @@ class InpaintPipeline(EditingPipeline):
             prompt, negative_prompt, num_images_per_prompt, guidance_scale=guidance_scale, temperature=temperature,
             top_k=top_k, top_p=top_p, num_steps=num_steps, generator=generator, output_type=output_type,
             batch_size=batch_size, guidance_schedule=guidance_schedule, choice_temperature=choice_temperature)
-        images = per_prompt_list(image, len(request.prompts), "image")
-        masks = per_prompt_list(mask_image, len(request.prompts), "mask_image")
+        images = [self.read_image(item) for item in per_prompt_list(image, len(request.prompts), "image")]
+        masks = [self.read_image(item, "mask_image") if isinstance(item, (Image.Image, str, os.PathLike)) else item
+                 for item in per_prompt_list(mask_image, len(request.prompts), "mask_image")]
         count = max(len(images), len(masks))
         inputs, cells, weights = [], [], []
         for source, mask_source in zip(images * (count // len(images)), masks * (count // len(masks))):
@@ -102,14 +109,17 @@ class InpaintPipeline(EditingPipeline):
         (``inputs.extend_canvas``; ``fill``: what the new pixels hold before, "edge" or a colour). The model sees
         a square of the canvas (near the new area's centre), so keep the canvas square to generate all of it.
         Other keyword arguments are ``__call__``'s."""
+        def grown(item):
+            return extend_canvas(self.read_image(item), left, right, top, bottom, fill, self.max_image_pixels)
+
         if isinstance(image, list):
-            canvases = [extend_canvas(item, left, right, top, bottom, fill) for item in image]
+            canvases = [grown(item) for item in image]
             return self(prompt, [c for c, _ in canvases], [m for _, m in canvases], **kwargs)
-        canvas, mask = extend_canvas(image, left, right, top, bottom, fill)
+        canvas, mask = grown(image)
         return self(prompt, canvas, mask, **kwargs)
 
     def _prepare(self, image, mask_image):
-        mask = binary_mask(mask_image, as_pil(image).size)  # (H, W) bool
+        mask = binary_mask(mask_image, image.size)  # (H, W) bool
         return prepare_image(image, self.resolution, center=mask_center(mask)), mask
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tessera.pipelines.data.images import preprocess_image, square_box, to_rgb
+from tessera.pipelines.data.image_inputs import check_pixel_count, read_image
+from tessera.pipelines.data.images import DEFAULT_MAX_IMAGE_PIXELS, preprocess_image, square_box, to_rgb
 from tessera.pipelines.editing.masks import Box
 
 FILL_MODES = ("edge",)  # or an (r, g, b) colour
@@ -37,15 +38,6 @@ class EditImage:
         return self.canvas.shape[2], self.canvas.shape[1]
 
 
-def as_pil(image, name: str = "image") -> Image.Image:
-    """A PIL image, or a uint8 array (H, W) / (H, W, 3|4) read as one."""
-    if isinstance(image, Image.Image):
-        return image
-    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim in (2, 3):
-        return Image.fromarray(image)
-    raise TypeError(f"{name} must be a PIL image or a uint8 numpy array, got {type(image).__name__}")
-
-
 def per_prompt_list(value, count: int, name: str) -> list:
     """``value`` as a list: one item (used for every prompt) or a list of one per prompt (``count``)."""
     items = list(value) if isinstance(value, (list, tuple)) else [value]
@@ -55,24 +47,31 @@ def per_prompt_list(value, count: int, name: str) -> list:
 
 
 def prepare_image(image: Image.Image, resolution: int, center: tuple[float, float] | None = None) -> EditImage:
-    """Convert ``image`` to RGB and cut out the square the model sees: centred, or near ``center`` (x, y)."""
-    rgb, conversion = to_rgb(as_pil(image))
+    """Convert ``image`` (read by ``pipelines.data.image_inputs.read_image``) to RGB and cut out the square the
+    model sees: centred, or near ``center`` (x, y)."""
+    rgb, conversion = to_rgb(image)
     box = square_box(*rgb.size, center=center)
     pixels = torch.from_numpy(np.array(rgb, dtype=np.uint8))  # (H, W, 3)
     canvas = pixels.permute(2, 0, 1).float().div(127.5).sub(1.0)  # (3, H, W), as preprocess_image scales
     return EditImage(canvas, preprocess_image(rgb, resolution, box=box), box, conversion)
 
 
-def extend_canvas(image: Image.Image, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0,
-                  fill: str | tuple[int, int, int] = "edge") -> tuple[Image.Image, np.ndarray]:
+def extend_canvas(image, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0,
+                  fill: str | tuple[int, int, int] = "edge", max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+                  ) -> tuple[Image.Image, np.ndarray]:
     """For outpainting: ``image`` (as RGB) on a canvas grown by that many pixels on each side, and the bool mask
     (H', W') of the new area. ``fill`` is what the new pixels hold before they are regenerated: "edge" repeats
-    the nearest input pixel; an (r, g, b) colour fills them flat."""
+    the nearest input pixel; an (r, g, b) colour fills them flat. A canvas of more than ``max_pixels`` pixels is
+    refused before anything is allocated."""
     amounts = {"left": left, "right": right, "top": top, "bottom": bottom}
     for side, amount in amounts.items():
         if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
             raise ValueError(f"{side} must be an integer >= 0 (pixels), got {amount!r}")
-    rgb, _ = to_rgb(as_pil(image))
+    image = read_image(image, max_pixels)
+    check_pixel_count(image.width + left + right, image.height + top + bottom, max_pixels,
+                      f"the outpainting canvas ({image.width}x{image.height} grown by left={left}, right={right}, "
+                      f"top={top}, bottom={bottom})", "grow it by fewer pixels")
+    rgb, _ = to_rgb(image)
     pixels = np.asarray(rgb, dtype=np.uint8)  # (H, W, 3)
     pad = ((top, bottom), (left, right), (0, 0))
     if fill == "edge":

@@ -2,8 +2,9 @@
 
 **Pixel mask.** ``mask_image`` has the input image's size; white (or True, or 1) marks what to regenerate, black
 what to keep, as in diffusers. A PIL mask of any mode is read as grey levels (``convert("L")``, so an RGB(A)
-mask counts by its luminance; alpha is ignored); arrays and tensors may be bool, uint8 (0..255) or float
-(0..1), (H, W) or with a single channel. A pixel is masked when its level is at least half way
+mask counts by its luminance; alpha is ignored; a 16-bit or 32-bit grey mask is scaled to 8 bits as images are,
+``pipelines.data.images.to_rgb``, never clipped); arrays and tensors may be bool, uint8 (0..255), uint16
+(0..65535) or float (0..1), (H, W) or with a single channel. A pixel is masked when its level is at least half way
 (``PIXEL_THRESHOLD`` = 0.5, i.e. 128 of 255): a soft or anti-aliased mask is thresholded, never blended.
 
 **Token mask.** The model sees one square of the image (``box``: left, top, side), resized to its resolution
@@ -28,7 +29,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from tessera.pipelines.data.images import to_rgb
+
 PIXEL_THRESHOLD = 0.5
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # read by the data layer's scaling rules
 
 Box = tuple[int, int, int]  # (left, top, side): the square of the input the model sees
 
@@ -37,6 +41,8 @@ def binary_mask(mask_image, size: tuple[int, int]) -> np.ndarray:
     """``mask_image`` (PIL, array or tensor) as a bool (H, W) array, True = regenerate; ``size`` is the image's
     (width, height), and another size is a ``ValueError``."""
     if isinstance(mask_image, Image.Image):
+        if mask_image.mode in HIGH_DEPTH_MODES:  # scaled to 8 bits as images are (65535 -> 255), never clipped
+            mask_image, _ = to_rgb(mask_image)
         levels = np.asarray(mask_image.convert("L"), dtype=np.float32) / 255.0  # (H, W)
     else:
         array = (mask_image.detach().cpu().numpy() if isinstance(mask_image, torch.Tensor)
@@ -49,10 +55,13 @@ def binary_mask(mask_image, size: tuple[int, int]) -> np.ndarray:
             levels = array.astype(np.float32)
         elif array.dtype == np.uint8:
             levels = array.astype(np.float32) / 255.0
+        elif array.dtype == np.uint16:
+            levels = array.astype(np.float32) / 65535.0
         elif np.issubdtype(array.dtype, np.floating):
             levels = array.astype(np.float32)
         else:
-            raise TypeError(f"mask_image arrays must be bool, uint8 (0..255) or float (0..1), got {array.dtype}")
+            raise TypeError(f"mask_image arrays must be bool, uint8 (0..255), uint16 (0..65535) or float (0..1), "
+                            f"got {array.dtype}")
     height, width = levels.shape
     if (width, height) != tuple(size):
         raise ValueError(f"mask_image is {width}x{height} but the image is {size[0]}x{size[1]}; "
@@ -103,8 +112,8 @@ def cell_pixels(cells: torch.Tensor, box: Box, size: tuple[int, int]) -> np.ndar
 def paste_weights(mask: np.ndarray, feather_radius: float = 0.0) -> torch.Tensor:
     """Weights (H, W) float32 of the generated pixels: 0 outside the mask (the input's pixels, exactly), 1 inside,
     ramped over about ``feather_radius`` pixels inside the mask's edge."""
-    if not feather_radius >= 0:
-        raise ValueError(f"feather_radius must be >= 0 (pixels), got {feather_radius}")
+    if not 0 <= feather_radius < math.inf:  # also NaN
+        raise ValueError(f"feather_radius must be a finite number >= 0 (pixels), got {feather_radius}")
     weights = torch.from_numpy(mask.astype(np.float32))  # (H, W)
     if feather_radius > 0 and mask.any():
         sigma = feather_radius / 2

@@ -60,6 +60,12 @@ class EvaluationConfig:
     device: str = "cpu"
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device {self.device!r} is not a torch device: use cpu, cuda or cuda:N") from None
+
 
 @dataclass
 class ImageQualityReport:
@@ -88,17 +94,24 @@ def _features(extractor: FeatureExtractor, images: ImageSet, config: EvaluationC
 def reference_statistics(extractor: FeatureExtractor, reference: str | Path | ImageSet | None,
                          config: EvaluationConfig, reference_stats: str | Path | None = None) -> ReferenceStatistics:
     """The reference set's statistics: read from ``reference_stats`` when that file exists (checked against
-    ``extractor``), else computed from ``reference`` (and saved to ``reference_stats`` when given)."""
+    ``extractor``, and against ``reference`` when given: a file made from other images is refused), else
+    computed from ``reference`` (and saved to ``reference_stats`` when given)."""
+    images = None
+    if reference is not None:
+        images = reference if isinstance(reference, ImageSet) else open_image_set(reference)
     if reference_stats is not None and Path(reference_stats).is_file():
         statistics = load_reference_statistics(reference_stats)
         statistics.check(extractor.name, extractor.weights_sha256, str(reference_stats))
+        if images is not None:  # keyed by the files they summarise: never another set's figures
+            statistics.check_images(images.sha256(), images.where, str(reference_stats))
         return statistics
-    if reference is None:
+    if images is None:
         raise ValueError("no reference: pass reference images, or a reference statistics file that exists")
-    images = reference if isinstance(reference, ImageSet) else open_image_set(reference)
+    images = two_or_more(images, "reference")
     pool = _features(extractor, images, config, "reference features").pool
     statistics = ReferenceStatistics.from_features(pool, features=extractor.name,
-                                                   weights_sha256=extractor.weights_sha256, source=images.where)
+                                                   weights_sha256=extractor.weights_sha256, source=images.where,
+                                                   images_sha256=images.sha256())
     if reference_stats is not None:
         save_reference_statistics(statistics, reference_stats)
     return statistics
@@ -118,6 +131,14 @@ def evaluate_features(generated: Features, reference: ReferenceStatistics, confi
         kid_subsets=config.kid_subsets, is_splits=config.is_splits, weights_sha256=weights_sha256)
 
 
+def two_or_more(images: ImageSet, which: str) -> ImageSet:
+    """``images``, or a ``ValueError`` naming the set when it has fewer than the 2 images a covariance needs."""
+    if len(images) < 2:
+        raise ValueError(f"the {which} set {images.where} has {len(images)} image; FD, KID and IS need at least 2 "
+                         "images in each set")
+    return images
+
+
 def evaluate_images(generated: str | Path | ImageSet, reference: str | Path | ImageSet | None = None, *,
                     config: EvaluationConfig | None = None, reference_stats: str | Path | None = None,
                     extractor: FeatureExtractor | None = None, **options) -> ImageQualityReport:
@@ -127,7 +148,14 @@ def evaluate_images(generated: str | Path | ImageSet, reference: str | Path | Im
     config = config or EvaluationConfig(**options)
     if config.features not in ("inception", "efficientnet-lite0"):
         raise ValueError(f"unknown features {config.features!r}; choose inception or efficientnet-lite0")
-    generated_images = generated if isinstance(generated, ImageSet) else open_image_set(generated)
+    if reference_stats is not None and Path(reference_stats).is_dir():  # refused before any work
+        raise ValueError(f"reference_stats {reference_stats} is a folder; give the path of a .safetensors file "
+                         "(read when it exists, else written)")
+    generated_images = two_or_more(generated if isinstance(generated, ImageSet) else open_image_set(generated),
+                                   "generated")
+    if reference is not None and not isinstance(reference, ImageSet) and not (
+            reference_stats is not None and Path(reference_stats).is_file()):  # read (and checked) before the work
+        reference = two_or_more(open_image_set(reference), "reference")
     extractor = extractor or load_feature_extractor(config.features, weights=config.weights)
     reference_stats_ = reference_statistics(extractor, reference, config, reference_stats)
     generated_features = _features(extractor, generated_images, config, "generated features")

@@ -15,6 +15,8 @@ to its own square input (``pipelines.evaluation.features``). An image that canno
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
+from tessera.core.hashing import file_sha256
 from tessera.pipelines.data.images import RowSkipped, open_image, to_rgb
 from tessera.pipelines.data.sources import METADATA_FILES, DataSourceError, open_source
 
@@ -47,6 +51,28 @@ class ImageSet:
     def __iter__(self) -> Iterator[torch.Tensor]:
         for value, name in zip(self.values, self.names):
             yield load_uint8(value, name)
+
+    def sha256(self) -> str:
+        """A hash of the set: each image's name and bytes (a file's contents, encoded bytes, or a decoded image's
+        mode, size and pixels), in order. Statistics cached for one set are not reused for another."""
+        digest = hashlib.sha256()
+        for value, name in zip(self.values, self.names):
+            digest.update(f"{name}|".encode())
+            digest.update(_image_bytes(value))
+        return digest.hexdigest()
+
+
+def _image_bytes(value: Any) -> bytes:
+    """The bytes that identify one image value: a file's sha256, raw bytes, or a PIL image's pixels."""
+    if isinstance(value, dict):
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (str, os.PathLike)):
+        return file_sha256(value).encode()
+    if isinstance(value, (bytes, bytearray)):
+        return hashlib.sha256(value).hexdigest().encode()
+    if isinstance(value, Image.Image):
+        return f"{value.mode}|{value.size}|".encode() + hashlib.sha256(value.tobytes()).hexdigest().encode()
+    raise TypeError(f"cannot hash an image given as {type(value).__name__}")
 
 
 def to_uint8_tensor(image) -> torch.Tensor:

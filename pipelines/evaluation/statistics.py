@@ -38,6 +38,7 @@ class StatisticsInfo:
     num_images: int
     source: str
     format_version: int = FORMAT_VERSION
+    images_sha256: str | None = None  # ``ImageSet.sha256()`` of the images summarised; None in older files
 
 
 @dataclass
@@ -47,8 +48,9 @@ class ReferenceStatistics:
     gaussian: GaussianStatistics
 
     @classmethod
-    def from_features(cls, pool: torch.Tensor, *, features: str, weights_sha256: str, source: str):
-        info = StatisticsInfo(features, weights_sha256, len(pool), source)
+    def from_features(cls, pool: torch.Tensor, *, features: str, weights_sha256: str, source: str,
+                      images_sha256: str | None = None):
+        info = StatisticsInfo(features, weights_sha256, len(pool), source, images_sha256=images_sha256)
         return cls(info, pool, gaussian_statistics(pool))
 
     def check(self, features: str, weights_sha256: str, where: str) -> None:
@@ -60,6 +62,17 @@ class ReferenceStatistics:
             raise StatisticsMismatchError(
                 f"{where} was made with other {features} weights (sha256 {self.info.weights_sha256[:12]}..., "
                 f"now {weights_sha256[:12]}...): recompute them with the weights in use")
+
+
+    def check_images(self, images_sha256: str, reference: str, where: str) -> None:
+        """``StatisticsMismatchError`` unless these statistics summarise the images hashed ``images_sha256``."""
+        if self.info.images_sha256 == images_sha256:
+            return
+        made = ("records no hash of the images it summarises" if self.info.images_sha256 is None
+                else f"summarises other images ({self.info.num_images} from {self.info.source})")
+        raise StatisticsMismatchError(
+            f"{where} {made}, not the reference {reference}: its figures would not be {reference}'s. Pass "
+            f"another --reference_stats file (it is computed and written), or delete {where} to recompute it.")
 
 
 def save_reference_statistics(statistics: ReferenceStatistics, path: str | Path) -> Path:

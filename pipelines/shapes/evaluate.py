@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tessera.core.io import atomic_write_text
 from tessera.pipelines.shapes.dataset import SceneSpec, parse_caption
 from tessera.pipelines.shapes.detect import DetectedObject, detect_objects
 
@@ -220,10 +219,7 @@ def _markdown_table(report: EvaluationReport) -> str:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        json.dump(data, tmp, indent=2)
-    os.replace(tmp.name, path)
+    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:

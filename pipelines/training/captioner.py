@@ -53,6 +53,7 @@ from tessera.pipelines.training.batches import EpochDataset
 from tessera.pipelines.training.config import TrainingConfig
 from tessera.pipelines.training.loop import TrainingLoop, TrainingStage
 from tessera.pipelines.training.prior import PRIOR_TRAINING_DEFAULTS
+from tessera.prior.prompt_text import prompt_texts
 from tessera.prior.text import TEXT_CONFIG_NAME, TOKENIZER_FOLDER, load_text_tokenizer, swap_in_saved
 from tessera.prior.text_tokenizer import train_text_tokenizer
 from tessera.tokenizer.model import VQGAN
@@ -171,7 +172,7 @@ class CaptionerStage(TrainingStage):
             held_out = min(self.config.training.num_validation_images, max(1, len(rows) // 10))
             self.train_rows = rows.select(range(len(rows) - held_out))
             self.validation_rows = rows.select(range(len(rows) - held_out, len(rows)))
-        captions = list(self.train_rows["caption"])
+        captions = prompt_texts(list(self.train_rows["caption"]), "caption")  # emoji as names, as scoring reads them
         if data.pipeline:
             self.text_tokenizer = load_text_tokenizer(data.pipeline)
         else:
@@ -207,7 +208,7 @@ class CaptionerStage(TrainingStage):
         return EpochDataset(self.train_rows), collate_tokenized
 
     def caption_batch(self, captions: list[str]):
-        return self.ema_source.caption_batch(tokenize_captions(self.text_tokenizer, captions))
+        return self.ema_source.caption_batch(tokenize_captions(self.text_tokenizer, prompt_texts(captions, "caption")))
 
     def train_step(self, loop: TrainingLoop, batch: dict, step: int) -> dict[str, torch.Tensor]:
         codes = batch["codes"].to(self.accelerator.device)
@@ -231,7 +232,7 @@ class CaptionerStage(TrainingStage):
         captioner = self.ema.model.eval()
         total, tokens, correct = 0.0, 0.0, 0.0
         for batch in DataLoader(self.validation_rows, batch_size=64, collate_fn=collate_tokenized):
-            captions = captioner.caption_batch(tokenize_captions(self.text_tokenizer, batch["caption"]))
+            captions = captioner.caption_batch(tokenize_captions(self.text_tokenizer, prompt_texts(batch["caption"], "caption")))
             output = captioner(batch["codes"].to(self.accelerator.device), captions)
             count = float(captions.mask.sum())
             total, tokens, correct = total + float(output.loss) * count, tokens + count, correct + float(

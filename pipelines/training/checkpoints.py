@@ -85,5 +85,10 @@ class CheckpointManager:
         return final
 
     @staticmethod
+    def state_of(checkpoint: Path) -> dict:
+        """``training_state.json``: the step, the wall time it was written at, the run's CPU seconds so far."""
+        return json.loads((checkpoint / "training_state.json").read_text())
+
+    @staticmethod
     def step_of(checkpoint: Path) -> int:
-        return json.loads((checkpoint / "training_state.json").read_text())["step"]
+        return CheckpointManager.state_of(checkpoint)["step"]

@@ -33,9 +33,12 @@ class TrainingConfig(JSONConfig):
     max_train_steps: int = 2000  # optimizer steps of the run
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (accelerate)
     checkpointing_steps: int = 500  # a resumable checkpoint every N steps
-    checkpoints_total_limit: int = 2  # checkpoints kept (the oldest are deleted)
+    checkpoints_total_limit: int = 2  # checkpoints kept (the oldest are deleted; 0: keep every checkpoint)
     resume_from_checkpoint: str | None = None  # a checkpoint folder, or "latest" to continue the newest in output_dir
     validation_steps: int = 500  # validation every N steps (and at the end)
+    # 0: none; else every N steps the EMA weights are saved as a loadable folder (the stage's final save) in
+    # output_dir/snapshots/step-<N>, with the run's CPU time, for learning curves (benchmarks.learning_curve)
+    snapshot_steps: int = 0
     num_validation_images: int = 256  # held-out rows of the validation
     ema_decay: float = 0.99  # the weights validated and saved are this exponential moving average
     report_to: str = "auto"  # "auto" = tensorboard when installed, else metrics.jsonl only
@@ -45,6 +48,8 @@ class TrainingConfig(JSONConfig):
     def __post_init__(self) -> None:
         if self.gradient_accumulation_steps < 1:
             raise ValueError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
+        if self.snapshot_steps < 0:
+            raise ValueError(f"snapshot_steps must be >= 0 (0: no snapshots), got {self.snapshot_steps}")
         if self.train_batch_size < 1 or self.max_train_steps < 1:
             raise ValueError("train_batch_size and max_train_steps must be >= 1")
 
@@ -110,7 +115,7 @@ def add_config_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, 
         if field.name in aliases:
             flags.append(f"--{aliases[field.name]}")
             doc = f"{doc} (--{aliases[field.name]}: the old spelling of --{name})".strip()
-        options: dict[str, Any] = {"dest": dest_prefix + name, "help": doc or None,
+        options: dict[str, Any] = {"dest": dest_prefix + name, "help": doc.replace("%", "%%") or None,
                                    "default": None if defaults is None else getattr(defaults, field.name)}
         if field.name in required:
             options.update(required=True, default=None)

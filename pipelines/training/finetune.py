@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tessera.core.config import JSONConfig
+from tessera.core.folders import check_output_folder
 from tessera.models import resolve_pipeline_folder
-from tessera.pipelines.data.worlds import world_of_captions
+from tessera.pipelines.data.worlds import world_of_captions, world_of_source
 from tessera.pipelines.pipeline_folder import PipelineConfig
 from tessera.pipelines.tokens import ExportConfig, export_tokenized_dataset, load_tokenized_dataset
 from tessera.pipelines.training.config import TrainingConfig
@@ -45,6 +46,7 @@ class FinetuneRequest(JSONConfig):
     validation_prompts: tuple[str, ...] = ()
     evaluation_caption_styles: tuple[str, ...] | None = None  # a world's data: default "en" + the new data's
     sampling: SamplingConfig | None = None  # validation sampling; default: the pipeline's own
+    overwrite: bool = False  # write into an output folder that holds a pipeline (or a dataset, an imagefolder)
 
     def __post_init__(self) -> None:
         if not self.pipeline:
@@ -54,6 +56,17 @@ class FinetuneRequest(JSONConfig):
         if self.replay_data is not None and self.replay_tokens is not None:
             raise ValueError("give at most one of replay_data (the original images + captions) and replay_tokens "
                              "(already tokenized)")
+
+
+def missing_local_source(source: str) -> bool:
+    """Whether ``source`` reads as a local path that does not exist: not a benchmark world's data (the built-in
+    shapes), a glob or a Hub name (``owner/name``, unless ``owner/`` is a folder here, as ``pipelines.data.sources``
+    reads it)."""
+    if world_of_source(source) is not None or any(char in source for char in "*?["):
+        return False
+    path = Path(source).expanduser()
+    local = source.startswith((".", "/", "~")) or len(path.parts) > 2 or (len(path.parts) == 2 and path.parent.is_dir())
+    return local and not path.exists()
 
 
 def evaluation_caption_styles(captions: list[str]) -> tuple[str, ...]:
@@ -69,20 +82,31 @@ def finetune_run_config(request: FinetuneRequest, training: TrainingConfig) -> P
     if output_dir.resolve() == pipeline_dir.resolve():
         raise ValueError("the output folder must differ from the pipeline folder: the fine-tuned pipeline is a new "
                          "folder, and the one it starts from stays as it is")
+    check_output_folder(output_dir, what="the fine-tuned pipeline", override="--overwrite (overwrite=True)",
+                        overwrite=request.overwrite)
     pipeline = PipelineConfig.read(pipeline_dir)
     vqgan = str(pipeline_dir / pipeline.components["vqgan"])
+    replay_tokens, replay_data = request.replay_tokens, None
+    if request.replay_fraction > 0 and replay_tokens is None:  # checked before any export
+        replay_data = request.replay_data or pipeline.training_data
+        if replay_data is None:
+            raise ValueError(f"{pipeline_dir / 'pipeline.json'} does not record the data the pipeline was trained "
+                             "on: pass replay_data (--replay_data) or replay_tokens, or replay_fraction 0")
+        if request.replay_data is None and missing_local_source(replay_data):
+            raise ValueError(f"the replayed data {replay_data!r} (the training data recorded in "
+                             f"{pipeline_dir / 'pipeline.json'}) is not here: pass --replay_data with the original "
+                             "images + captions (or --replay_tokens), or --replay_fraction 0 to fine-tune without "
+                             "replay")
+    for flag, source in (("--data", request.data), ("--replay_data", request.replay_data)):
+        if source is not None and missing_local_source(source):
+            raise ValueError(f"{flag} {source}: no such file or folder (read as a local path, not a Hub dataset)")
     tokens = request.tokens
     if tokens is None:
         tokens = str(output_dir / "tokens")
         export_tokenized_dataset(ExportConfig(vqgan=vqgan, data=request.data, output_dir=tokens,
                                               image_column=request.image_column,
                                               caption_column=request.caption_column))
-    replay_tokens = request.replay_tokens
-    if request.replay_fraction > 0 and replay_tokens is None:
-        replay_data = request.replay_data or pipeline.training_data
-        if replay_data is None:
-            raise ValueError(f"{pipeline_dir / 'pipeline.json'} does not record the data the pipeline was trained "
-                             "on: pass replay_data (--replay_data) or replay_tokens, or replay_fraction 0")
+    if replay_data is not None:
         replay_tokens = str(output_dir / "replay_tokens")
         export_tokenized_dataset(ExportConfig(vqgan=vqgan, data=replay_data, output_dir=replay_tokens,
                                               max_samples=request.max_replay_samples))

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,12 @@ from tessera.pipelines.training.batches import MixedBatchSampler, StepBatchSampl
 from tessera.pipelines.training.checkpoints import CheckpointManager, check_finite
 from tessera.pipelines.training.config import TrainingConfig
 from tessera.pipelines.training.ema import EMA
-from tessera.pipelines.training.tracking import MetricsLog, resolve_trackers
+from tessera.pipelines.training.tracking import CpuClock, MetricsLog, resolve_trackers
 
 logger = logging.getLogger(__name__)
 
 LOG_EVERY = 10  # steps between metric lines
+SNAPSHOT_RECORD = "snapshot.json"  # beside each snapshot's weights: its step and the run's CPU time
 
 
 def learning_rate_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -152,6 +154,7 @@ class TrainingStage:
 class TrainingLoop:
     def __init__(self, stage: TrainingStage, training: TrainingConfig, run_config: JSONConfig):
         self.stage, self.training, self.run_config = stage, training, run_config
+        self.cpu_clock = CpuClock()  # the setup (data, text-encoder caches) is part of the run's cost
         self.output_dir = Path(training.output_dir)
         self.accelerator = make_accelerator(training)
         stage.setup(self.accelerator)
@@ -182,7 +185,9 @@ class TrainingLoop:
         checkpoint = self.checkpoints.resolve(self.training.resume_from_checkpoint)
         if checkpoint is not None:
             self.accelerator.load_state(str(checkpoint))
-            start_step = CheckpointManager.step_of(checkpoint)
+            state = CheckpointManager.state_of(checkpoint)
+            start_step = state["step"]
+            self.cpu_clock.spent_before = state.get("cpu_seconds", 0.0)
             logger.info("resumed from %s at step %d", checkpoint, start_step)
         self.metrics_log.truncate_after(start_step)  # a fresh run into an old folder starts a fresh log
         if self.accelerator.is_main_process:
@@ -233,6 +238,15 @@ class TrainingLoop:
         self.stage.ema.update(self.stage.ema_source)
         return {name: total / accumulation for name, total in totals.items()}
 
+    def save_snapshot(self, done: int) -> Path:
+        """The EMA weights now, as the stage's final save would write them, in ``snapshots/step-<done>``."""
+        folder = self.output_dir / "snapshots" / f"step-{done:07d}"
+        cpu_seconds = self.cpu_clock.seconds()
+        shutil.rmtree(folder, ignore_errors=True)  # a step redone after a resume: this run's own snapshot
+        self.stage.save_final(folder)
+        atomic_write_text(folder / SNAPSHOT_RECORD, json.dumps({"step": done, "cpu_seconds": round(cpu_seconds, 1)}))
+        return folder
+
     def run(self) -> Path:
         training, accelerator, stage = self.training, self.accelerator, self.stage
         start_step = self.start()
@@ -247,10 +261,13 @@ class TrainingLoop:
             done = step + 1
             progress.update(1)
             if is_due(done, LOG_EVERY, training.max_train_steps):
-                values = self.log(done, {**logs, "lr": stage.schedulers[0].get_last_lr()[0]})
+                values = self.log(done, {**logs, "lr": stage.schedulers[0].get_last_lr()[0],
+                                         "cpu_hours": self.cpu_clock.seconds() / 3600})
                 progress.set_postfix(stage.progress_values(values))
             if is_due(done, training.checkpointing_steps, training.max_train_steps):
-                self.checkpoints.save(accelerator, done)
+                self.checkpoints.save(accelerator, done, {"cpu_seconds": self.cpu_clock.seconds()})
+            if is_due(done, training.snapshot_steps, 0) and accelerator.is_main_process:
+                self.save_snapshot(done)
             if is_due(done, training.validation_steps, training.max_train_steps) and accelerator.is_main_process:
                 with torch.random.fork_rng(devices=[]):
                     metrics = stage.validate(done)

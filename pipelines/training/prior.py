@@ -147,6 +147,7 @@ DERIVED_FIELDS = {
     "prior.grid_size": "the VQ-GAN (its latent grid)",
     "prior.context_dim": "the text encoder (its hidden size)",
     "prior.context_length": "text.max_length",
+    "prior.vqgan_sha256": "the VQ-GAN (a hash of its codebook, so that the pipeline refuses another VQ-GAN)",
 }
 
 
@@ -181,9 +182,13 @@ def first_distinct(captions: list[str], count: int = 16) -> list[str]:
 
 
 class PriorStage(TrainingStage):
+    @property
+    def name(self) -> str:
+        """The prior's kind as trained: fine-tuning takes the base pipeline's (``config.prior`` is replaced)."""
+        return f"{self.config.prior.kind} prior"
+
     def __init__(self, config: PriorRunConfig):
         self.config = config
-        self.name = f"{config.prior.kind} prior"
         self.captioner = None  # fine-tuning: the base pipeline's, carried into the new one
         check_tokenizer_matches(config.data.tokens, config.data.vqgan)
         if config.finetune.replay_fraction > 0:
@@ -238,6 +243,7 @@ class PriorStage(TrainingStage):
             text = TextConditioner.from_pretrained(source)
             prior = load_prior(source / "prior")
             check_components(self.vqgan, text, prior, source=str(source))
+            prior.config.vqgan_sha256 = self.vqgan.codes_sha256()  # recorded now when the source predates it
             if config.finetune.normalize_text and not text.config.normalize:
                 text.enable_normalization()
             if config.finetune.new_text_tokens:
@@ -250,6 +256,7 @@ class PriorStage(TrainingStage):
         config.prior.grid_size = self.vqgan.config.latent_size
         config.prior.context_dim = text.hidden_size
         config.prior.context_length = config.text.max_length
+        config.prior.vqgan_sha256 = self.vqgan.codes_sha256()  # the pipeline refuses another VQ-GAN
         return PriorBundle(text, build_prior(config.prior))
 
     def carried_captioner(self, source: Path):

@@ -77,8 +77,8 @@ def recorded_prompts(run_dir: Path) -> tuple[str, ...]:
 def run_quickstart(recipe: Recipe, output_dir: str | Path) -> QuickstartResult:
     """Train ``recipe`` into ``output_dir`` (see the module docstring); a finished stage is skipped."""
     root = Path(output_dir)
+    configs = stage_configs(recipe, root)  # checks every stage's settings before anything is written
     root.mkdir(parents=True, exist_ok=True)
-    configs = stage_configs(recipe, root)  # checks every stage's settings before anything trains
     recipe.save(root / RECIPE_NAME)
     vqgan_dir, prior_dir, pipeline_dir = root / "vqgan", root / "prior", root / "pipeline"
     seconds: dict[str, float] = {}

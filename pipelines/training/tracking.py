@@ -8,6 +8,18 @@ import time
 from pathlib import Path
 
 
+class CpuClock:
+    """The run's CPU time in seconds: this process's (all its threads; a data-loader worker process is not
+    counted), added to what the run had spent before it was resumed (``spent_before``)."""
+
+    def __init__(self, spent_before: float = 0.0):
+        self.spent_before = spent_before
+        self.started = time.process_time()
+
+    def seconds(self) -> float:
+        return self.spent_before + time.process_time() - self.started
+
+
 def resolve_trackers(report_to: str) -> list[str]:
     if report_to == "auto":
         try:

@@ -34,8 +34,19 @@ class JSONConfig:
 
     @classmethod
     def load(cls: type[C], path: str | os.PathLike) -> C:
-        with open(path, encoding="utf-8") as handle:
-            return cls.from_dict(json.load(handle))
+        """Strict; a file that is empty, truncated or not a JSON object is a ``CheckpointMismatchError`` naming it."""
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CheckpointMismatchError(f"{path} is not valid JSON ({error}); it may be empty or truncated by an "
+                                          "interrupted copy or save. Re-save or re-download it.") from None
+        if not isinstance(data, dict):
+            raise CheckpointMismatchError(f"{path} holds a JSON {type(data).__name__}, not an object of settings")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as error:  # unknown or missing keys, values out of range
+            raise CheckpointMismatchError(f"{path}: {error}") from None
 
 
 def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:

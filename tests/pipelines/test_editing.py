@@ -261,7 +261,9 @@ def test_bad_input_is_refused(pipes):
     with pytest.raises(ValueError, match="share one size"):
         inpaint(PROMPTS, [image, picture(8, 6)], [left_half(), left_half(8, 6)])
     with pytest.raises(TypeError, match="PIL image"):
-        inpaint(PROMPTS[0], "image.png", left_half())
+        inpaint(PROMPTS[0], 42, left_half())
+    with pytest.raises(ValueError, match="cannot read image 'no-such-image.png'"):  # paths are read as captioning reads them
+        inpaint(PROMPTS[0], "no-such-image.png", left_half())
     with pytest.raises(ValueError, match="strength"):
         edit(PROMPTS[0], image, strength=1.5)
     with pytest.raises(ValueError, match="remask"):

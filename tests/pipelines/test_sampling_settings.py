@@ -47,8 +47,9 @@ def test_a_call_reaches_the_sampler_with_its_schedule_and_choice_temperature(pip
 def test_the_settings_are_checked_once_with_clear_errors(pipes):
     with pytest.raises(ValueError, match="guidance_schedule must be one of"):
         pipes["masked"]("a red circle", guidance_schedule="steep")
-    with pytest.raises(ValueError, match="choice_temperature must be >= 0"):
-        pipes["masked"]("a red circle", choice_temperature=-1.0)
+    for wrong in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="choice_temperature must be a finite number >= 0"):
+            pipes["masked"]("a red circle", choice_temperature=wrong)
     with pytest.raises(ValueError, match="choice_temperature applies to the masked prior only"):
         pipes["autoregressive"]("a red circle", choice_temperature=1.0)
     settings = pipes["masked"].sampling_options(guidance_scale=1.0, guidance_schedule="linear")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -14,7 +15,6 @@ import torch
 
 import train
 from tessera.captioner.model import Captioner, CaptionerConfig, caption_vocabulary
-from tessera.core.config import CheckpointMismatchError
 from tessera.pipelines.image_to_text import ImageToTextPipeline
 from tessera.pipelines.text_to_image import TextToImagePipeline
 from tessera.pipelines.training.batches import MixedBatchSampler, StepBatchSampler
@@ -63,8 +63,11 @@ def test_mixed_batches_take_the_replay_share_and_resume_exactly():
         MixedBatchSampler(StepBatchSampler(10, 4, seed=0, start_step=0, end_step=1), 5, 0.9)
 
 
-def test_finetune_grows_the_vocabulary_and_writes_a_pipeline(base_pipeline, tmp_path):
+def test_finetune_grows_the_vocabulary_and_writes_a_pipeline(base_pipeline, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="tessera.pipelines.training.loop")
     output = finetune(base_pipeline, tmp_path / "ft")
+    assert "masked prior: 1 processes" in caplog.text  # the base pipeline's kind, not the flag's default
+    assert "autoregressive prior" not in caplog.text
     pipeline = TextToImagePipeline.from_pretrained(output)
     base = TextConditioner.from_pretrained(base_pipeline)
     assert len(pipeline.text.text_tokenizer) > len(base.text_tokenizer)
@@ -154,7 +157,7 @@ def test_pipeline_whose_vqgan_does_not_fit_the_prior_is_refused(base_pipeline, t
     config = vqgan_preset("tiny")
     config.quantizer.codebook_size = 32
     VQGAN(config).save_pretrained(broken / "vqgan")
-    with pytest.raises(CheckpointMismatchError, match="codebook"):
+    with pytest.raises(SystemExit, match="codebook"):  # one line, no traceback: train.py main
         finetune(broken, tmp_path / "ft", "--replay_fraction", "0")
 
 

@@ -95,3 +95,35 @@ def test_caption_warmup_varies_a_growing_share_of_the_rows(tokens, tiny_config, 
     config.finetune = FinetuneOptions(replay_tokens=str(token_dir), replay_fraction=0.25)
     with pytest.raises(ValueError, match="caption_warmup_epochs"):
         PriorStage(config)
+
+
+def test_snapshots_keep_loadable_weights_and_the_cpu_time_across_a_resume(tokens, tiny_config, tmp_path, monkeypatch):
+    from tessera.pipelines.text_to_image import TextToImagePipeline
+
+    vqgan, token_dir = tokens
+    config = tiny_config(tmp_path, vqgan, token_dir, "masked", max_train_steps=20, checkpointing_steps=10,
+                         snapshot_steps=5, validation_steps=1000)
+    with monkeypatch.context() as patch:
+        counting_train_steps(patch, crash_after=12)  # after the step-10 checkpoint and the step-10 snapshot
+        with pytest.raises(KeyboardInterrupt):
+            train_prior(config)
+    before = json.loads((tmp_path / "checkpoints" / "checkpoint-10" / "training_state.json").read_text())
+    assert before["cpu_seconds"] > 0
+    train_prior(tiny_config(tmp_path, vqgan, token_dir, "masked", max_train_steps=20, checkpointing_steps=10,
+                            snapshot_steps=5, validation_steps=1000, resume_from_checkpoint="latest"))
+    records = [json.loads(path.read_text()) for path in sorted((tmp_path / "snapshots").glob("step-*/snapshot.json"))]
+    assert [record["step"] for record in records] == [5, 10, 15, 20]
+    seconds = [record["cpu_seconds"] for record in records]
+    assert seconds == sorted(seconds) and seconds[2] >= before["cpu_seconds"]  # the resumed run adds to it
+    last = TextToImagePipeline.from_pretrained(tmp_path / "snapshots" / "step-0000020")
+    final = load_prior(tmp_path / "prior").state_dict()
+    for name, weight in last.prior.state_dict().items():  # the last snapshot is the final EMA weights
+        assert torch.equal(weight, final[name]), name
+    cpu_hours = [json.loads(line).get("cpu_hours") for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(value is None or value > 0 for value in cpu_hours) and any(cpu_hours)
+
+
+def test_snapshot_steps_must_not_be_negative(tokens, tiny_config, tmp_path):
+    vqgan, token_dir = tokens
+    with pytest.raises(ValueError, match="snapshot_steps"):
+        tiny_config(tmp_path, vqgan, token_dir, "masked", snapshot_steps=-1)

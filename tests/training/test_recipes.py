@@ -21,6 +21,7 @@ from tessera.pipelines.training.recipe import Recipe, load_recipe, stage_configs
 from tessera.prior.config import PriorConfig
 from tessera.prior.text import TextEncoderConfig
 from tessera.tokenizer.config import VQGANConfig
+from tessera.tokenizer.model import VQGAN
 from tests.training.test_prompt_variation import captioned_folder  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +87,8 @@ def test_recipe_files_match_the_shipped_pipelines(name, tmp_path):
     assert (configs.prior.text.pretrained, configs.prior.text.max_length) == \
         (shipped_text.pretrained, shipped_text.max_length)  # (normalize: every new text side turns it on)
     derived = {"codebook_size": shipped_vqgan.quantizer.codebook_size, "grid_size": shipped_vqgan.latent_size,
-               "context_dim": shipped_text.hidden_size, "context_length": configs.prior.text.max_length}
+               "context_dim": shipped_text.hidden_size, "context_length": configs.prior.text.max_length,
+               "vqgan_sha256": VQGAN.from_pretrained(folder / "vqgan").codes_sha256()}
     assert configs.prior.prior.replace(**derived) == PriorConfig.load(folder / "prior" / "config.json")
     pipeline = PipelineConfig.read(folder)
     assert pipeline.training_data == configs.vqgan.data.data == configs.export.data
@@ -111,8 +113,13 @@ def test_flags_and_set_override_the_recipe_and_derived_fields_are_refused(tmp_pa
         stage_configs(with_assignments(recipe, {"prior.prior.codebook_size": 1024}), tmp_path)
     with pytest.raises(ValueError, match="unknown field 'learning_rat'"):
         stage_configs(with_assignments(recipe, {"prior.training.learning_rat": 1.0}), tmp_path)
+    with pytest.raises(SystemExit, match="prior.codebook_size: this run sets it from the VQ-GAN"):
+        train.main(["quickstart", "--output_dir", str(tmp_path / "refused"), "--set", "prior.prior.codebook_size=3"])
+    assert not (tmp_path / "refused").exists()  # refused before anything is written
     with pytest.raises(SystemExit, match="prior.grid_size: this run sets it from the VQ-GAN"):
         train.main(["prior", "--tokens", "t", "--vqgan", "v", "--set", "prior.grid_size=16"])
+    with pytest.raises(SystemExit, match="prior.vqgan_sha256: this run sets it from the VQ-GAN"):
+        train.main(["prior", "--tokens", "t", "--vqgan", "v", "--set", "prior.vqgan_sha256=abc"])
     with pytest.raises(SystemExit, match="captioner.code_dim: this run sets it from the VQ-GAN"):
         train.main(["captioner", "--tokens", "t", "--vqgan", "v", "--set", "captioner.code_dim=4"])
     with pytest.raises(SystemExit, match="prior.num_layers=2: fine-tuning continues the pipeline's prior"):
