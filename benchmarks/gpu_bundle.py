@@ -38,10 +38,8 @@ import tempfile
 from pathlib import Path
 
 import train  # the command layer: a run is parsed exactly as train.py parses it
-from benchmarks.gpu_result import pack_result, unpack_result
+from benchmarks.gpu_result import pack_result, unpack_result, vqgan_weights_sha256
 from benchmarks.pruned_encoder import prune_encoder, rebuild_encoder
-from tessera.core.hashing import file_sha256
-from tessera.core.pretrained import WEIGHTS_NAME
 from tessera.pipelines.training.prior import PriorRunConfig, PriorStage, first_distinct
 from tessera.prior.text import TextConditioner
 from tessera.prior.text_sources import is_package_reference
@@ -97,8 +95,21 @@ def run_captions(config: PriorRunConfig) -> list[str]:
     return list(dict.fromkeys([*stage.distinct_captions, *stage.validation_rows["caption"], *prompts, *judged]))
 
 
+TRAVEL_LIMIT = 64 * 2**20  # what a device call sends: tracked and untracked-not-ignored files, carried paths
+
+
 def tree_bytes(root: Path) -> int:
     return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
+
+
+def working_tree_bytes() -> int | None:
+    """The bytes of the files a device call sends from this checkout besides carried paths (None outside git)."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                capture_output=True, check=True).stdout.decode().split("\0")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sum(Path(name).stat().st_size for name in listed if name and Path(name).is_file())
 
 
 def download_wheels(folder: Path) -> list[str]:
@@ -123,7 +134,7 @@ def prepare(options: argparse.Namespace) -> dict:
     text = TextConditioner.from_captions([], config.text)
     record = prune_encoder(text, captions, bundle / ENCODER)
     wheels = [] if options.no_wheels else download_wheels(bundle / WHEELS)
-    manifest = {"vqgan": options.vqgan, "vqgan_sha256": file_sha256(Path(options.vqgan) / WEIGHTS_NAME),
+    manifest = {"vqgan": options.vqgan, "vqgan_sha256": vqgan_weights_sha256(Path(options.vqgan)),
                 "text_encoder": options.text_encoder, "encoder_sha256": text.config.encoder_sha256,
                 "caption_arguments": caption_arguments(options), "caption_identity": caption_identity(config),
                 "num_captions": len(captions), "kept_rows": record["kept_rows"], "wheels": wheels,
@@ -197,7 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     if options.command == "prepare":
         manifest = prepare(options)
         print(f"bundle {options.bundle}: {manifest['bundle_bytes'] / 2**20:.1f} MiB, {manifest['num_captions']} "
-              f"captions, {manifest['kept_rows']} encoder rows kept; carry it with the tree (64 MiB in all)")
+              f"captions, {manifest['kept_rows']} encoder rows kept")
+        tree = working_tree_bytes()
+        if tree is not None:
+            total = tree + manifest["bundle_bytes"]
+            print(f"with this checkout's files ({tree / 2**20:.1f} MiB) a device call sends {total / 2**20:.1f} MiB of "
+                  f"the 64 MiB allowed" + ("" if total <= TRAVEL_LIMIT else ": TOO MUCH, it will be refused"))
     elif options.command == "encoder":
         print(", ".join(f"{name} {importlib.metadata.version(name)}" for name in VERSIONS_SHOWN), flush=True)
         print(f"rebuilt the text encoder in {rebuild_encoder(Path(options.bundle) / ENCODER, options.destination)}")

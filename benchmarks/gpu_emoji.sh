@@ -3,9 +3,8 @@
 # included; the trained pipeline and its learning-curve material come back under $OUT (at most 8 files) to be
 # judged on the CPU. benchmarks/gpu_bundle.py says what travels and why.
 #
-# 1. Here, on the CPU, once per recipe (~1 min; downloads 3 wheels, ~0.9 MB; the bundle is ~25 MB and must fit
-#    beside the tracked tree, ~32 MB, in the 64 MiB that travel):
-#      echo /.gpu_bundle/ >> .git/info/exclude
+# 1. Here, on the CPU, once per recipe (downloads 3 wheels, ~0.9 MB; .gpu_bundle/ is git-ignored, ~25 MB, and
+#    must fit beside the tracked tree, ~32 MB, in the 64 MiB that travel):
 #      .venv/bin/python -m benchmarks.gpu_bundle prepare .gpu_bundle --tokens /work/runs/tokens [--caption_variants 4]
 #    (the caption flags are fixed here: --caption_variation prompts --caption_variants 16 --caption_warmup_epochs 2,
 #    the lead's 8 validation prompts; the encoder is pruned to exactly the captions they give)

@@ -3,11 +3,12 @@ each, 64 MiB in all), and unpacked on the CPU into the run folder ``train.py pri
 
 Packed (``pack_result``, beside the script's ``train.log``):
 
-- ``pipeline.tar``: the final pipeline without ``vqgan/`` (the repository's VQ-GAN; its weights' hash is
-  recorded) and without ``text_encoder/``: ``text_config.json`` names the frozen encoder as the CPU pipelines do
-  (the bundle's package reference and the original weights' hash), not the GPU machine's rebuilt folder;
+- ``pipeline.tar``: the final pipeline, its prior's weights in float16 as the shipped pipelines keep them,
+  without ``vqgan/`` (the repository's VQ-GAN; the hash of its weights as loaded is recorded) and without
+  ``text_encoder/``: ``text_config.json`` names the frozen encoder as the CPU pipelines do (the bundle's package
+  reference and the original weights' hash), not the GPU machine's rebuilt folder;
 - ``run.tar``: ``metrics.jsonl``, ``run_config.json``, the validation sample grids;
-- ``snapshots-K.tar``: each snapshot's prior weights in float16 with its ``snapshot.json``; when they do not
+- ``snapshots-K.tar``: each snapshot's prior (float16 weights) with its ``snapshot.json``; when they do not
   all fit, evenly spaced ones (the last always), the others listed as left out;
 - ``result.json``: what was packed, the VQ-GAN's hash, the device and the wall-clock seconds.
 
@@ -27,11 +28,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from tessera.core.hashing import file_sha256
+from tessera.core.hashing import state_dict_sha256
 from tessera.core.pretrained import CONFIG_NAME, WEIGHTS_NAME
 from tessera.pipelines.pipeline_folder import PipelineConfig
 from tessera.pipelines.text_to_image import TextToImagePipeline
 from tessera.prior.text import TEXT_CONFIG_NAME, TextEncoderConfig
+from tessera.tokenizer.model import VQGAN
 
 RESULT = "result.json"
 PIPELINE_TAR = "pipeline.tar"
@@ -43,6 +45,17 @@ MARGIN = 2**20  # for the log that grows while packing, and the result record
 LEFT_BEHIND = ("vqgan", "text_encoder")  # pipeline components that do not travel back
 RUN_FILES = ("metrics.jsonl", "run_config.json", "samples")
 SNAPSHOT_SHARED = ("pipeline.json", TEXT_CONFIG_NAME, "text_tokenizer")  # a snapshot's parts that are the final's
+
+
+def vqgan_weights_sha256(folder: Path) -> str:
+    """The hash of a VQ-GAN's weights as loaded (float32): a re-saved copy matches, whatever dtype it was stored in."""
+    return state_dict_sha256(VQGAN.from_pretrained(folder).state_dict())
+
+
+def half_weights(source: Path, destination: Path) -> None:
+    """``source``'s safetensors weights with every floating-point tensor in float16, written to ``destination``."""
+    save_file({name: tensor.half() if tensor.is_floating_point() else tensor
+               for name, tensor in load_file(source).items()}, destination)
 
 
 def snapshot_folders(run_dir: Path) -> list[Path]:
@@ -77,6 +90,7 @@ def packed_pipeline(source: Path, stage: Path, manifest: dict) -> list[str]:
     names = ["pipeline.json", TEXT_CONFIG_NAME, *[name for name in components if (source / name).is_dir()]]
     for name in names:
         (shutil.copytree if (source / name).is_dir() else shutil.copyfile)(source / name, stage / name)
+    half_weights(source / "prior" / WEIGHTS_NAME, stage / "prior" / WEIGHTS_NAME)
     config = TextEncoderConfig.load(stage / TEXT_CONFIG_NAME)
     config.pretrained, config.encoder_sha256 = manifest["text_encoder"], manifest["encoder_sha256"]
     config.save(stage / TEXT_CONFIG_NAME)
@@ -88,9 +102,7 @@ def half_prior(snapshot: Path, stage: Path) -> int:
     folder = stage / snapshot.name / "prior"
     folder.mkdir(parents=True)
     shutil.copyfile(snapshot / "prior" / CONFIG_NAME, folder / CONFIG_NAME)
-    weights = {name: tensor.half() if tensor.is_floating_point() else tensor
-               for name, tensor in load_file(snapshot / "prior" / WEIGHTS_NAME).items()}
-    save_file(weights, folder / WEIGHTS_NAME)
+    half_weights(snapshot / "prior" / WEIGHTS_NAME, folder / WEIGHTS_NAME)
     shutil.copyfile(snapshot / SNAPSHOT_RECORD, stage / snapshot.name / SNAPSHOT_RECORD)
     return sum(path.stat().st_size for path in (stage / snapshot.name).rglob("*") if path.is_file())
 
@@ -136,7 +148,7 @@ def pack_result(run_dir: Path, out: Path, manifest: dict, limit: int = 64 * 2**2
     records = [json.loads((snapshot / SNAPSHOT_RECORD).read_text()) for snapshot in snapshots]
     result = {
         "pipeline_from": "final save" if source == run_dir else f"snapshot {source.name} (no final save)",
-        "vqgan_sha256": file_sha256(source / "vqgan" / WEIGHTS_NAME),
+        "vqgan_sha256": vqgan_weights_sha256(source / "vqgan"),
         "text_encoder": manifest["text_encoder"], "encoder_sha256": manifest["encoder_sha256"],
         "caption_arguments": manifest["caption_arguments"],
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
@@ -162,11 +174,11 @@ def link_or_copy(source: str, destination: str) -> None:
 
 
 def unpack_result(result_dir: Path, run_dir: Path, vqgan: Path) -> Path:
-    """``run_dir`` as ``train.py prior`` leaves it, from a packed result and the VQ-GAN it was trained with:
-    the final pipeline, ``metrics.jsonl``, ``samples/``, and every packed snapshot as a loadable pipeline with
-    its ``snapshot.json``. Both the final pipeline and the last snapshot are loaded as a check."""
+    """``run_dir`` as ``train.py prior`` leaves it (priors in float16), from a packed result and the VQ-GAN it was
+    trained with: the final pipeline, ``metrics.jsonl``, ``samples/``, and every packed snapshot as a loadable
+    pipeline with its ``snapshot.json``. Both the final pipeline and the last snapshot are loaded as a check."""
     result = json.loads((result_dir / RESULT).read_text(encoding="utf-8"))
-    if file_sha256(vqgan / WEIGHTS_NAME) != result["vqgan_sha256"]:
+    if vqgan_weights_sha256(vqgan) != result["vqgan_sha256"]:
         raise ValueError(f"{vqgan} is not the VQ-GAN the run was trained with (weights hash differs from "
                          f"{result['vqgan_sha256']})")
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -181,9 +193,6 @@ def unpack_result(result_dir: Path, run_dir: Path, vqgan: Path) -> Path:
         for name in SNAPSHOT_SHARED:
             (shutil.copytree if (run_dir / name).is_dir() else shutil.copyfile)(run_dir / name, folder / name)
         shutil.copytree(run_dir / "vqgan", folder / "vqgan", copy_function=link_or_copy)
-        weights = folder / "prior" / WEIGHTS_NAME
-        save_file({name: tensor.float() if tensor.is_floating_point() else tensor
-                   for name, tensor in load_file(weights).items()}, weights)
     TextToImagePipeline.from_pretrained(run_dir)
     if result["snapshots"]:
         TextToImagePipeline.from_pretrained(run_dir / "snapshots" / f"step-{result['snapshots'][-1]['step']:07d}")
