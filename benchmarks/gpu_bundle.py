@@ -54,6 +54,7 @@ VALIDATION_PROMPTS = ("red apple", "grinning face", "flag: Japan", "hot beverage
 # What the GPU machine lacks of tessera's dependencies (the text encoder package travels pruned instead).
 MISSING_PACKAGES = ("datasets", "dill", "multiprocess")
 VERSIONS_SHOWN = ("torch", "transformers", "accelerate", "datasets", "pyarrow", "tokenizers")
+TRAVEL_LIMIT = 64 * 2**20  # what a device call sends: tracked and untracked-not-ignored files, carried paths
 PIP_DOWNLOAD = ["download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
                 "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
                 "--platform", "manylinux2014_x86_64"]
@@ -95,9 +96,6 @@ def run_captions(config: PriorRunConfig) -> list[str]:
     return list(dict.fromkeys([*stage.distinct_captions, *stage.validation_rows["caption"], *prompts, *judged]))
 
 
-TRAVEL_LIMIT = 64 * 2**20  # what a device call sends: tracked and untracked-not-ignored files, carried paths
-
-
 def tree_bytes(root: Path) -> int:
     return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
 
@@ -125,8 +123,10 @@ def prepare(options: argparse.Namespace) -> dict:
     if not is_package_reference(options.text_encoder):
         raise SystemExit(f"--text_encoder {options.text_encoder!r}: the bundle prunes an encoder that an installed "
                          "package ships (package:<module>), so that the result can name that package")
-    if bundle.exists():
-        shutil.rmtree(bundle)
+    if bundle.exists() and any(bundle.iterdir()):
+        if not (bundle / MANIFEST).is_file():
+            raise SystemExit(f"{bundle} is a folder but not a bundle (no {MANIFEST}); name a new folder")
+        shutil.rmtree(bundle)  # an older bundle, replaced
     shutil.copytree(options.tokens, bundle / TOKENS)
     with tempfile.TemporaryDirectory() as scratch:
         _, config = run_config(bundle, options.vqgan, options.text_encoder, scratch, caption_arguments(options))
@@ -137,8 +137,7 @@ def prepare(options: argparse.Namespace) -> dict:
     manifest = {"vqgan": options.vqgan, "vqgan_sha256": vqgan_weights_sha256(Path(options.vqgan)),
                 "text_encoder": options.text_encoder, "encoder_sha256": text.config.encoder_sha256,
                 "caption_arguments": caption_arguments(options), "caption_identity": caption_identity(config),
-                "num_captions": len(captions), "kept_rows": record["kept_rows"], "wheels": wheels,
-                "bundle_bytes": 0}
+                "num_captions": len(captions), "kept_rows": record["kept_rows"], "wheels": wheels}
     manifest["bundle_bytes"] = tree_bytes(bundle)
     (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest

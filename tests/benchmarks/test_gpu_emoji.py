@@ -105,6 +105,14 @@ def test_the_bundle_keeps_the_rows_of_every_caption_the_run_encodes(bundle):
     assert "--caption_variants" in manifest["caption_arguments"]
 
 
+def test_prepare_replaces_an_older_bundle_but_no_other_folder(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(SystemExit, match="not a bundle"):
+        gpu_bundle.main(["prepare", str(tmp_path / "mine"), "--tokens", str(tmp_path / "none"), "--no_wheels"])
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
 def test_flags_that_change_the_captions_are_refused(bundle, tmp_path):
     with pytest.raises(SystemExit, match="change the run's captions"):
         gpu_bundle.train_on_bundle(bundle, tmp_path / "encoder", tmp_path / "run", ["--caption_variants", "4"])
