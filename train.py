@@ -230,11 +230,10 @@ def tokenize_for_prior(data: str, tokenizer: str, output_dir: str) -> str:
     return output_dir
 
 
-def run_prior(args: argparse.Namespace) -> None:
-    check_output_folder(Path(args.output_dir), what="the trained pipeline", override="--overwrite",
-                        overwrite=args.overwrite)
+def prior_run_config(args: argparse.Namespace, tokens: str) -> PriorRunConfig:
+    """The run config of ``train.py prior`` flags, ``--set`` applied (``benchmarks.gpu_bundle`` rebuilds a run's
+    captions from it)."""
     sampling = sampling_with_overrides(SamplingConfig(), args)
-    tokens = args.tokens or tokenize_for_prior(args.data, args.vqgan, f"{args.output_dir}/tokens")
     config = PriorRunConfig(
         prior=prior_preset(args.preset, kind=args.prior),
         text=TextEncoderConfig(pretrained=args.text_encoder),
@@ -246,8 +245,14 @@ def run_prior(args: argparse.Namespace) -> None:
         sampling=sampling,
         training=training_config_from_args(args),
     )
-    config = with_overrides(config, args.set)
-    output = train_prior(config)
+    return with_overrides(config, args.set)
+
+
+def run_prior(args: argparse.Namespace) -> None:
+    check_output_folder(Path(args.output_dir), what="the trained pipeline", override="--overwrite",
+                        overwrite=args.overwrite)
+    tokens = args.tokens or tokenize_for_prior(args.data, args.vqgan, f"{args.output_dir}/tokens")
+    output = train_prior(prior_run_config(args, tokens))
     report(f"saved the prior, text encoder and VQ-GAN to {output}")
 
 
