@@ -188,19 +188,25 @@ def tokenize_for_prior(data: str, tokenizer: str, output_dir: str) -> str:
     return output_dir
 
 
-def run_prior(args: argparse.Namespace) -> None:
-    check_output_folder(Path(args.output_dir), what="the trained pipeline", override="--overwrite",
-                        overwrite=args.overwrite)
+def prior_run_config(args: argparse.Namespace, tokens: str) -> prior.PriorRunConfig:
+    """The run config of ``train.py prior`` flags on ``tokens``, ``--set`` applied (``benchmarks.gpu_bundle``
+    rebuilds a run's captions from it)."""
     config = prior.default_run_config(args.preset)
     if args.prior is not None:
         config.prior.kind = args.prior
     config.text.pretrained = args.text_encoder
-    tokens = args.tokens or tokenize_for_prior(args.data, args.vqgan, f"{args.output_dir}/tokens")
     config.data = config_from_flags(args, config.data, skip=("tokens",))
     config.data.tokens = tokens
     config.sampling = config_from_flags(args, config.sampling)
     config.training = training_config_from_args(args, config.training)
-    output = prior.train_prior(with_overrides(config, args.set, prior.DERIVED_FIELDS))
+    return with_overrides(config, args.set, prior.DERIVED_FIELDS)
+
+
+def run_prior(args: argparse.Namespace) -> None:
+    check_output_folder(Path(args.output_dir), what="the trained pipeline", override="--overwrite",
+                        overwrite=args.overwrite)
+    tokens = args.tokens or tokenize_for_prior(args.data, args.vqgan, f"{args.output_dir}/tokens")
+    output = prior.train_prior(prior_run_config(args, tokens))
     report(f"saved the prior, text encoder and VQ-GAN to {output}")
 
 

@@ -31,13 +31,18 @@ class TrainingConfig(JSONConfig):
     max_grad_norm: float = 1.0  # gradient clipping (0: none)
     lr_warmup_steps: int = 100  # linear warm-up, then cosine decay to 10% of the peak
     max_train_steps: int = 2000  # optimizer steps of the run
+    # 0: none; else a wall-clock budget: the run stops at the first 10-step boundary past this many seconds since
+    # the loop began (setup included), saving as at its last step (checkpoint, snapshot, validation, final
+    # weights). The learning-rate schedule still runs to max_train_steps, so size the steps to fit the budget.
+    max_train_seconds: float = 0.0
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (accelerate)
     checkpointing_steps: int = 500  # a resumable checkpoint every N steps
     checkpoints_total_limit: int = 2  # checkpoints kept (the oldest are deleted; 0: keep every checkpoint)
     resume_from_checkpoint: str | None = None  # a checkpoint folder, or "latest" to continue the newest in output_dir
     validation_steps: int = 500  # validation every N steps (and at the end)
-    # 0: none; else every N steps the EMA weights are saved as a loadable folder (the stage's final save) in
-    # output_dir/snapshots/step-<N>, with the run's CPU time, for learning curves (benchmarks.learning_curve)
+    # 0: none; else every N steps and at the last step the EMA weights are saved as a loadable folder (the stage's
+    # final save) in output_dir/snapshots/step-<N>, with the run's CPU and wall-clock time, for learning curves
+    # (benchmarks.learning_curve)
     snapshot_steps: int = 0
     num_validation_images: int = 256  # held-out rows of the validation
     ema_decay: float = 0.99  # the weights validated and saved are this exponential moving average
@@ -50,6 +55,8 @@ class TrainingConfig(JSONConfig):
             raise ValueError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
         if self.snapshot_steps < 0:
             raise ValueError(f"snapshot_steps must be >= 0 (0: no snapshots), got {self.snapshot_steps}")
+        if self.max_train_seconds < 0:
+            raise ValueError(f"max_train_seconds must be >= 0 (0: no limit), got {self.max_train_seconds}")
         if self.train_batch_size < 1 or self.max_train_steps < 1:
             raise ValueError("train_batch_size and max_train_steps must be >= 1")
 

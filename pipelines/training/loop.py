@@ -10,7 +10,8 @@ does the rest, the same way for every stage:
   ``accelerator.accumulate``: no gradient sync before the last micro-batch), clipping, LR schedules, EMA;
 - step-indexed batches (``pipelines.training.batches``), so ``--resume_from_checkpoint latest`` continues the
   run exactly; checkpoints every N steps, written atomically;
-- a stop on a non-finite loss; metrics every 10 steps (``metrics.jsonl``, tensorboard when installed), a tqdm
+- a stop on a non-finite loss, and an optional wall-clock budget (``max_train_seconds``: the run ends early as
+  if at its last step); metrics every 10 steps (``metrics.jsonl``, tensorboard when installed), a tqdm
   bar; validation every N steps on the main process only, from the EMA weights.
 """
 
@@ -21,13 +22,14 @@ import json
 import logging
 import math
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, broadcast, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -43,7 +45,8 @@ from tessera.pipelines.training.tracking import CpuClock, MetricsLog, resolve_tr
 logger = logging.getLogger(__name__)
 
 LOG_EVERY = 10  # steps between metric lines
-SNAPSHOT_RECORD = "snapshot.json"  # beside each snapshot's weights: its step and the run's CPU time
+# beside each snapshot's weights: its step, the run's CPU time and this process's wall-clock time
+SNAPSHOT_RECORD = "snapshot.json"
 
 
 def learning_rate_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -75,9 +78,9 @@ def make_accelerator(training: TrainingConfig) -> Accelerator:
     return accelerator
 
 
-def is_due(done: int, every: int, total: int) -> bool:
-    """True every ``every`` steps and at the last step."""
-    return (every > 0 and done % every == 0) or done == total
+def is_due(done: int, every: int, last: bool) -> bool:
+    """True every ``every`` steps and at the ``last`` step."""
+    return (every > 0 and done % every == 0) or last
 
 
 def make_optimizer(parameters: Iterable[nn.Parameter], training: TrainingConfig) -> torch.optim.AdamW:
@@ -155,6 +158,7 @@ class TrainingLoop:
     def __init__(self, stage: TrainingStage, training: TrainingConfig, run_config: JSONConfig):
         self.stage, self.training, self.run_config = stage, training, run_config
         self.cpu_clock = CpuClock()  # the setup (data, text-encoder caches) is part of the run's cost
+        self.wall_started = time.monotonic()  # this process's start, for max_train_seconds and snapshot records
         self.output_dir = Path(training.output_dir)
         self.accelerator = make_accelerator(training)
         stage.setup(self.accelerator)
@@ -238,13 +242,29 @@ class TrainingLoop:
         self.stage.ema.update(self.stage.ema_source)
         return {name: total / accumulation for name, total in totals.items()}
 
+    def wall_seconds(self) -> float:
+        """Wall-clock seconds since this process's loop began (its setup included; a resume starts from 0)."""
+        return time.monotonic() - self.wall_started
+
+    def out_of_time(self, done: int) -> bool:
+        """Whether ``max_train_seconds`` is spent; asked every ``LOG_EVERY`` steps, and decided by the main
+        process's clock, so that every process stops at the same step."""
+        budget = self.training.max_train_seconds
+        if budget <= 0 or done % LOG_EVERY:
+            return False
+        spent = torch.tensor([float(self.wall_seconds() > budget)], device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            spent = broadcast(spent)  # the main process's answer
+        return bool(spent.item())
+
     def save_snapshot(self, done: int) -> Path:
         """The EMA weights now, as the stage's final save would write them, in ``snapshots/step-<done>``."""
         folder = self.output_dir / "snapshots" / f"step-{done:07d}"
         cpu_seconds = self.cpu_clock.seconds()
         shutil.rmtree(folder, ignore_errors=True)  # a step redone after a resume: this run's own snapshot
         self.stage.save_final(folder)
-        atomic_write_text(folder / SNAPSHOT_RECORD, json.dumps({"step": done, "cpu_seconds": round(cpu_seconds, 1)}))
+        record = {"step": done, "cpu_seconds": round(cpu_seconds, 1), "wall_seconds": round(self.wall_seconds(), 1)}
+        atomic_write_text(folder / SNAPSHOT_RECORD, json.dumps(record))
         return folder
 
     def run(self) -> Path:
@@ -260,19 +280,25 @@ class TrainingLoop:
             check_finite(logs, step, self.checkpoints)
             done = step + 1
             progress.update(1)
-            if is_due(done, LOG_EVERY, training.max_train_steps):
+            last = done == training.max_train_steps or self.out_of_time(done)
+            if last and done < training.max_train_steps:
+                logger.info("stopping at step %d of %d: the wall-clock budget of %.0f s is spent (%.0f s)", done,
+                            training.max_train_steps, training.max_train_seconds, self.wall_seconds())
+            if is_due(done, LOG_EVERY, last):
                 values = self.log(done, {**logs, "lr": stage.schedulers[0].get_last_lr()[0],
                                          "cpu_hours": self.cpu_clock.seconds() / 3600})
                 progress.set_postfix(stage.progress_values(values))
-            if is_due(done, training.checkpointing_steps, training.max_train_steps):
+            if is_due(done, training.checkpointing_steps, last):
                 self.checkpoints.save(accelerator, done, {"cpu_seconds": self.cpu_clock.seconds()})
-            if is_due(done, training.snapshot_steps, 0) and accelerator.is_main_process:
+            if training.snapshot_steps and is_due(done, training.snapshot_steps, last) and accelerator.is_main_process:
                 self.save_snapshot(done)
-            if is_due(done, training.validation_steps, training.max_train_steps) and accelerator.is_main_process:
+            if is_due(done, training.validation_steps, last) and accelerator.is_main_process:
                 with torch.random.fork_rng(devices=[]):
                     metrics = stage.validate(done)
                 self.log(done, metrics)
                 progress.write(f"step {done}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            if last:
+                break
         progress.close()
         if accelerator.is_main_process:
             stage.save_final(self.output_dir)

@@ -127,3 +127,29 @@ def test_snapshot_steps_must_not_be_negative(tokens, tiny_config, tmp_path):
     vqgan, token_dir = tokens
     with pytest.raises(ValueError, match="snapshot_steps"):
         tiny_config(tmp_path, vqgan, token_dir, "masked", snapshot_steps=-1)
+
+
+def test_a_spent_wall_clock_budget_ends_the_run_as_its_last_step_would(tokens, tiny_config, tmp_path):
+    from tessera.pipelines.text_to_image import TextToImagePipeline
+
+    vqgan, token_dir = tokens
+    config = tiny_config(tmp_path, vqgan, token_dir, "masked", max_train_steps=40, checkpointing_steps=1000,
+                         snapshot_steps=7, validation_steps=1000, max_train_seconds=1e-6)
+    train_prior(config)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 10  # the first 10-step boundary past the budget, not step 40
+    assert "val/loss" in json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])  # validated there
+    assert (tmp_path / "checkpoints" / "checkpoint-10").is_dir()  # resumable from where it stopped
+    records = [json.loads(path.read_text()) for path in sorted((tmp_path / "snapshots").glob("step-*/snapshot.json"))]
+    assert [record["step"] for record in records] == [7, 10]  # every 7 steps and at the (early) last one
+    assert all(record["wall_seconds"] > 0 for record in records)
+    last = TextToImagePipeline.from_pretrained(tmp_path / "snapshots" / "step-0000010")
+    final = load_prior(tmp_path / "prior").state_dict()
+    for name, weight in last.prior.state_dict().items():
+        assert torch.equal(weight, final[name]), name
+
+
+def test_max_train_seconds_must_not_be_negative(tokens, tiny_config, tmp_path):
+    vqgan, token_dir = tokens
+    with pytest.raises(ValueError, match="max_train_seconds"):
+        tiny_config(tmp_path, vqgan, token_dir, "masked", max_train_seconds=-1)
