@@ -70,7 +70,9 @@ CAPTIONER_TRAINING_DEFAULTS = dataclasses.replace(PRIOR_TRAINING_DEFAULTS, outpu
 class CaptionerDataOptions(JSONConfig):
     tokens: str = ""  # a tokenized dataset folder (train.py tokenize)
     vqgan: str = ""  # the VQ-GAN folder the tokens were made with (default with --pipeline: its vqgan/)
-    pipeline: str | None = None  # caption with this pipeline's VQ-GAN and text tokenizer; the output adds to it
+    # caption with this pipeline's VQ-GAN and text tokenizer (a folder or a shipped name, e.g. tessera-shapes);
+    # the output adds to it
+    pipeline: str | None = None
     validation_tokens: str | None = None  # default: hold out the last rows of --tokens
     text_vocab_size: int = 2048  # without a pipeline: the BPE vocabulary trained on the captions
     # the benchmark world whose scenes judge the captions: "auto" (the world whose captions these are), "none",

@@ -33,7 +33,7 @@ DEFAULT_NEW_TEXT_TOKENS = 512  # with the jointly trained scratch text encoder
 class FinetuneRequest(JSONConfig):
     """What to fine-tune on (``train.py finetune`` has one flag per field)."""
 
-    pipeline: str = ""  # a saved pipeline folder
+    pipeline: str = ""  # a saved pipeline folder, or a shipped pipeline's name (e.g. tessera-shapes)
     data: str | None = None  # new images + captions (any data-layer source); or:
     tokens: str | None = None  # new data already tokenized with the pipeline's VQ-GAN
     image_column: str | None = None
