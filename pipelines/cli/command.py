@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="write into a folder that holds something else (an imagefolder, a dataset, a "
                                "pipeline, other files of the names written)")
     generate.add_argument("--num_images_per_prompt", type=int, default=1)
-    generate.add_argument("--grid", action="store_true", help="write one grid image instead of single images")
+    generate.add_argument("--grid", action="store_true",
+                          help="write one grid image instead of single images: a row per prompt, labelled with it")
     generate.add_argument("--batch_size", type=int, default=64, help="images generated at once")
     generate.add_argument("--num_candidates", type=int, default=1,
                           help="draw N candidates per image and keep the one the pipeline's captioner scores best")
@@ -306,8 +307,8 @@ def generate(args: argparse.Namespace) -> int:
     folder = args.output.parent if single_file else args.output
     if args.grid:
         path = args.output if single_file else folder / "grid.png"
-        columns = args.num_images_per_prompt if args.num_images_per_prompt > 1 else 8
-        save_image_grid(output.images, path, nrow=columns)  # (N, 3, H, W) in [-1, 1]
+        # one row per prompt, labelled with it: (N, 3, H, W) in [-1, 1], prompt-major
+        save_image_grid(output.images, path, nrow=args.num_images_per_prompt, row_labels=list(prompts))
         print(f"wrote {path} ({count} images, {len(prompts)} prompts)")
     elif single_file:
         save_png(output.images[0], args.output)

@@ -261,7 +261,10 @@ def test_cli_writes_images_and_metadata(saved, tmp_path, capsys):
     assert code == 0 and Image.open(tmp_path / "one.png").size == (8, 8) and "one.png" in stdout
     code, stdout, _ = run_cli([*PROMPTS, "--pipeline", str(saved["autoregressive"]), "--grid",
                                "--num_images_per_prompt", "3", "-o", str(tmp_path / "grid.png")], capsys)
-    assert code == 0 and Image.open(tmp_path / "grid.png").size == (3 * 10 + 2, 2 * 10 + 2)
+    grid = Image.open(tmp_path / "grid.png")  # a row per prompt, scaled x3 to fit its label, the labels on the left
+    assert code == 0 and grid.height == 3 * (2 * 10 + 2) and grid.width > 3 * (3 * 10 + 2)
+    labels = np.asarray(grid)[:, : grid.width - 3 * (3 * 10 + 2)]
+    assert (labels < 128).any() and (labels[: 3 * 11] < 128).any() and (labels[3 * 11:] < 128).any()
 
 
 def test_cli_errors(saved, tmp_path, capsys, monkeypatch):
