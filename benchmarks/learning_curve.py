@@ -13,7 +13,7 @@ of one sample per test row against the real test split) and writes
 
 Each snapshot's figures are cached beside it (``judged.json``, keyed by the judge's settings), so re-running
 the command while a run goes on judges only its new snapshots. ``--every K`` judges every K-th snapshot
-(the last one always). The data is any ``train``/``test`` pair of captioned imagefolders whose ``text`` names
+(the last one always, and any judged before with the same settings). The data is any ``train``/``test`` pair of captioned imagefolders whose ``text`` names
 what is drawn (``python -m benchmarks.emoji build``'s layout).
 
     python -m benchmarks.learning_curve runs/cand-base runs/cand-wide --names base wide \\
@@ -90,13 +90,22 @@ def summary(judged: dict) -> dict[str, float]:
     return values
 
 
-def judge_snapshot(judge: EmojiJudge, snapshot: Snapshot, settings: dict, batch_size: int) -> dict[str, float]:
-    """The snapshot's figures, from its cache when it was judged with the same ``settings``."""
+def cached_figures(snapshot: Snapshot, settings: dict) -> dict[str, float] | None:
+    """The snapshot's figures when it was judged before with the same ``settings``."""
     cache = snapshot.folder / JUDGED
     if cache.is_file():
         cached = json.loads(cache.read_text(encoding="utf-8"))
         if cached.get("settings") == settings:
             return cached["figures"]
+    return None
+
+
+def judge_snapshot(judge: EmojiJudge, snapshot: Snapshot, settings: dict, batch_size: int) -> dict[str, float]:
+    """The snapshot's figures, from its cache when it was judged with the same ``settings``."""
+    cached = cached_figures(snapshot, settings)
+    if cached is not None:
+        return cached
+    cache = snapshot.folder / JUDGED
     pipe = TextToImagePipeline.from_pretrained(snapshot.folder)
     judged = judge.judge(pipe, families=tuple(settings["families"]), num_prompts=settings["num_prompts"],
                          batch_size=batch_size)
@@ -235,7 +244,11 @@ def learning_curve(run_dirs: list[Path], names: list[str], data: Path, *, famili
                 "num_prompts": num_prompts, "seed": seed}
     points = []
     for run_dir, name in zip(run_dirs, names, strict=True):
-        for snapshot in every_kth(find_snapshots(run_dir, name), every):
+        snapshots = find_snapshots(run_dir, name)
+        chosen = {snapshot.step for snapshot in every_kth(snapshots, every)}
+        for snapshot in snapshots:  # every K-th, and those already judged with these settings (they cost nothing)
+            if snapshot.step not in chosen and cached_figures(snapshot, settings) is None:
+                continue
             figures = judge_snapshot(judge, snapshot, settings, batch_size)
             points.append({"run": name, "step": snapshot.step, "cpu_hours": snapshot.cpu_hours, **figures})
             print(f"{name} step {snapshot.step} ({snapshot.cpu_hours:.2f} CPU-h): " + ", ".join(
