@@ -389,7 +389,19 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except (OSError, ValueError) as error:  # files and folders, configs, data sources, refusals
         raise SystemExit(f"error: {error}") from None
+    finally:
+        end_processes()
     return 0
+
+
+def end_processes() -> None:
+    """Leave a launched run's process group before the interpreter exits: a group left to the exit tears its
+    communication threads down in a race that sometimes aborts a finished process ("terminate called without
+    an active exception")."""
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
