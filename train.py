@@ -61,6 +61,7 @@ from accelerate import PartialState
 
 from tessera.captioner.model import CAPTIONER_PRESETS
 from tessera.core.folders import check_output_folder
+from tessera.core.launch import end_processes
 from tessera.models import resolve_pipeline_folder
 from tessera.pipelines.data.worlds import WORLDS
 from tessera.pipelines.pipeline_folder import PipelineConfig
@@ -392,16 +393,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         end_processes()
     return 0
-
-
-def end_processes() -> None:
-    """Leave a launched run's process group before the interpreter exits: a group left to the exit tears its
-    communication threads down in a race that sometimes aborts a finished process ("terminate called without
-    an active exception")."""
-    import torch.distributed
-
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

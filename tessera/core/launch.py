@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.distributed
 
 
 def launched_processes() -> int:
@@ -21,3 +22,11 @@ def launched_on_cpu() -> bool:
     """Several processes were launched and they are to run on the CPU (asked for, or no GPU here)."""
     asked = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
     return launched_processes() > 1 and (asked or not torch.cuda.is_available())
+
+
+def end_processes() -> None:
+    """Leave a launched run's process group before the interpreter exits: a group left to the exit tears its
+    communication threads down in a race that sometimes aborts a finished process ("terminate called without
+    an active exception")."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
