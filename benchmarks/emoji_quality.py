@@ -22,6 +22,7 @@ against the real test images, beside the floor: as many real training images aga
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import random
@@ -45,6 +46,7 @@ from tessera.pipelines.evaluation import (
 from tessera.pipelines.evaluation.metrics import IS_SPLITS
 from tessera.pipelines.reranking import SampleChunk
 from tessera.pipelines.text_to_image import GenerationRequest, TextToImagePipeline
+from tessera.prior.config import SamplingConfig
 
 FAMILIES = ("training_names", "held_out_phrasings", "held_out_emoji")
 TOP_K = (1, 5)
@@ -171,20 +173,23 @@ def evaluate_pipeline(pipeline: str | Path, data: Path, *, families: tuple[str, 
     return results
 
 
-SETTING_TYPES = {"guidance_scale": float, "temperature": float, "top_k": int, "top_p": float, "num_steps": int,
-                 "num_candidates": int}
+CALL_SETTINGS = (*(field.name for field in dataclasses.fields(SamplingConfig)), "num_candidates")
 
 
 def sampling_setting(text: str) -> dict:
-    """``"guidance_scale=3,num_candidates=4"`` -> the pipeline call's arguments; ``"defaults"`` -> ``{}``."""
+    """``"guidance_scale=3,num_candidates=4"`` -> the pipeline call's arguments (values parse as JSON, else stay
+    strings: ``guidance_schedule=linear``; the call checks them); ``"defaults"`` -> ``{}``."""
     if text in ("", "defaults"):
         return {}
     setting = {}
     for item in text.split(","):
         name, _, value = item.partition("=")
-        if name not in SETTING_TYPES or not value:
-            raise argparse.ArgumentTypeError(f"{item!r}: expected NAME=VALUE with NAME one of {sorted(SETTING_TYPES)}")
-        setting[name] = SETTING_TYPES[name](value)
+        if name not in CALL_SETTINGS or not value:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected NAME=VALUE with NAME one of {sorted(CALL_SETTINGS)}")
+        try:
+            setting[name] = json.loads(value)
+        except json.JSONDecodeError:
+            setting[name] = value
     return setting
 
 
