@@ -102,7 +102,8 @@ def add_set_flag(parser: argparse.ArgumentParser, sections: str) -> None:
 
 def add_overwrite_flag(parser: argparse.ArgumentParser, holds: str = "a pipeline") -> None:
     parser.add_argument("--overwrite", action="store_true",
-                        help=f"write into an --output_dir that holds {holds} (or a dataset, an imagefolder)")
+                        help=f"write into an --output_dir that holds {holds} (or a dataset, an imagefolder, an "
+                             "earlier run's checkpoints)")
 
 
 def add_source_flags(parser: argparse.ArgumentParser, tokenized_into: str) -> None:

@@ -39,6 +39,9 @@ class TrainingConfig(JSONConfig):
     checkpointing_steps: int = 500  # a resumable checkpoint every N steps
     checkpoints_total_limit: int = 2  # checkpoints kept (the oldest are deleted; 0: keep every checkpoint)
     resume_from_checkpoint: str | None = None  # a checkpoint folder, or "latest" to continue the newest in output_dir
+    # start a new run in an output_dir that holds an earlier run's checkpoints (the new run's replace them); without
+    # it such a run is refused unless it resumes
+    overwrite_output_dir: bool = False
     validation_steps: int = 500  # validation every N steps (and at the end)
     # 0: none; else every N steps and at the last step the EMA weights are saved as a loadable folder (the stage's
     # final save) in output_dir/snapshots/step-<N>, with the run's CPU and wall-clock time, for learning curves
@@ -159,7 +162,10 @@ def add_training_arguments(parser: argparse.ArgumentParser, defaults: TrainingCo
 
 
 def training_config_from_args(args: argparse.Namespace, defaults: TrainingConfig | None = None) -> TrainingConfig:
-    return config_from_flags(args, defaults or TrainingConfig())
+    """The flags' ``TrainingConfig``; a command's ``--overwrite`` (write over a pipeline) also starts over in a
+    folder holding an earlier run's checkpoints."""
+    config = config_from_flags(args, defaults or TrainingConfig())
+    return dataclasses.replace(config, overwrite_output_dir=True) if getattr(args, "overwrite", False) else config
 
 
 def apply_overrides(config: dict, assignments: list[str], derived: dict[str, str] | None = None) -> dict:

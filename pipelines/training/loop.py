@@ -34,6 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tessera.core.config import JSONConfig
+from tessera.core.folders import FolderInUseError
 from tessera.core.io import atomic_write_text
 from tessera.core.launch import launched_on_cpu
 from tessera.pipelines.training.batches import MixedBatchSampler, StepBatchSampler, step_loader
@@ -160,11 +161,13 @@ class TrainingLoop:
         self.cpu_clock = CpuClock()  # the setup (data, text-encoder caches) is part of the run's cost
         self.wall_started = time.monotonic()  # this process's start, for max_train_seconds and snapshot records
         self.output_dir = Path(training.output_dir)
+        self.checkpoints = CheckpointManager(self.output_dir, training.checkpoints_total_limit)
+        if training.resume_from_checkpoint is None and not training.overwrite_output_dir:
+            self.refuse_earlier_run()  # before the setup's work
         self.accelerator = make_accelerator(training)
         stage.setup(self.accelerator)
         stage.ema.to(self.accelerator.device)
         self.accelerator.register_for_checkpointing(*stage.schedulers, stage.ema)
-        self.checkpoints = CheckpointManager(self.output_dir, training.checkpoints_total_limit)
         self.metrics_log = MetricsLog(self.output_dir, self.accelerator.is_main_process)
 
     def optimize(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters: Iterable[nn.Parameter],
@@ -208,6 +211,16 @@ class TrainingLoop:
                        if isinstance(value, (int, float, str, bool))}
             self.accelerator.init_trackers(self.stage.name, config=scalars)
         return start_step
+
+    def refuse_earlier_run(self) -> None:
+        """``FolderInUseError`` when output_dir holds an earlier run's checkpoints: a new run would replace them."""
+        earlier = self.checkpoints.latest()
+        if earlier is not None:
+            raise FolderInUseError(
+                f"{self.output_dir} holds the checkpoints of an earlier run (the newest at step "
+                f"{CheckpointManager.step_of(earlier)}); a new run there would replace them. Continue it with "
+                f"--resume_from_checkpoint latest, choose another --output_dir, or pass --overwrite_output_dir to "
+                f"start over. Nothing was written.")
 
     def log(self, done: int, values: dict[str, Any]) -> dict[str, float]:
         floats = {name: float(value.detach()) if isinstance(value, torch.Tensor) else float(value)

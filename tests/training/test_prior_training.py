@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from tessera.core.folders import FolderInUseError
 from tessera.pipelines.tokens.dataset import TokenizerMismatchError
 from tessera.pipelines.training.prior import FinetuneOptions, PriorRunConfig, PriorStage, train_prior
 from tessera.prior.kinds import load_prior
@@ -61,6 +62,26 @@ def test_resume_continues_the_same_run(tokens, tiny_config, tmp_path, monkeypatc
     actual = load_prior(tmp_path / "resumed" / "prior").state_dict()
     for name in expected:
         assert torch.equal(expected[name], actual[name]), name
+
+
+def test_a_new_run_does_not_replace_an_earlier_runs_checkpoints(tokens, tiny_config, tmp_path, monkeypatch):
+    vqgan, token_dir = tokens
+
+    def config(**extra) -> PriorRunConfig:
+        return tiny_config(tmp_path / "run", vqgan, token_dir, "masked", max_train_steps=4, checkpointing_steps=2,
+                           validation_steps=1000, **extra)
+
+    with monkeypatch.context() as patch:
+        counting_train_steps(patch, crash_after=2)  # interrupted after its step-2 checkpoint
+        with pytest.raises(KeyboardInterrupt):
+            train_prior(config())
+    checkpoints = tmp_path / "run" / "checkpoints"
+    before = {path: path.read_bytes() for path in checkpoints.rglob("*") if path.is_file()}
+    with pytest.raises(FolderInUseError, match=r"earlier run \(the newest at step 2\).*--resume_from_checkpoint latest"):
+        train_prior(config())  # forgot --resume_from_checkpoint
+    assert {path: path.read_bytes() for path in checkpoints.rglob("*") if path.is_file()} == before
+    train_prior(config(overwrite_output_dir=True))  # asked to start over
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-4").is_dir()
 
 
 def test_cli_tokenizes_images_first(tokens, tmp_path):
