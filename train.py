@@ -6,15 +6,12 @@ Train the VQ-GAN image tokenizer (defaults: the CPU preset on the built-in synth
     python train.py vqgan --output_dir runs/vqgan --resume_from_checkpoint latest
     python train.py vqgan --preset cpu-64 --data path/to/imagefolder --output_dir runs/vqgan64 \\
         --train_batch_size 16 --max_train_steps 3000 --set loss.disc_start=2000
-    python train.py vqgan --preset base-64 --data path/to/imagefolder --output_dir runs/vqgan64 \\
-        --mixed_precision bf16 --train_batch_size 64
     accelerate launch --num_processes 4 train.py vqgan --preset f16-256 --data my_images --output_dir runs/f16
 
 Export a tokenized dataset (parquet shards + a JSON sidecar; resumable; several processes):
 
     python train.py tokenize --vqgan runs/vqgan --data shapes:num_samples=20000 --output_dir runs/tokens
     python train.py tokenize --vqgan runs/vqgan --data path/to/imagefolder --output_dir runs/tokens --num_processes 2
-    torchrun --standalone --nproc_per_node 2 train.py tokenize --vqgan runs/vqgan --data ... --output_dir ...
 
 Train a text-conditioned prior on a tokenized dataset:
 
@@ -122,11 +119,14 @@ def add_tokenizer_parser(subparsers) -> None:
     parser.add_argument("--preset", default=vqgan.DEFAULT_PRESET, choices=sorted(VQGAN_PRESETS))
     add_config_flags(parser, vqgan.DataOptions, defaults.data, choices=VARIATION_CHOICES)
     add_set_flag(parser, "model.*, discriminator.*, loss.*")
+    add_overwrite_flag(parser, "saved model weights")
     add_training_arguments(parser, defaults.training)
     parser.set_defaults(run=run_tokenizer)
 
 
 def run_tokenizer(args: argparse.Namespace) -> None:
+    check_output_folder(Path(args.output_dir), what="the trained VQ-GAN", override="--overwrite",
+                        overwrite=args.overwrite)
     config = vqgan.default_run_config(args.preset)
     config.data = config_from_flags(args, config.data)
     config.training = training_config_from_args(args, config.training)

@@ -29,6 +29,7 @@ FOLDER_MARKERS: tuple[tuple[str, str], ...] = (
     ("state.json", "a saved dataset (state.json)"),
     ("metadata.jsonl", "an imagefolder (metadata.jsonl)"),
     ("metadata.csv", "an imagefolder (metadata.csv)"),
+    ("model.safetensors", "saved model weights (model.safetensors)"),
 )
 
 

@@ -115,6 +115,15 @@ def case_finetune_missing_replay_folder(folder, tmp_path, **_):
     assert not (tmp_path / "ft").exists()  # refused before any export
 
 
+def case_vqgan_training_into_saved_weights(tmp_path, capsys, **_):
+    weights = VQGAN(vqgan_preset("tiny")).save_pretrained(tmp_path / "converted")  # e.g. a converted tokenizer
+    before = snapshot(weights)
+    with pytest.raises(SystemExit, match=r"saved model weights \(model.safetensors\).*--overwrite"):
+        train.main(["vqgan", "--preset", "tiny", "--output_dir", str(weights), "--max_train_steps", "1",
+                    "--report_to", "none"])
+    assert snapshot(weights) == before  # refused before any training
+
+
 # ---- 3, 8: save_pretrained is atomic and refuses other folders; files get the umask's permissions ---------------
 
 def case_save_fails_half_way(folder, tiny_pipe, monkeypatch, **_):
