@@ -6,7 +6,8 @@ prior.training.snapshot_steps=N`` for its prior) keeps its EMA weights every N s
 (``pipelines.training.tracking.CpuClock``: the training process's CPU time, all its threads, setup included;
 resumes add up). This benchmark judges every snapshot of one or more runs with ``benchmarks.emoji_quality``'s
 ``EmojiJudge`` (recognisability of training names, held-out phrasings and held-out emoji, top-1 / top-5; FD / KID
-of one sample per test row against the real test split) and writes
+of one sample per test row against the real test split; "FD, training captions": training rows drawn from their
+own captions against the same split, the samples' quality without unseen names) and writes
 
 - ``learning_curve.json``: every point; ``learning_curve.md``: the table;
 - ``learning_curve.png``: training-names and held-out-phrasings top-5, and FD, against CPU-hours, one colour a run.
@@ -87,6 +88,8 @@ def summary(judged: dict) -> dict[str, float]:
               for key in ("top1", "top5")}
     values["fd"] = judged["fd_samples_vs_test"]["fid"]
     values["kid"] = judged["fd_samples_vs_test"]["kid_mean"]
+    if "fd_seen_samples_vs_test" in judged:  # figures cached before it was measured lack it
+        values["fd_seen"] = judged["fd_seen_samples_vs_test"]["fid"]
     return values
 
 
@@ -155,12 +158,13 @@ def tokenizer_ceiling(judge: EmojiJudge, vqgan_folder: str, settings: dict) -> d
 
 
 def table(points: list[dict], families: list[str]) -> str:
-    header = ["run", "step", "CPU-h"] + [f"{family} top-1 / top-5" for family in families] + ["FD vs test", "KID"]
+    header = (["run", "step", "CPU-h"] + [f"{family} top-1 / top-5" for family in families]
+              + ["FD vs test", "KID", "FD, training captions"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for point in points:
         cells = [point["run"], str(point["step"]), f"{point['cpu_hours']:.2f}"]
         cells += [f"{point[f'{family}/top1']:.1%} / {point[f'{family}/top5']:.1%}" for family in families]
-        cells += [f"{point['fd']:.1f}", f"{point['kid']:.4f}"]
+        cells += [f"{point['fd']:.1f}", f"{point['kid']:.4f}", f"{point['fd_seen']:.1f}" if "fd_seen" in point else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -58,6 +58,7 @@ def test_a_run_reports_every_family_and_the_floor(emoji_data, tmp_path):
         for row in run["families"].values():
             assert 0 <= row["top1"] <= row["top5"] <= 1 and row["chance_top5"] == 5 / 6
         assert run["fd_samples_vs_test"]["num_generated"] == 2
+        assert run["fd_seen_samples_vs_test"]["num_generated"] == run["fd_train_vs_test"]["num_generated"] == 2
         assert run["fd_train_vs_test"]["features"] == "efficientnet-lite0"
     assert json.loads((tmp_path / "out" / "emoji_quality.json").read_text())["runs"][0]["seed"] == 0
 

@@ -43,6 +43,7 @@ def test_every_snapshot_is_judged_once_and_plotted(snapshot_run, emoji_data, tmp
     assert 0 < hours[0] <= hours[1]
     for point in result["points"]:
         assert 0 <= point["training_names/top1"] <= point["training_names/top5"] <= 1 and point["fd"] > 0
+        assert point["fd_seen"] > 0
     assert 0 <= result["ceiling"]["held_out_emoji/top5"] <= 1 and result["ceiling"]["fd"] > 0
     table = (tmp_path / "curve" / "learning_curve.md").read_text()
     assert "| tiny | 5 |" in table and "tokenizer ceiling" in table
