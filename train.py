@@ -59,7 +59,7 @@ from accelerate import PartialState
 from tessera.captioner.model import CAPTIONER_PRESETS
 from tessera.core.folders import check_output_folder
 from tessera.core.launch import end_processes
-from tessera.models import resolve_pipeline_folder
+from tessera.models import existing_pipeline_folder
 from tessera.pipelines.data.worlds import WORLDS
 from tessera.pipelines.pipeline_folder import PipelineConfig
 from tessera.pipelines.tokens import ExportConfig, export_tokenized_dataset
@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def pipeline_folder(name_or_path: str) -> str:
     """``--pipeline``: a folder, or the name of a shipped pipeline (``tessera.models``)."""
-    return str(resolve_pipeline_folder(name_or_path))
+    return str(existing_pipeline_folder(name_or_path))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,3 +39,14 @@ def resolve_pipeline_folder(name_or_path: str | Path) -> Path:
     if path.exists() or str(name_or_path) not in SHIPPED_PIPELINES:
         return path
     return shipped_pipeline(str(name_or_path))
+
+
+def existing_pipeline_folder(name_or_path: str | Path) -> Path:
+    """``resolve_pipeline_folder``, and ``FileNotFoundError`` naming the shipped pipelines when the folder holds
+    no saved pipeline (no ``pipeline.json``)."""
+    folder = resolve_pipeline_folder(name_or_path)
+    if not (folder / "pipeline.json").is_file():
+        raise FileNotFoundError(f"no pipeline at {folder} (no pipeline.json): give a folder written by "
+                                "TextToImagePipeline.save_pretrained, or a shipped pipeline's name: "
+                                f"{', '.join(SHIPPED_PIPELINES)}")
+    return folder

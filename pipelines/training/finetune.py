@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tessera.core.config import JSONConfig
 from tessera.core.folders import check_output_folder
-from tessera.models import resolve_pipeline_folder
+from tessera.models import existing_pipeline_folder
 from tessera.pipelines.data.worlds import world_of_captions, world_of_source
 from tessera.pipelines.pipeline_folder import PipelineConfig
 from tessera.pipelines.tokens import ExportConfig, export_tokenized_dataset, load_tokenized_dataset
@@ -78,7 +78,7 @@ def evaluation_caption_styles(captions: list[str]) -> tuple[str, ...]:
 
 def finetune_run_config(request: FinetuneRequest, training: TrainingConfig) -> PriorRunConfig:
     """Tokenize what needs tokenizing (resumable) and build the prior run's config."""
-    pipeline_dir, output_dir = resolve_pipeline_folder(request.pipeline), Path(training.output_dir)
+    pipeline_dir, output_dir = existing_pipeline_folder(request.pipeline), Path(training.output_dir)
     if output_dir.resolve() == pipeline_dir.resolve():
         raise ValueError("the output folder must differ from the pipeline folder: the fine-tuned pipeline is a new "
                          "folder, and the one it starts from stays as it is")

@@ -341,6 +341,15 @@ def test_item22_a_seed_outside_64_bits_is_a_clear_error(command, capsys):
     assert exited.value.code == 2 and "argument --seed" in err and "2**64 - 1" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", ["finetune", "captioner"])
+def test_item22_a_missing_pipeline_names_the_shipped_ones(command, tmp_path):
+    with pytest.raises(SystemExit, match=r"error: no pipeline at nope.*shipped pipeline's name: tessera-emoji, "
+                                         r"tessera-shapes"):
+        train.main([command, "--pipeline", "nope", "--data", "shapes:num_samples=4",
+                    "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.usefixtures("isolated_datasets_cache")
 def test_item22_an_export_resumed_with_another_shard_size_is_a_clear_error(tmp_path, capsys):
     torch.manual_seed(0)
