@@ -14,16 +14,8 @@ from tessera.pipelines import cli
 from tessera.pipelines.editing import EditOutput, ImageToImagePipeline, InpaintPipeline
 from tessera.pipelines.editing.inputs import extend_canvas
 from tessera.pipelines.editing.masks import binary_mask, cell_coverage, paste_weights, token_mask
-from tessera.pipelines.text_to_image import TextToImageOutput, TextToImagePipeline
-from tests.pipelines.tiny_pipelines import KINDS, PROMPTS, tiny_pipelines
-
-
-@pytest.fixture(scope="module")
-def pipes() -> dict[str, TextToImagePipeline]:
-    pipes = tiny_pipelines()
-    for pipe in pipes.values():
-        pipe.set_progress_bar_config(disable=True)
-    return pipes
+from tessera.pipelines.text_to_image import TextToImageOutput
+from tests.pipelines.tiny_pipelines import KINDS, PROMPTS
 
 
 @pytest.fixture(params=KINDS)

@@ -13,15 +13,7 @@ import torch
 from tessera.pipelines.cli import command as cli
 from tessera.pipelines.text_to_image import PIPELINE_CONFIG_NAME, TextToImagePipeline
 from tessera.prior.config import SamplingConfig, uses_guidance
-from tests.pipelines.tiny_pipelines import PROMPTS, tiny_pipelines
-
-
-@pytest.fixture(scope="module")
-def pipes() -> dict[str, TextToImagePipeline]:
-    pipes = tiny_pipelines()
-    for pipe in pipes.values():
-        pipe.set_progress_bar_config(disable=True)
-    return pipes
+from tests.pipelines.tiny_pipelines import PROMPTS
 
 
 def seeded(seed: int = 0) -> torch.Generator:
