@@ -31,6 +31,8 @@ class ExportConfig(JSONConfig):
     text_encoder: str | None = None  # a local transformers model folder, to cache its outputs
     max_text_length: int = 32
     dtype: str = "fp32"
+    # write into a folder that holds something else (a pipeline, an imagefolder, a dataset, model weights)
+    overwrite: bool = False
 
     def validate(self) -> None:
         for name in ("vqgan", "data", "output_dir"):

@@ -51,7 +51,9 @@ Resume and safety
     ``ExportMismatchError`` rather than mixing rows. When every shard is done the main process
     writes ``tokenized_dataset.json`` (the sidecar) and removes the partial file; re-running a
     finished export does nothing and says so. A resumed streaming export re-reads (without
-    decoding) the rows of finished shards.
+    decoding) the rows of finished shards. A folder that holds something else (a pipeline, an
+    imagefolder, a dataset, model weights: ``tessera.core.folders``) is refused before any work
+    unless ``overwrite`` (``--overwrite``).
 
 The sidecar
     The settings above plus: ``tokenizer_path``, ``tokenizer.weights_sha256`` (the
@@ -80,6 +82,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
+from tessera.core.folders import check_output_folder
 from tessera.core.io import write_json_durably
 from tessera.core.launch import launched_on_cpu, launched_processes
 from tessera.core.version import tessera_version
@@ -320,6 +323,8 @@ def export_tokenized_dataset(config: ExportConfig, *, command: str | None = None
     config.validate()
     started = time.perf_counter()
     output = Path(config.output_dir)
+    if not ((output / SIDECAR_NAME).is_file() or (output / PARTIAL_NAME).is_file()):  # not this export's folder
+        check_output_folder(output, what="a tokenized dataset", override="--overwrite", overwrite=config.overwrite)
     command = command or f"export_tokenized_dataset({config!r})"
     state = _launched_state()
     index, count = (state.process_index, state.num_processes) if state is not None else (0, 1)

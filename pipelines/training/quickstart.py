@@ -13,6 +13,8 @@ Each stage writes its own folder under ``output_dir`` and is the same as running
 
 Re-running the same command after an interruption continues: a finished stage is skipped, an interrupted
 training stage resumes from its latest checkpoint, an interrupted export resumes at its first missing shard.
+A folder that holds another recipe's run (its ``recipe.json`` differs) or something else (a pipeline, an
+imagefolder, a dataset) is refused before any work (``FolderInUseError``): continuing there would mix the two.
 
 What runs is a recipe (``pipelines.training.recipe``; the shipped pipelines' are ``recipes/tessera-shapes.json``
 and ``recipes/tessera-emoji.json``): each stage's own defaults with the recipe's settings. Any data works (any
@@ -30,10 +32,12 @@ from pathlib import Path
 
 import torch
 
+from tessera.core.folders import FolderInUseError, folder_kind
 from tessera.core.io import atomic_write_text
 from tessera.core.pretrained import WEIGHTS_NAME
 from tessera.pipelines.text_to_image import TextToImagePipeline
 from tessera.pipelines.tokens import export_tokenized_dataset, load_tokenized_dataset
+from tessera.pipelines.tokens.dataset import dict_differences
 from tessera.pipelines.training.captioner import train_captioner
 from tessera.pipelines.training.prior import train_prior
 from tessera.pipelines.training.recipe import Recipe, stage_configs
@@ -74,10 +78,26 @@ def recorded_prompts(run_dir: Path) -> tuple[str, ...]:
     return tuple(json.loads(path.read_text(encoding="utf-8"))["data"]["validation_prompts"])
 
 
+def refuse_other_run(root: Path, recipe: Recipe) -> None:
+    """``FolderInUseError`` when ``root`` holds a run of another recipe or is another kind of folder."""
+    saved = root / RECIPE_NAME
+    if saved.is_file():
+        changes = dict_differences(json.loads(saved.read_text(encoding="utf-8")), recipe.to_dict())
+        if changes:
+            raise FolderInUseError(
+                f"{root} holds a quickstart run of another recipe (its recipe.json -> now: {'; '.join(changes)}); "
+                f"continuing it with this one would mix the two. Choose another --output_dir, or continue that run "
+                f"with --recipe {saved}. Nothing was written.")
+    elif root.is_dir() and (kind := folder_kind(root)) is not None:
+        raise FolderInUseError(f"{root} already holds {kind}; a quickstart run there would write over it. "
+                               f"Choose another --output_dir. Nothing was written.")
+
+
 def run_quickstart(recipe: Recipe, output_dir: str | Path) -> QuickstartResult:
     """Train ``recipe`` into ``output_dir`` (see the module docstring); a finished stage is skipped."""
     root = Path(output_dir)
     configs = stage_configs(recipe, root)  # checks every stage's settings before anything is written
+    refuse_other_run(root, recipe)
     root.mkdir(parents=True, exist_ok=True)
     recipe.save(root / RECIPE_NAME)
     vqgan_dir, prior_dir, pipeline_dir = root / "vqgan", root / "prior", root / "pipeline"

@@ -19,6 +19,8 @@ from tessera.core.folders import FolderInUseError
 from tessera.pipelines.cli import main as tessera
 from tessera.pipelines.data.dataset import load_image_caption_data
 from tessera.pipelines.text_to_image import TextToImagePipeline
+from tessera.pipelines.training import quickstart
+from tessera.pipelines.training.recipe import load_recipe, with_assignments
 from tessera.tokenizer.config import vqgan_preset
 from tessera.tokenizer.model import VQGAN
 from tests.conftest import gradient_image, write_imagefolder
@@ -122,6 +124,41 @@ def case_vqgan_training_into_saved_weights(tmp_path, capsys, **_):
         train.main(["vqgan", "--preset", "tiny", "--output_dir", str(weights), "--max_train_steps", "1",
                     "--report_to", "none"])
     assert snapshot(weights) == before  # refused before any training
+
+
+def case_tokenize_into_an_imagefolder(tiny_pipe, imagefolder, tmp_path, **_):
+    vqgan = tiny_pipe.vqgan.save_pretrained(tmp_path / "vqgan")
+    before = snapshot(imagefolder)
+    with pytest.raises(SystemExit, match=r"imagefolder \(metadata.jsonl\).*--overwrite"):
+        train.main(["tokenize", "--vqgan", str(vqgan), "--data", "shapes:num_samples=4", "--output_dir",
+                    str(imagefolder)])
+    assert snapshot(imagefolder) == before  # refused before any shard
+
+
+def refuse_training(monkeypatch) -> None:
+    """A quickstart that was not refused fails at once instead of training."""
+    for stage in ("train_tokenizer", "export_tokenized_dataset", "train_prior"):
+        monkeypatch.setattr(quickstart, stage, lambda *a, **k: pytest.fail("the quickstart ran a stage"))
+
+
+def case_quickstart_over_another_recipes_run(tmp_path, monkeypatch, **_):
+    refuse_training(monkeypatch)
+    recipe = load_recipe(train.DEFAULT_RECIPE)
+    run = tmp_path / "run"
+    run.mkdir()
+    recipe.save(run / "recipe.json")
+    before = snapshot(run)
+    with pytest.raises(FolderInUseError, match=r"another recipe.*seed: 0 -> 1.*--recipe"):
+        quickstart.run_quickstart(with_assignments(recipe, {"seed": 1}), run)
+    assert snapshot(run) == before
+
+
+def case_quickstart_into_a_pipeline(folder, monkeypatch, **_):
+    refuse_training(monkeypatch)
+    before = snapshot(folder)
+    with pytest.raises(FolderInUseError, match=r"saved pipeline \(pipeline.json\)"):
+        quickstart.run_quickstart(load_recipe(train.DEFAULT_RECIPE), folder)
+    assert snapshot(folder) == before
 
 
 # ---- 3, 8: save_pretrained is atomic and refuses other folders; files get the umask's permissions ---------------
