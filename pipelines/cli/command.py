@@ -223,6 +223,17 @@ def check_output_location(path: Path) -> None:
             return
 
 
+def check_edit_output(path: Path, inputs: dict[str, Path | None]) -> None:
+    """Before any work: ``path`` can be written as one image and is none of the command's input files."""
+    check_output_location(path)
+    if path.is_dir():
+        raise ValueError(f"-o {path} is a folder: name the output .png file")
+    for name, source in inputs.items():
+        if source is not None and path.exists() and source.exists() and os.path.samefile(path, source):
+            raise ValueError(f"-o {path} is the input {name}: writing the result there would overwrite it; "
+                             "name another file")
+
+
 def check_generate_folder(folder: Path, count: int, grid: bool, overwrite: bool) -> None:
     """``FolderInUseError`` before any work when ``folder`` holds something the images would overwrite: another
     kind of folder (an imagefolder's metadata.jsonl, a dataset, a pipeline), or files of the names written,
@@ -340,6 +351,7 @@ def edit(args: argparse.Namespace) -> int:
 
     if args.output.suffix.lower() != ".png":
         raise ValueError(f"-o must name a .png file, got {args.output}")
+    check_edit_output(args.output, {"IMAGE": args.image, "MASK": getattr(args, "mask", None)})
     image = read_image(args.image)  # as caption reads images: the pixel limit from the header, clear errors
     mask = read_image(args.mask, name="mask") if args.command == "inpaint" else None
     device, dtype = resolve_device(args.device, args.dtype)

@@ -182,6 +182,24 @@ def test_item12_every_command_that_reads_an_image_applies_the_pixel_limit(comman
     assert snapshot(list(before)) == before and not out.exists()
 
 
+@pytest.mark.parametrize("command", sorted(EDIT_COMMANDS))
+def test_edit_output_that_cannot_be_written_fails_before_loading(command, folder, tmp_path, capsys, monkeypatch):
+    image, mask, notes = tmp_path / "photo.png", tmp_path / "mask.png", tmp_path / "notes.txt"
+    image.write_bytes(png_bytes(Image.new("RGB", (8, 8), "red")))
+    mask.write_bytes(png_bytes(Image.new("L", (8, 8), 255)))
+    notes.write_text("keep me")
+    (tmp_path / "taken.png").mkdir()
+    monkeypatch.setattr(cli.command, "load_pipeline", lambda *a, **k: pytest.fail("loaded the pipeline"))
+    before = snapshot([image, mask, notes])
+    argv = [command, *EDIT_COMMANDS[command](image, mask), "--pipeline", folder]
+    for output, *expected in ((notes / "out.png", "notes.txt is a file"), (tmp_path / "taken.png", "is a folder"),
+                              (image, "the input IMAGE", "overwrite")):
+        assert_one_line_error(*run_cli(capsys, [*argv, "-o", output]), str(output), *expected)
+    if command == "inpaint":
+        assert_one_line_error(*run_cli(capsys, [*argv, "-o", mask]), "the input MASK")
+    assert snapshot(list(before)) == before
+
+
 def test_item12_the_python_pipelines_apply_the_pixel_limit(pipe):
     inpaint, edit = InpaintPipeline.from_pipe(pipe), ImageToImagePipeline.from_pipe(pipe)
     inpaint.max_image_pixels = edit.max_image_pixels = 64  # an 8x8 image passes, 9x8 is too large
