@@ -38,6 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tessera.core.io import atomic_write_text
+from tessera.pipelines.call_checks import GenerationRequest
 from tessera.pipelines.data.captions import HELD_OUT_PROMPT_TEMPLATES, fill_template
 from tessera.pipelines.evaluation import (
     ImageSet,
@@ -47,7 +48,7 @@ from tessera.pipelines.evaluation import (
 )
 from tessera.pipelines.evaluation.metrics import IS_SPLITS
 from tessera.pipelines.reranking import SampleChunk
-from tessera.pipelines.text_to_image import GenerationRequest, TextToImagePipeline
+from tessera.pipelines.text_to_image import TextToImagePipeline
 from tessera.prior.config import SamplingConfig
 
 FAMILIES = ("training_names", "held_out_phrasings", "held_out_emoji")

@@ -1,10 +1,11 @@
 """Checks of the arguments every pipeline call shares (prompts, counts, sampling settings, the generator), with
-errors that say what was expected."""
+errors that say what was expected, and ``GenerationRequest``: a call's arguments once checked."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -87,3 +88,21 @@ def check_generator(generator: torch.Generator | None, device: torch.device) -> 
     if generator.device.type != device.type:
         raise ValueError(f"the generator is on {generator.device} but the pipeline on {device}; "
                          f"pass torch.Generator(device={device.type!r})")
+
+
+@dataclass
+class GenerationRequest:
+    """A call's checked arguments (``TextToImagePipeline.request``): what ``generate`` runs."""
+
+    prompts: list[str]
+    negatives: list[str] | None  # one per prompt; None without a negative prompt or without guidance
+    num_images_per_prompt: int
+    batch_size: int
+    output_type: str
+    sampling: SamplingConfig  # the call's sampling settings over the pipeline's defaults, checked
+    generator: torch.Generator | None
+    num_candidates: int = 1  # candidates drawn per image, the one the captioner scores best kept
+
+    @property
+    def num_images(self) -> int:
+        return len(self.prompts) * self.num_images_per_prompt

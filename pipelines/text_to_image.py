@@ -56,7 +56,6 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -66,6 +65,7 @@ from tessera.captioner.model import Captioner
 from tessera.core.version import tessera_version
 from tessera.models import resolve_pipeline_folder
 from tessera.pipelines.call_checks import (
+    GenerationRequest,
     check_generator,
     check_saved_sampling,
     checked_sampling_options,
@@ -100,24 +100,6 @@ from tessera.prior.transformer import GridPrior
 from tessera.tokenizer.model import VQGAN
 
 logger = logging.getLogger(__name__)
-
-@dataclass
-class GenerationRequest:
-    """A call's checked arguments (``TextToImagePipeline.request``): what ``generate`` runs."""
-
-    prompts: list[str]
-    negatives: list[str] | None  # one per prompt; None without a negative prompt or without guidance
-    num_images_per_prompt: int
-    batch_size: int
-    output_type: str
-    sampling: SamplingConfig  # the call's sampling settings over the pipeline's defaults, checked
-    generator: torch.Generator | None
-    num_candidates: int = 1  # candidates drawn per image, the one the captioner scores best kept
-
-    @property
-    def num_images(self) -> int:
-        return len(self.prompts) * self.num_images_per_prompt
-
 
 FinishChunk = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -49,6 +49,7 @@ from typing import Any, NamedTuple
 import datasets
 
 from tessera.pipelines.data.folder_files import inside_folder, read_metadata, unlisted_images
+from tessera.pipelines.data.hub_errors import hub_error_message
 from tessera.pipelines.shapes import shapes_dataset
 
 __all__ = [
@@ -295,26 +296,8 @@ def _hub_source(name: str, split: str, streaming: bool, **columns: Any) -> RawSo
     try:
         dataset = datasets.load_dataset(name, split=split, streaming=streaming)
     except Exception as error:  # offline, not found, no such split, gated...: all reported the same way
-        raise DataSourceError(_hub_error_message(name, error)) from error
+        raise DataSourceError(hub_error_message(name, error)) from error
     return _table_source(dataset, f"hub dataset {name!r} [{split}]", **columns)
-
-
-def _hub_error_message(name: str, error: Exception) -> str:
-    chain, cause = [], error
-    while cause is not None and len(chain) < 10:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    lines = [f"cannot load {name!r}: no local file or folder has that name, so it was taken for a Hugging Face "
-             f"Hub dataset, and loading that failed ({type(error).__name__}: {error})."]
-    if datasets.config.HF_HUB_OFFLINE:
-        lines.append("HF_HUB_OFFLINE is set, so nothing can be downloaded, and this dataset is not in the local "
-                     "cache. Unset HF_HUB_OFFLINE on a machine with network access, or use a local source.")
-    elif any(isinstance(cause, ConnectionError) for cause in chain):
-        lines.append("The Hub could not be reached (no network?). Check the connection, or set HF_HUB_OFFLINE=1 "
-                     "to use a cached copy without waiting on the network, or use a local source.")
-    lines.append("Local sources: an imagefolder with metadata.jsonl or metadata.csv, a save_to_disk folder, "
-                 "parquet files, or 'shapes' (the built-in synthetic dataset).")
-    return "\n".join(lines)
 
 
 def _shapes_options(source: str) -> dict[str, Any]:

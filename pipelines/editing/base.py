@@ -16,11 +16,12 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from tessera.pipelines.call_checks import GenerationRequest
 from tessera.pipelines.data.image_inputs import read_image
 from tessera.pipelines.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from tessera.pipelines.editing.inputs import EditImage
 from tessera.pipelines.editing.masks import paste_back
-from tessera.pipelines.text_to_image import GenerationRequest, TextToImageOutput, TextToImagePipeline
+from tessera.pipelines.text_to_image import TextToImageOutput, TextToImagePipeline
 from tessera.prior.context import TextContext
 from tessera.prior.text import TextConditioner
 from tessera.prior.transformer import GridPrior

@@ -42,9 +42,9 @@ import math
 
 import torch
 
+from tessera.pipelines.call_checks import GenerationRequest
 from tessera.pipelines.editing.base import EditingPipeline, EditOutput
 from tessera.pipelines.editing.inputs import per_prompt_list, prepare_image
-from tessera.pipelines.text_to_image import GenerationRequest
 
 REMASK_MODES = ("likelihood", "random")
 GROUP_STRIDE = 1  # masked prior, image-to-image: each code scored given the text alone
