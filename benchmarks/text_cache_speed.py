@@ -18,7 +18,8 @@ import time
 
 from tessera.pipelines.training.config import TrainingConfig
 from tessera.pipelines.training.loop import TrainingLoop
-from tessera.pipelines.training.prior import PriorDataOptions, PriorRunConfig, PriorStage
+from tessera.pipelines.training.prior import PriorRunConfig, PriorStage
+from tessera.pipelines.training.prior_options import PriorDataOptions
 from tessera.prior.config import prior_preset
 from tessera.prior.text import TextEncoderConfig
 

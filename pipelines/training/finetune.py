@@ -22,7 +22,8 @@ from tessera.pipelines.data.worlds import world_of_captions, world_of_source
 from tessera.pipelines.pipeline_folder import PipelineConfig
 from tessera.pipelines.tokens import ExportConfig, export_tokenized_dataset, load_tokenized_dataset
 from tessera.pipelines.training.config import TrainingConfig
-from tessera.pipelines.training.prior import FinetuneOptions, PriorDataOptions, PriorRunConfig, train_prior
+from tessera.pipelines.training.prior import PriorRunConfig, train_prior
+from tessera.pipelines.training.prior_options import FinetuneOptions, PriorDataOptions
 from tessera.prior.config import SamplingConfig
 from tessera.prior.text import TEXT_CONFIG_NAME, TextEncoderConfig
 

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from tessera.core.config import JSONConfig
 from tessera.core.io import save_image_grid
-from tessera.pipelines.data.worlds import AUTO, check_world_choice, world_of_captions
+from tessera.pipelines.data.worlds import world_of_captions
 from tessera.pipelines.pipeline_folder import (
     PipelineConfig,
     check_captioner,
@@ -47,12 +47,12 @@ from tessera.pipelines.training.batches import EpochDataset, MixedBatchSampler, 
 from tessera.pipelines.training.captions import (
     CaptionBank,
     ContextCache,
-    check_caption_variation,
     merged_alternatives,
     variation_share,
 )
 from tessera.pipelines.training.config import TrainingConfig
 from tessera.pipelines.training.loop import TrainingLoop, TrainingStage
+from tessera.pipelines.training.prior_options import FinetuneOptions, PriorDataOptions
 from tessera.prior.config import PriorConfig, SamplingConfig, prior_preset
 from tessera.prior.context import TextContext
 from tessera.prior.kinds import build_prior, load_prior
@@ -81,53 +81,6 @@ FINETUNE_TRAINING_DEFAULTS = dataclasses.replace(
     PRIOR_TRAINING_DEFAULTS, output_dir="runs/finetune", learning_rate=3e-4, max_train_steps=1000,
     lr_warmup_steps=50, checkpointing_steps=250, validation_steps=500, ema_decay=0.995,
 )
-
-
-@dataclass
-class PriorDataOptions(JSONConfig):
-    tokens: str = ""  # a tokenized dataset folder (train.py tokenize)
-    vqgan: str = ""  # the VQ-GAN folder the tokens were made with
-    validation_tokens: str | None = None  # default: hold out the last rows of --tokens
-    # prompts of the validation sample grids; default: the world's (shapes), else the first distinct captions of
-    # the validation rows
-    validation_prompts: tuple[str, ...] = ()
-    # the benchmark world whose evaluator judges validation samples: "auto" (the world whose captions these are),
-    # "none", or a world's name (pipelines.data.worlds)
-    world: str = AUTO
-    num_evaluation_captions: int = 200  # a world's data only: held-out captions judged by its evaluator
-    evaluation_caption_styles: tuple[str, ...] = ("en",)  # a world's data only: the caption styles judged
-    # "none" | "noise" (any data) | "prompts" (free text, alternative captions) | a world's name, e.g. "shapes" (its
-    # phrasings): see training.captions
-    caption_variation: str = "none"
-    caption_variants: int = 16  # variants of each distinct caption drawn from in training
-    caption_warmup_epochs: int = 0  # epoch e < N varies a share e / N of the rows (training.captions.variation_share)
-    caption_omission: float = 0.0  # a world's variation only: share of phrasings that leave one attribute unsaid
-    caption_omit: tuple[str, ...] | None = None  # the attributes they may leave unsaid (None: any the world has)
-
-    def __post_init__(self) -> None:
-        check_world_choice(self.world)
-        check_caption_variation(self.caption_variation, self.caption_omission, self.caption_omit)
-        if self.caption_warmup_epochs < 0:
-            raise ValueError(f"caption_warmup_epochs must be >= 0, got {self.caption_warmup_epochs}")
-
-
-@dataclass
-class FinetuneOptions(JSONConfig):
-    """``train.py finetune``: continue a saved pipeline's prior and text side on new captions."""
-
-    pipeline: str | None = None  # a saved pipeline folder (None: train from scratch)
-    replay_tokens: str | None = None  # the original data, tokenized, mixed into every batch against forgetting
-    replay_fraction: float = 0.0  # share of each batch drawn from replay_tokens
-    new_text_tokens: int = 0  # grow the scratch text tokenizer by up to this many tokens for the new captions
-    normalize_text: bool = True  # a text side saved before normalisation existed gets it (and learns it here)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.replay_fraction < 1.0:
-            raise ValueError(f"replay_fraction must lie in [0, 1), got {self.replay_fraction}")
-        if self.replay_fraction > 0 and not self.replay_tokens:
-            raise ValueError("replay_fraction > 0 needs replay_tokens (the original data, tokenized)")
-        if self.new_text_tokens < 0:
-            raise ValueError(f"new_text_tokens must be >= 0, got {self.new_text_tokens}")
 
 
 @dataclass

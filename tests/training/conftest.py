@@ -9,7 +9,8 @@ import torch
 
 from tessera.pipelines.tokens.export import ExportConfig, export_tokenized_dataset
 from tessera.pipelines.training.config import TrainingConfig
-from tessera.pipelines.training.prior import PriorDataOptions, PriorRunConfig
+from tessera.pipelines.training.prior import PriorRunConfig
+from tessera.pipelines.training.prior_options import PriorDataOptions
 from tessera.prior.config import prior_preset
 from tessera.prior.text import TextEncoderConfig
 from tessera.tokenizer.config import vqgan_preset

@@ -21,7 +21,8 @@ from safetensors.torch import load_file
 
 from tessera.core.config import JSONConfig
 from tessera.pipelines.training.config import TrainingConfig
-from tessera.pipelines.training.prior import FinetuneOptions, train_prior
+from tessera.pipelines.training.prior import train_prior
+from tessera.pipelines.training.prior_options import FinetuneOptions
 from tessera.pipelines.training.vqgan import DataOptions, TokenizerRunConfig
 from tessera.tokenizer.config import vqgan_preset
 from tests.training.ranks_worker import train_and_save_parameters

@@ -32,7 +32,7 @@ from tessera.pipelines.training.captions import (
     variation_share,
     vary_caption,
 )
-from tessera.pipelines.training.prior import PriorDataOptions
+from tessera.pipelines.training.prior_options import PriorDataOptions
 from tessera.prior.text import TextConditioner, TextEncoderConfig
 
 CAPTIONS = shapes_dataset(300, seed=5)["caption"]

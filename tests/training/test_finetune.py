@@ -19,7 +19,8 @@ from tessera.pipelines.image_to_text import ImageToTextPipeline
 from tessera.pipelines.text_to_image import TextToImagePipeline
 from tessera.pipelines.training.batches import MixedBatchSampler, StepBatchSampler
 from tessera.pipelines.training.captioner import add_captioner_to_pipeline
-from tessera.pipelines.training.prior import FinetuneOptions, train_prior
+from tessera.pipelines.training.prior import train_prior
+from tessera.pipelines.training.prior_options import FinetuneOptions
 from tessera.prior.kinds import load_prior
 from tessera.prior.text import TextConditioner, TextEncoderConfig
 from tessera.tokenizer.config import vqgan_preset

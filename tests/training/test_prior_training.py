@@ -9,7 +9,8 @@ import torch
 
 from tessera.core.folders import FolderInUseError
 from tessera.pipelines.tokens.dataset import TokenizerMismatchError
-from tessera.pipelines.training.prior import FinetuneOptions, PriorRunConfig, PriorStage, train_prior
+from tessera.pipelines.training.prior import PriorRunConfig, PriorStage, train_prior
+from tessera.pipelines.training.prior_options import FinetuneOptions
 from tessera.prior.kinds import load_prior
 from tessera.prior.text import TextConditioner
 from tessera.tokenizer.config import vqgan_preset
