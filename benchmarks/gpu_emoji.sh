@@ -32,9 +32,9 @@
 # then ends in 2-4 min; TRAIN_SECONDS stops a slower run cleanly (checkpoint, snapshot, validation, final save;
 # the cosine schedule then ends early). metrics.jsonl's wall_time tells the next run's STEPS.
 #
-# Parameters (environment; defaults in the code below): PRESET, PRIOR_SET (--set prior.* overrides), BATCH,
-# LR (1e-3 at batch 64 scaled by sqrt(BATCH/64): Adam's square-root rule), WARMUP, STEPS, TRAIN_SECONDS,
-# SNAPSHOT_STEPS, VALIDATION_STEPS, EMA, WORKERS; BUNDLE, OUT, WORK (the run on local disk), PYTHON;
+# Parameters (environment; defaults in the code below): PRIOR (masked | autoregressive), PRESET, PRIOR_SET (--set
+# prior.* overrides), BATCH, LR (1e-3 at batch 64 scaled by sqrt(BATCH/64): Adam's square-root rule), WARMUP, STEPS,
+# TRAIN_SECONDS, SNAPSHOT_STEPS, VALIDATION_STEPS, EMA, WORKERS; BUNDLE, OUT, WORK (the run on local disk), PYTHON;
 # DEVICE=cpu (a dry run on the CPU: no CUDA check, fp32), SKIP_INSTALL=1 (the packages are already installed).
 set -uo pipefail
 
@@ -46,7 +46,7 @@ python="${PYTHON:-python3}"
 export TQDM_MININTERVAL="${TQDM_MININTERVAL:-15}" PYTHONUNBUFFERED=1  # a short log that arrives as it is written
 
 train_args=(
-    --prior masked --preset "${PRESET:-cpu-small}" --report_to none --resume_from_checkpoint latest
+    --prior "${PRIOR:-masked}" --preset "${PRESET:-cpu-small}" --report_to none --resume_from_checkpoint latest
     --train_batch_size "${BATCH:-256}" --learning_rate "${LR:-2e-3}" --lr_warmup_steps "${WARMUP:-200}"
     --max_train_steps "${STEPS:-8000}" --max_train_seconds "${TRAIN_SECONDS:-330}"
     --snapshot_steps "${SNAPSHOT_STEPS:-500}" --validation_steps "${VALIDATION_STEPS:-1000}"
