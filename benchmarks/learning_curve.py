@@ -22,11 +22,16 @@ what is drawn (``python -m benchmarks.emoji build``'s layout).
 
 ``--ceiling VQGAN`` adds the image tokenizer's ceiling: the same judge on that VQ-GAN's reconstructions of the
 real images (one training image per judged name, one per test row for FD).
+
+``--sampling NAME=VALUE,...`` judges every snapshot with those sampling settings instead of the ones its
+``pipeline.json`` holds (``benchmarks.emoji_quality --runs``' syntax: ``guidance_scale=1,choice_temperature=1``),
+cached apart (``judged-<hash>.json``), so the curve shows the sampling a pipeline would ship with.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sys
@@ -43,6 +48,7 @@ from benchmarks.emoji_quality import (
     family_prompts,
     name_ranks,
     read_split,
+    sampling_setting,
 )
 from tessera.core.io import atomic_write_text
 from tessera.pipelines.evaluation import ImageSet, extract_features
@@ -93,9 +99,18 @@ def summary(judged: dict) -> dict[str, float]:
     return values
 
 
+def cache_file(snapshot: Snapshot, settings: dict) -> Path:
+    """Where the snapshot's figures under ``settings`` are kept: ``judged.json`` with its own sampling, one file
+    per other sampling setting."""
+    if not settings.get("sampling"):
+        return snapshot.folder / JUDGED
+    key = hashlib.sha256(json.dumps(settings["sampling"], sort_keys=True).encode()).hexdigest()[:12]
+    return snapshot.folder / f"judged-{key}.json"
+
+
 def cached_figures(snapshot: Snapshot, settings: dict) -> dict[str, float] | None:
     """The snapshot's figures when it was judged before with the same ``settings``."""
-    cache = snapshot.folder / JUDGED
+    cache = cache_file(snapshot, settings)
     if cache.is_file():
         cached = json.loads(cache.read_text(encoding="utf-8"))
         if cached.get("settings") == settings:
@@ -108,10 +123,10 @@ def judge_snapshot(judge: EmojiJudge, snapshot: Snapshot, settings: dict, batch_
     cached = cached_figures(snapshot, settings)
     if cached is not None:
         return cached
-    cache = snapshot.folder / JUDGED
+    cache = cache_file(snapshot, settings)
     pipe = TextToImagePipeline.from_pretrained(snapshot.folder)
     judged = judge.judge(pipe, families=tuple(settings["families"]), num_prompts=settings["num_prompts"],
-                         batch_size=batch_size)
+                         batch_size=batch_size, options=settings.get("sampling"))
     figures = {**summary(judged), "floor_fd": judged["fd_train_vs_test"]["fid"]}
     atomic_write_text(cache, json.dumps({"settings": settings, "figures": figures}, indent=2) + "\n")
     return figures
@@ -240,12 +255,13 @@ def plot(points: list[dict], runs: list[str], path: Path) -> None:
 
 def learning_curve(run_dirs: list[Path], names: list[str], data: Path, *, families: tuple[str, ...] = FAMILIES,
                    num_prompts: int = 100, seed: int = 0, every: int = 1, batch_size: int = 64,
-                   cache_dir: Path | None = None, ceiling: str | None = None) -> dict:
-    """Every chosen snapshot of each run judged (cached beside it); the points by run and step."""
+                   cache_dir: Path | None = None, ceiling: str | None = None, sampling: dict | None = None) -> dict:
+    """Every chosen snapshot of each run judged (cached beside it); the points by run and step. ``sampling``: the
+    pipeline call's settings for every snapshot (None: each snapshot's own)."""
     judge = EmojiJudge(data, seed=seed, cache_dir=cache_dir)
     test_files = [row["file_name"] for row in read_split(data / "test")]
     settings = {"data": str(data.resolve()), "test_files": len(test_files), "families": list(families),
-                "num_prompts": num_prompts, "seed": seed}
+                "num_prompts": num_prompts, "seed": seed, **({"sampling": sampling} if sampling else {})}
     points = []
     for run_dir, name in zip(run_dirs, names, strict=True):
         snapshots = find_snapshots(run_dir, name)
@@ -275,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--cache_dir", type=Path, default=None, help="the judge's gallery features, kept for reuse")
     parser.add_argument("--ceiling", default=None, metavar="VQGAN", help="also judge this VQ-GAN's reconstructions")
+    parser.add_argument("--sampling", type=sampling_setting, default={}, metavar="NAME=VALUE,...",
+                        help="sampling settings for every snapshot (default: each snapshot's pipeline.json)")
     parser.add_argument("--output_dir", type=Path, required=True)
     args = parser.parse_args(argv)
     names = args.names or [run.name for run in args.runs]
@@ -285,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = learning_curve(args.runs, names, args.data, families=tuple(args.families),
                                 num_prompts=args.num_prompts, seed=args.seed, every=args.every,
-                                batch_size=args.batch_size, cache_dir=args.cache_dir, ceiling=args.ceiling)
+                                batch_size=args.batch_size, cache_dir=args.cache_dir, ceiling=args.ceiling,
+                                sampling=args.sampling)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -55,6 +55,11 @@ def test_every_snapshot_is_judged_once_and_plotted(snapshot_run, emoji_data, tmp
     assert cache.stat().st_mtime_ns == stamp
     assert main([*argv[:-2], "--num_prompts", "2"]) == 0  # other settings: judged anew
     assert json.loads(cache.read_text())["settings"]["num_prompts"] == 2
+    stamp = cache.stat().st_mtime_ns
+    assert main([*argv[:-2], "--num_prompts", "2", "--sampling", "guidance_scale=1,temperature=0.5"]) == 0
+    [other] = (run / "snapshots" / "step-0000005").glob("judged-*.json")  # kept apart from the default's
+    assert json.loads(other.read_text())["settings"]["sampling"] == {"guidance_scale": 1, "temperature": 0.5}
+    assert cache.stat().st_mtime_ns == stamp
 
 
 def test_every_kth_keeps_the_last_snapshot():
