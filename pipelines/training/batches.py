@@ -2,7 +2,9 @@
 have seen, and each process and each gradient-accumulation micro-batch takes its own slice.
 
 Epoch ``e`` visits the rows in ``randperm(num_rows)`` seeded by ``(seed, e)``; these orders, one after the
-other, form an endless sequence of rows. Optimizer step ``s`` takes ``batch_size * accumulation * processes``
+other, form an endless sequence of rows. With ``weights`` (one per row), an epoch is instead ``num_rows`` rows
+drawn with replacement in proportion to them (``torch.multinomial``, seeded the same way): e.g. groups of
+near-copies weighted down to the share of one row. Optimizer step ``s`` takes ``batch_size * accumulation * processes``
 consecutive rows of it: micro-batch ``m`` of process ``p`` takes the ``batch_size`` rows at position
 ``((s * accumulation + m) * processes + p) * batch_size``. So one process with ``accumulation = 2`` sees the
 same rows per step as two processes without accumulation.
@@ -27,10 +29,14 @@ class StepBatchSampler:
     from ``start_step`` to ``end_step`` (``accumulation`` micro-batches per step)."""
 
     def __init__(self, num_rows: int, batch_size: int, *, seed: int, start_step: int, end_step: int,
-                 process_index: int = 0, num_processes: int = 1, accumulation: int = 1):
+                 process_index: int = 0, num_processes: int = 1, accumulation: int = 1,
+                 weights: torch.Tensor | None = None):
         if num_rows <= 0:
             raise ValueError("cannot sample batches from an empty dataset")
-        self.num_rows, self.batch_size, self.seed = num_rows, batch_size, seed
+        if weights is not None and (weights.shape != (num_rows,) or not bool((weights >= 0).all())
+                                    or not float(weights.sum()) > 0):
+            raise ValueError(f"weights must be {num_rows} non-negative numbers, not all 0")
+        self.num_rows, self.batch_size, self.seed, self.weights = num_rows, batch_size, seed, weights
         self.start_step, self.end_step = start_step, end_step
         self.process_index, self.num_processes, self.accumulation = process_index, num_processes, accumulation
 
@@ -39,6 +45,8 @@ class StepBatchSampler:
 
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        if self.weights is not None:
+            return torch.multinomial(self.weights.double(), self.num_rows, replacement=True, generator=generator)
         return torch.randperm(self.num_rows, generator=generator)
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -68,7 +76,7 @@ class MixedBatchSampler:
         common = dict(seed=base.seed, start_step=base.start_step, end_step=base.end_step,
                       process_index=base.process_index, num_processes=base.num_processes,
                       accumulation=base.accumulation)
-        self.new = StepBatchSampler(base.num_rows, base.batch_size - num_replay, **common)
+        self.new = StepBatchSampler(base.num_rows, base.batch_size - num_replay, weights=base.weights, **common)
         self.replay = (StepBatchSampler(num_replay_rows, num_replay, **{**common, "seed": base.seed + 1})
                        if num_replay else None)
 

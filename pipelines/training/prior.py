@@ -44,6 +44,7 @@ from tessera.pipelines.tokens import (
 from tessera.pipelines.tokens.dataset import ALTERNATIVES_COLUMN, TEXT_COLUMNS
 from tessera.pipelines.tokens.text_cache import text_cache_identity
 from tessera.pipelines.training.batches import EpochDataset, MixedBatchSampler, StepBatchSampler
+from tessera.pipelines.training.caption_groups import group_weights
 from tessera.pipelines.training.captions import (
     CaptionBank,
     ContextCache,
@@ -285,6 +286,10 @@ class PriorStage(TrainingStage):
         return get_row
 
     def train_sampler(self, sampler: StepBatchSampler) -> StepBatchSampler | MixedBatchSampler:
+        if self.config.data.group_pattern is not None:
+            sampler.weights = group_weights(self.train_rows["caption"], self.config.data.group_pattern)
+            logger.info("%d training rows in %d caption groups (--group_pattern)", len(sampler.weights),
+                        round(float(sampler.weights.sum())))
         if self.replay_rows is None:
             return sampler
         sampler.num_rows = len(self.train_rows)  # the new rows come first in the concatenation

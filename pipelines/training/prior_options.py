@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from tessera.core.config import JSONConfig
 from tessera.pipelines.data.worlds import AUTO, check_world_choice
+from tessera.pipelines.training.caption_groups import check_group_pattern
 from tessera.pipelines.training.captions import check_caption_variation
 
 
@@ -31,10 +32,14 @@ class PriorDataOptions(JSONConfig):
     caption_warmup_epochs: int = 0  # epoch e < N varies a share e / N of the rows (training.captions.variation_share)
     caption_omission: float = 0.0  # a world's variation only: share of phrasings that leave one attribute unsaid
     caption_omit: tuple[str, ...] | None = None  # the attributes they may leave unsaid (None: any the world has)
+    # a regular expression: rows whose captions match once its matches are removed form one group, drawn as often
+    # as one row (variants of one drawing weighted down; training.caption_groups). None: every row alike
+    group_pattern: str | None = None
 
     def __post_init__(self) -> None:
         check_world_choice(self.world)
         check_caption_variation(self.caption_variation, self.caption_omission, self.caption_omit)
+        check_group_pattern(self.group_pattern)
         if self.caption_warmup_epochs < 0:
             raise ValueError(f"caption_warmup_epochs must be >= 0, got {self.caption_warmup_epochs}")
 

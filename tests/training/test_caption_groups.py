@@ -1,0 +1,44 @@
+"""--group_pattern: captions grouped by what is left once the pattern's matches are removed, each group drawn as
+often as one row, by step-indexed (resumable) weighted epochs."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from tessera.pipelines.training.batches import StepBatchSampler
+from tessera.pipelines.training.caption_groups import group_weights
+from tessera.pipelines.training.prior_options import PriorDataOptions
+
+SKIN_TONES = r"(:|,)? ?(light|medium-light|medium|medium-dark|dark) skin tone|(:|,)? ?(red|curly|white|blond) hair"
+
+
+def test_variants_of_one_caption_share_one_rows_weight():
+    captions = ["waving hand", "waving hand: dark skin tone", "waving hand: light skin tone", "red apple",
+                "red apple", "person: medium skin tone, blond hair", "person"]
+    weights = group_weights(captions, SKIN_TONES)
+    assert weights.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1 / 2, 1 / 2, 1 / 2, 1 / 2])
+    assert float(weights.sum()) == pytest.approx(3)  # three groups
+
+
+def test_weighted_epochs_follow_the_weights_and_resume_exactly():
+    weights = torch.tensor([0.0, 1.0, 1.0, 2.0])
+    sampler = StepBatchSampler(4, 8, seed=0, start_step=0, end_step=400, weights=weights)
+    batches = list(sampler)
+    counts = Counter(row % 4 for batch in batches for row in batch)
+    assert counts[0] == 0 and 1.7 < counts[3] / counts[1] < 2.3
+    resumed = list(StepBatchSampler(4, 8, seed=0, start_step=250, end_step=400, weights=weights))
+    assert resumed == batches[250:]
+
+
+@pytest.mark.parametrize("weights", [torch.zeros(4), torch.ones(3), torch.tensor([1.0, -1.0, 1.0, 1.0])])
+def test_unusable_weights_are_refused(weights):
+    with pytest.raises(ValueError, match="non-negative"):
+        StepBatchSampler(4, 2, seed=0, start_step=0, end_step=1, weights=weights)
+
+
+def test_a_pattern_that_is_no_regular_expression_is_refused():
+    with pytest.raises(ValueError, match="group_pattern.*regular expression"):
+        PriorDataOptions(group_pattern="(skin tone")
