@@ -10,7 +10,9 @@ import torch
 
 from tessera.pipelines.training.batches import StepBatchSampler
 from tessera.pipelines.training.caption_groups import group_weights
+from tessera.pipelines.training.prior import PriorStage
 from tessera.pipelines.training.prior_options import PriorDataOptions
+from tests.training.conftest import make_tiny_config
 
 SKIN_TONES = r"(:|,)? ?(light|medium-light|medium|medium-dark|dark) skin tone|(:|,)? ?(red|curly|white|blond) hair"
 
@@ -42,3 +44,16 @@ def test_unusable_weights_are_refused(weights):
 def test_a_pattern_that_is_no_regular_expression_is_refused():
     with pytest.raises(ValueError, match="group_pattern.*regular expression"):
         PriorDataOptions(group_pattern="(skin tone")
+
+
+def test_the_prior_stage_draws_its_rows_by_group(tokens, tmp_path):
+    vqgan, token_dir = tokens
+    config = make_tiny_config(tmp_path / "run", vqgan, token_dir, "masked")
+    config.data.group_pattern = r"\b(small|large) "  # scenes that differ only in size: one group
+    stage = PriorStage(config)
+    stage.load_data()
+    captions = stage.train_rows["caption"]
+    sampler = stage.train_sampler(StepBatchSampler(len(captions), 4, seed=0, start_step=0, end_step=1))
+    groups = {caption.replace("small ", "").replace("large ", "") for caption in captions}
+    assert sampler.weights is not None and float(sampler.weights.sum()) == pytest.approx(len(groups))
+    assert len(groups) < len(captions)
