@@ -11,7 +11,10 @@ Prompt families (``--families``; one prompt per distinct name, ``--num_prompts``
 - ``training_names``: names of the training split, as they are ("red apple");
 - ``held_out_phrasings``: the same names asked with the lead-ins and tails caption variation never draws
   (``HELD_OUT_PROMPT_TEMPLATES``: "a picture of a red apple", "red apple sticker");
-- ``held_out_emoji``: names of the test split, whose emoji (both styles, all skin tones) training never saw.
+- ``held_out_emoji``: names of the test split, whose emoji (both styles, all skin tones) training never saw;
+- ``training_drawings`` (on request, not in the default set): training names of emoji that are their own base
+  (``hexcode == base``), not a skin-tone, gender or hair variant of another; over half of ``training_names`` are
+  such variants, near-copies of a few drawings, so this family says how well the prior draws distinct things.
 
 FD / KID (EfficientNet-Lite0 space, ``pipelines.evaluation``): one sample per test-split row (its own caption)
 against the real test images, beside the floor: as many real training images against the same test images.
@@ -52,6 +55,7 @@ from tessera.pipelines.text_to_image import TextToImagePipeline
 from tessera.prior.config import SamplingConfig
 
 FAMILIES = ("training_names", "held_out_phrasings", "held_out_emoji")
+ALL_FAMILIES = (*FAMILIES, "training_drawings")
 TOP_K = (1, 5)
 Sampler = Callable[[GenerationRequest], SampleChunk]  # a request -> the codes of its chunks
 
@@ -65,7 +69,10 @@ def read_split(folder: Path) -> list[dict]:
 
 def family_prompts(family: str, train: list[dict], test: list[dict], count: int, seed: int) -> list[tuple[str, str]]:
     """``(prompt, name)`` pairs of a family: ``count`` distinct names drawn with ``seed``."""
-    names = sorted({row["text"] for row in (test if family == "held_out_emoji" else train)})
+    rows = test if family == "held_out_emoji" else train
+    if family == "training_drawings":
+        rows = [row for row in rows if row.get("base", row.get("hexcode")) == row.get("hexcode")]
+    names = sorted({row["text"] for row in rows})
     rng = random.Random(f"{seed}:{family}")
     names = rng.sample(names, min(count, len(names)))
     if family == "held_out_phrasings":
@@ -203,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pipeline", help="a saved pipeline folder (or a shipped pipeline's name)")
     parser.add_argument("--data", type=Path, required=True, help="python -m benchmarks.emoji build's folder")
-    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=ALL_FAMILIES)
     parser.add_argument("--num_prompts", type=int, default=200)
     parser.add_argument("--runs", nargs="+", type=sampling_setting, default=[{}], metavar="SETTING",
                         help="one run per SETTING, e.g. defaults guidance_scale=3 guidance_scale=2,num_candidates=4 "

@@ -43,6 +43,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from benchmarks.emoji_quality import (
+    ALL_FAMILIES,
     FAMILIES,
     EmojiJudge,
     family_prompts,
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="training output folders with snapshots/")
     parser.add_argument("--names", nargs="+", default=None, help="one display name per run (default: folder names)")
     parser.add_argument("--data", type=Path, required=True, help="train/ and test/ imagefolders (benchmarks.emoji)")
-    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=ALL_FAMILIES)
     parser.add_argument("--num_prompts", type=int, default=100, help="names judged per family (a fixed subset)")
     parser.add_argument("--every", type=int, default=1, help="judge every K-th snapshot (and the last)")
     parser.add_argument("--seed", type=int, default=0)

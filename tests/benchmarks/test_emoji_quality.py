@@ -102,3 +102,14 @@ def test_the_gallery_cache_is_reused_only_for_the_same_files(emoji_data, tmp_pat
     write_split(other / "test", ["rocket", "rocket ship"])
     changed = EmojiJudge(other, cache_dir=tmp_path / "cache")
     assert changed.num_names == 5 and len(changed.gallery) == 5
+
+
+def test_training_drawings_leave_out_the_variants_of_another_emoji():
+    rows = [{"text": "waving hand", "hexcode": "1F44B", "base": "1F44B"},
+            {"text": "waving hand: dark skin tone", "hexcode": "1F44B-1F3FF", "base": "1F44B"},
+            {"text": "man shrugging", "hexcode": "1F937-200D-2642-FE0F", "base": "1F937"},
+            {"text": "red apple", "hexcode": "1F34E", "base": "1F34E"}]
+    pairs = family_prompts("training_drawings", rows, [], 10, 0)
+    assert sorted(name for _, name in pairs) == ["red apple", "waving hand"]
+    assert all(prompt == name for prompt, name in pairs)
+    assert len(family_prompts("training_drawings", [{"text": "cat"}], [], 10, 0)) == 1  # no hexcode: its own drawing
