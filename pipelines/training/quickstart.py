@@ -40,7 +40,7 @@ from tessera.pipelines.tokens import export_tokenized_dataset, load_tokenized_da
 from tessera.pipelines.tokens.dataset import dict_differences
 from tessera.pipelines.training.captioner import train_captioner
 from tessera.pipelines.training.prior import train_prior
-from tessera.pipelines.training.recipe import Recipe, stage_configs
+from tessera.pipelines.training.recipe import Recipe, load_recipe, stage_configs
 from tessera.pipelines.training.vqgan import train_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ def refuse_other_run(root: Path, recipe: Recipe) -> None:
     """``FolderInUseError`` when ``root`` holds a run of another recipe or is another kind of folder."""
     saved = root / RECIPE_NAME
     if saved.is_file():
-        changes = dict_differences(json.loads(saved.read_text(encoding="utf-8")), recipe.to_dict())
+        # read as a recipe, so that fields a newer version added (at their defaults) are no difference
+        changes = dict_differences(load_recipe(saved).to_dict(), recipe.to_dict())
         if changes:
             raise FolderInUseError(
                 f"{root} holds a quickstart run of another recipe (its recipe.json -> now: {'; '.join(changes)}); "

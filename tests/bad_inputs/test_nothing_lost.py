@@ -151,6 +151,11 @@ def case_quickstart_over_another_recipes_run(tmp_path, monkeypatch, **_):
     with pytest.raises(FolderInUseError, match=r"another recipe.*seed: 0 -> 1.*--recipe"):
         quickstart.run_quickstart(with_assignments(recipe, {"seed": 1}), run)
     assert snapshot(run) == before
+    older = json.loads((run / "recipe.json").read_text())
+    del older["save_dtype"]  # written before a field existed: the same recipe, at that field's default
+    (run / "recipe.json").write_text(json.dumps(older))
+    with pytest.raises(pytest.fail.Exception, match="ran a stage"):  # not refused: it continues that run
+        quickstart.run_quickstart(recipe, run)
 
 
 def case_quickstart_into_a_pipeline(folder, monkeypatch, **_):

@@ -8,6 +8,7 @@ import json
 import pytest
 from PIL import Image
 
+from benchmarks.emoji_quality import EmojiJudge
 from benchmarks.learning_curve import Snapshot, every_kth, main
 from tessera.pipelines.training.prior import train_prior
 from tests.benchmarks.test_emoji_quality import write_split
@@ -31,7 +32,7 @@ def emoji_data(tmp_path):
     return tmp_path / "data"
 
 
-def test_every_snapshot_is_judged_once_and_plotted(snapshot_run, emoji_data, tmp_path, capsys):
+def test_every_snapshot_is_judged_once_and_plotted(snapshot_run, emoji_data, tmp_path, capsys, monkeypatch):
     pytest.importorskip("efficientnet_lite_pytorch")
     run, vqgan = snapshot_run
     argv = [str(run), "--names", "tiny", "--data", str(emoji_data), "--num_prompts", "3", "--output_dir",
@@ -56,7 +57,10 @@ def test_every_snapshot_is_judged_once_and_plotted(snapshot_run, emoji_data, tmp
     assert main([*argv[:-2], "--num_prompts", "2"]) == 0  # other settings: judged anew
     assert json.loads(cache.read_text())["settings"]["num_prompts"] == 2
     stamp = cache.stat().st_mtime_ns
+    judge, seen = EmojiJudge.judge, []
+    monkeypatch.setattr(EmojiJudge, "judge", lambda self, pipe, **kw: seen.append(kw["options"]) or judge(self, pipe, **kw))
     assert main([*argv[:-2], "--num_prompts", "2", "--sampling", "guidance_scale=1,temperature=0.5"]) == 0
+    assert seen and all(options == {"guidance_scale": 1, "temperature": 0.5} for options in seen)  # reach the calls
     [other] = (run / "snapshots" / "step-0000005").glob("judged-*.json")  # kept apart from the default's
     assert json.loads(other.read_text())["settings"]["sampling"] == {"guidance_scale": 1, "temperature": 0.5}
     assert cache.stat().st_mtime_ns == stamp
