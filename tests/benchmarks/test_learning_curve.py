@@ -58,7 +58,8 @@ def test_every_snapshot_is_judged_once_and_plotted(snapshot_run, emoji_data, tmp
     assert json.loads(cache.read_text())["settings"]["num_prompts"] == 2
     stamp = cache.stat().st_mtime_ns
     judge, seen = EmojiJudge.judge, []
-    monkeypatch.setattr(EmojiJudge, "judge", lambda self, pipe, **kw: seen.append(kw["options"]) or judge(self, pipe, **kw))
+    monkeypatch.setattr(EmojiJudge, "judge",
+                        lambda self, pipe, **kw: seen.append(kw["options"]) or judge(self, pipe, **kw))
     assert main([*argv[:-2], "--num_prompts", "2", "--sampling", "guidance_scale=1,temperature=0.5"]) == 0
     assert seen and all(options == {"guidance_scale": 1, "temperature": 0.5} for options in seen)  # reach the calls
     [other] = (run / "snapshots" / "step-0000005").glob("judged-*.json")  # kept apart from the default's
