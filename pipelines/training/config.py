@@ -31,9 +31,13 @@ class TrainingConfig(JSONConfig):
     max_grad_norm: float = 1.0  # gradient clipping (0: none)
     lr_warmup_steps: int = 100  # linear warm-up, then cosine decay to 10% of the peak
     max_train_steps: int = 2000  # optimizer steps of the run
+    # 0: the cosine decay ends at max_train_steps; else at this step (a run may stop before it: its learning rates
+    # are those of the longer run's first max_train_steps, so a run continued with more steps changes none of them)
+    lr_decay_steps: int = 0
     # 0: none; else a wall-clock budget: the run stops at the first 10-step boundary past this many seconds since
     # the loop began (setup included), saving as at its last step (checkpoint, snapshot, validation, final
-    # weights). The learning-rate schedule still runs to max_train_steps, so size the steps to fit the budget.
+    # weights). The learning-rate schedule still runs to max_train_steps (or lr_decay_steps), so size the steps to
+    # fit the budget.
     max_train_seconds: float = 0.0
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (accelerate)
     checkpointing_steps: int = 500  # a resumable checkpoint every N steps
@@ -58,6 +62,8 @@ class TrainingConfig(JSONConfig):
             raise ValueError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
         if self.snapshot_steps < 0:
             raise ValueError(f"snapshot_steps must be >= 0 (0: no snapshots), got {self.snapshot_steps}")
+        if self.lr_decay_steps < 0:
+            raise ValueError(f"lr_decay_steps must be >= 0 (0: max_train_steps), got {self.lr_decay_steps}")
         if self.max_train_seconds < 0:
             raise ValueError(f"max_train_seconds must be >= 0 (0: no limit), got {self.max_train_seconds}")
         if self.train_batch_size < 1 or self.max_train_steps < 1:

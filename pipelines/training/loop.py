@@ -92,8 +92,8 @@ def make_optimizer(parameters: Iterable[nn.Parameter], training: TrainingConfig)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, learning_rate_lambda(training.lr_warmup_steps, training.max_train_steps))
+    decay_steps = training.lr_decay_steps or training.max_train_steps
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_lambda(training.lr_warmup_steps, decay_steps))
 
 
 class TrainingStage:

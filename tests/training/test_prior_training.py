@@ -175,3 +175,29 @@ def test_max_train_seconds_must_not_be_negative(tokens, tiny_config, tmp_path):
     vqgan, token_dir = tokens
     with pytest.raises(ValueError, match="max_train_seconds"):
         tiny_config(tmp_path, vqgan, token_dir, "masked", max_train_seconds=-1)
+
+
+def test_a_run_on_a_longer_schedule_is_the_longer_runs_first_steps(tokens, tiny_config, tmp_path):
+    """``lr_decay_steps``: a run that stops at step 6 of a 12-step schedule saves what the 12-step run's step-6
+    snapshot holds; without it the same 6 steps decay their learning rate sooner and train other weights."""
+    from tessera.pipelines.text_to_image import TextToImagePipeline
+
+    vqgan, token_dir = tokens
+
+    def run(name: str, **extra) -> None:
+        train_prior(tiny_config(tmp_path / name, vqgan, token_dir, "masked", checkpointing_steps=1000,
+                                validation_steps=1000, **extra))
+
+    run("long", max_train_steps=12, snapshot_steps=6, lr_warmup_steps=2)
+    run("early", max_train_steps=6, lr_decay_steps=12, lr_warmup_steps=2)
+    run("short", max_train_steps=6, lr_warmup_steps=2)
+    reference = TextToImagePipeline.from_pretrained(tmp_path / "long" / "snapshots" / "step-0000006").prior.state_dict()
+    early, short = (load_prior(tmp_path / name / "prior").state_dict() for name in ("early", "short"))
+    assert all(torch.equal(weight, early[name]) for name, weight in reference.items())
+    assert not all(torch.equal(weight, short[name]) for name, weight in reference.items())
+
+
+def test_lr_decay_steps_must_not_be_negative(tokens, tiny_config, tmp_path):
+    vqgan, token_dir = tokens
+    with pytest.raises(ValueError, match="lr_decay_steps"):
+        tiny_config(tmp_path, vqgan, token_dir, "masked", lr_decay_steps=-1)
