@@ -4,7 +4,9 @@ have seen, and each process and each gradient-accumulation micro-batch takes its
 Epoch ``e`` visits the rows in ``randperm(num_rows)`` seeded by ``(seed, e)``; these orders, one after the
 other, form an endless sequence of rows. With ``weights`` (one per row), an epoch is instead ``num_rows`` rows
 drawn with replacement in proportion to them (``torch.multinomial``, seeded the same way): e.g. groups of
-near-copies weighted down to the share of one row. Optimizer step ``s`` takes ``batch_size * accumulation * processes``
+near-copies weighted down to the share of one row. With ``weights_from_step`` the steps before it take their rows
+from the unweighted orders (a run that changes its weights at that step is the same run as one resumed there with
+the new weights). Optimizer step ``s`` takes ``batch_size * accumulation * processes``
 consecutive rows of it: micro-batch ``m`` of process ``p`` takes the ``batch_size`` rows at position
 ``((s * accumulation + m) * processes + p) * batch_size``. So one process with ``accumulation = 2`` sees the
 same rows per step as two processes without accumulation.
@@ -30,34 +32,36 @@ class StepBatchSampler:
 
     def __init__(self, num_rows: int, batch_size: int, *, seed: int, start_step: int, end_step: int,
                  process_index: int = 0, num_processes: int = 1, accumulation: int = 1,
-                 weights: torch.Tensor | None = None):
+                 weights: torch.Tensor | None = None, weights_from_step: int = 0):
         if num_rows <= 0:
             raise ValueError("cannot sample batches from an empty dataset")
         if weights is not None and (weights.shape != (num_rows,) or not bool((weights >= 0).all())
                                     or not float(weights.sum()) > 0):
             raise ValueError(f"weights must be {num_rows} non-negative numbers, not all 0")
         self.num_rows, self.batch_size, self.seed, self.weights = num_rows, batch_size, seed, weights
+        self.weights_from_step = weights_from_step
         self.start_step, self.end_step = start_step, end_step
         self.process_index, self.num_processes, self.accumulation = process_index, num_processes, accumulation
 
     def __len__(self) -> int:
         return max(0, self.end_step - self.start_step) * self.accumulation
 
-    def _epoch_order(self, epoch: int) -> torch.Tensor:
+    def _epoch_order(self, epoch: int, weighted: bool) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        if self.weights is not None:
+        if weighted:
             return torch.multinomial(self.weights.double(), self.num_rows, replacement=True, generator=generator)
         return torch.randperm(self.num_rows, generator=generator)
 
     def __iter__(self) -> Iterator[list[int]]:
-        cached_epoch, order = -1, None
+        cached, order = None, None
         for micro in range(self.start_step * self.accumulation, self.end_step * self.accumulation):
             first = (micro * self.num_processes + self.process_index) * self.batch_size
+            weighted = self.weights is not None and micro // self.accumulation >= self.weights_from_step
             rows = []
             for position in range(first, first + self.batch_size):
                 epoch = position // self.num_rows
-                if epoch != cached_epoch:
-                    cached_epoch, order = epoch, self._epoch_order(epoch)
+                if (epoch, weighted) != cached:
+                    cached, order = (epoch, weighted), self._epoch_order(epoch, weighted)
                 rows.append(epoch * self.num_rows + int(order[position % self.num_rows]))
             yield rows
 
@@ -76,7 +80,8 @@ class MixedBatchSampler:
         common = dict(seed=base.seed, start_step=base.start_step, end_step=base.end_step,
                       process_index=base.process_index, num_processes=base.num_processes,
                       accumulation=base.accumulation)
-        self.new = StepBatchSampler(base.num_rows, base.batch_size - num_replay, weights=base.weights, **common)
+        self.new = StepBatchSampler(base.num_rows, base.batch_size - num_replay, weights=base.weights,
+                                    weights_from_step=base.weights_from_step, **common)
         self.replay = (StepBatchSampler(num_replay_rows, num_replay, **{**common, "seed": base.seed + 1})
                        if num_replay else None)
 

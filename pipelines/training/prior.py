@@ -288,6 +288,7 @@ class PriorStage(TrainingStage):
     def train_sampler(self, sampler: StepBatchSampler) -> StepBatchSampler | MixedBatchSampler:
         if self.config.data.group_pattern is not None:
             sampler.weights = group_weights(self.train_rows["caption"], self.config.data.group_pattern)
+            sampler.weights_from_step = self.config.data.group_from_step
             logger.info("%d training rows in %d caption groups (--group_pattern)", len(sampler.weights),
                         round(float(sampler.weights.sum())))
         if self.replay_rows is None:

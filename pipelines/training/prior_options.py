@@ -35,11 +35,17 @@ class PriorDataOptions(JSONConfig):
     # a regular expression: rows whose captions match once its matches are removed form one group, drawn as often
     # as one row (variants of one drawing weighted down; training.caption_groups). None: every row alike
     group_pattern: str | None = None
+    # the group weights apply from this optimizer step on (0: from the start); before it every row counts alike, so
+    # the prior first learns the copies with the rest, then spends its steps on the distinct drawings
+    group_from_step: int = 0
 
     def __post_init__(self) -> None:
         check_world_choice(self.world)
         check_caption_variation(self.caption_variation, self.caption_omission, self.caption_omit)
         check_group_pattern(self.group_pattern)
+        if self.group_from_step < 0 or (self.group_from_step and self.group_pattern is None):
+            raise ValueError(f"group_from_step must be >= 0 and needs a group_pattern, got {self.group_from_step} "
+                             f"with group_pattern {self.group_pattern!r}")
         if self.caption_warmup_epochs < 0:
             raise ValueError(f"caption_warmup_epochs must be >= 0, got {self.caption_warmup_epochs}")
 

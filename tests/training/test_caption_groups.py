@@ -35,6 +35,27 @@ def test_weighted_epochs_follow_the_weights_and_resume_exactly():
     assert resumed == batches[250:]
 
 
+def test_weights_from_a_step_on_are_a_run_resumed_there_with_the_weights():
+    weights = torch.tensor([0.0, 1.0, 1.0, 2.0])
+    plain = list(StepBatchSampler(4, 3, seed=0, start_step=0, end_step=10))  # 3 rows a step: epochs straddle steps
+    weighted = list(StepBatchSampler(4, 3, seed=0, start_step=0, end_step=10, weights=weights))
+    switched = list(StepBatchSampler(4, 3, seed=0, start_step=0, end_step=10, weights=weights, weights_from_step=5))
+    assert switched == plain[:5] + weighted[5:] and plain[:5] != weighted[:5]
+    accumulated = StepBatchSampler(4, 3, seed=0, start_step=0, end_step=10, weights=weights, weights_from_step=5,
+                                   accumulation=2)
+    micro = list(accumulated)
+    assert all(row % 4 != 0 for batch in micro[10:] for row in batch)  # micro-batches of step 5 on are weighted
+    assert list(StepBatchSampler(4, 3, seed=0, start_step=7, end_step=10, weights=weights,
+                                 weights_from_step=5)) == switched[7:]
+
+
+def test_group_from_step_needs_a_pattern():
+    with pytest.raises(ValueError, match="group_from_step"):
+        PriorDataOptions(group_from_step=100)
+    with pytest.raises(ValueError, match="group_from_step"):
+        PriorDataOptions(group_pattern="x", group_from_step=-1)
+
+
 @pytest.mark.parametrize("weights", [torch.zeros(4), torch.ones(3), torch.tensor([1.0, -1.0, 1.0, 1.0])])
 def test_unusable_weights_are_refused(weights):
     with pytest.raises(ValueError, match="non-negative"):
@@ -56,4 +77,9 @@ def test_the_prior_stage_draws_its_rows_by_group(tokens, tmp_path):
     sampler = stage.train_sampler(StepBatchSampler(len(captions), 4, seed=0, start_step=0, end_step=1))
     groups = {caption.replace("small ", "").replace("large ", "") for caption in captions}
     assert sampler.weights is not None and float(sampler.weights.sum()) == pytest.approx(len(groups))
-    assert len(groups) < len(captions)
+    assert len(groups) < len(captions) and sampler.weights_from_step == 0
+    config.data.group_from_step = 30
+    later = PriorStage(config)
+    later.load_data()
+    assert later.train_sampler(StepBatchSampler(len(captions), 4, seed=0, start_step=0, end_step=1)) \
+        .weights_from_step == 30
