@@ -78,10 +78,10 @@ def run_config(bundle: Path, vqgan: str, text_encoder: str, output_dir: str, arg
 
 
 def caption_identity(config: PriorRunConfig) -> dict:
-    """The settings that decide the captions a run encodes (with the tokens' content; ``group_pattern`` only
-    weights the rows)."""
+    """The settings that decide the captions a run encodes (with the tokens' content; ``group_pattern`` and
+    ``group_from_step`` only weight the rows)."""
     data = {key: value for key, value in config.data.to_dict().items()
-            if key not in ("tokens", "vqgan", "group_pattern")}
+            if key not in ("tokens", "vqgan", "group_pattern", "group_from_step")}
     identity = {"data": data, "seed": config.training.seed, "max_length": config.text.max_length,
                 "num_validation_images": config.training.num_validation_images}
     return json.loads(json.dumps(identity))  # as the manifest stores it (tuples as lists)

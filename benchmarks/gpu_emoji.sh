@@ -34,7 +34,8 @@
 #
 # Parameters (environment; defaults in the code below): PRIOR (masked | autoregressive), PRESET, PRIOR_SET (--set
 # prior.* overrides), GROUP_PATTERN (--group_pattern, e.g. the emoji pattern of
-# pipelines/training/caption_groups.py), BATCH, LR (1e-3 at batch 64 scaled by sqrt(BATCH/64): Adam's square-root
+# pipelines/training/caption_groups.py) and GROUP_FROM_STEP (--group_from_step: the CPU recipe weights the
+# near-copies down for its last 1,000 of 17,000 steps), BATCH, LR (1e-3 at batch 64 scaled by sqrt(BATCH/64): Adam's square-root
 # rule), WARMUP, STEPS, TRAIN_SECONDS, SNAPSHOT_STEPS, VALIDATION_STEPS, EMA, WORKERS; BUNDLE, OUT, WORK (the run on
 # local disk), PYTHON; DEVICE=cpu (a dry run on the CPU: no CUDA check, fp32), SKIP_INSTALL=1 (the packages are
 # already installed).
@@ -80,7 +81,7 @@ print('torch', torch.__version__, torch.cuda.get_device_name(), 'bf16', torch.cu
     # a hung run is stopped 2 minutes past its budget, so that what it saved is still packed (0: no budget)
     timeout "$(( budget > 0 ? budget + 120 : 0 ))" "$python" -m benchmarks.gpu_bundle train "$bundle" "$work/encoder" \
         "$work/run" -- "${train_args[@]}" ${PRIOR_SET:+--set $PRIOR_SET} \
-        ${GROUP_PATTERN:+--group_pattern "$GROUP_PATTERN"}
+        ${GROUP_PATTERN:+--group_pattern "$GROUP_PATTERN"} ${GROUP_FROM_STEP:+--group_from_step "$GROUP_FROM_STEP"}
     status=$?
     echo "== training exited with $status after $(( SECONDS - started )) s; packing what there is"
     "$python" -m benchmarks.gpu_bundle pack "$bundle" "$work/run" "$out" || return 5

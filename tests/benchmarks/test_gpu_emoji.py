@@ -90,7 +90,7 @@ def gpu_run(bundle, tmp_path_factory):
            "OUT": str(root / "out"), "WORK": str(root / "work"), "PRESET": "tiny", "BATCH": "8", "LR": "3e-3",
            "WARMUP": "1", "STEPS": "7", "SNAPSHOT_STEPS": "3", "VALIDATION_STEPS": "1000", "WORKERS": "0",
            "TRAIN_SECONDS": "0", "HF_DATASETS_CACHE": str(root / "hf"),
-           "GROUP_PATTERN": "(:|,)? ?(light|dark) skin tone"}  # spaces and pipes reach train.py as one argument
+           "GROUP_PATTERN": "(:|,)? ?(light|dark) skin tone", "GROUP_FROM_STEP": "4"}  # spaces and pipes reach train.py as one argument
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_emoji.sh")], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
@@ -138,7 +138,8 @@ def test_unpacked_run_names_minilm_matches_the_pruned_encoder_and_its_snapshots_
     pipe = TextToImagePipeline.from_pretrained(run)
     config = json.loads((run / "text_config.json").read_text())
     assert config["pretrained"] == f"package:{PACKAGE}" and not (run / "text_encoder").exists()
-    assert json.loads((run / "run_config.json").read_text())["data"]["group_pattern"] == "(:|,)? ?(light|dark) skin tone"
+    data = json.loads((run / "run_config.json").read_text())["data"]
+    assert (data["group_pattern"], data["group_from_step"]) == ("(:|,)? ?(light|dark) skin tone", 4)
     pruned = TextConditioner.from_captions([], TextEncoderConfig(pretrained=str(gpu_run / "work" / "encoder")))
     manifest = json.loads((bundle / "manifest.json").read_text())
     _, config = gpu_bundle.run_config(bundle, manifest["vqgan"], manifest["text_encoder"], str(tmp_path / "x"),
