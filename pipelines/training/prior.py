@@ -289,6 +289,10 @@ class PriorStage(TrainingStage):
         if self.config.data.group_pattern is not None:
             sampler.weights = group_weights(self.train_rows["caption"], self.config.data.group_pattern)
             sampler.weights_from_step = self.config.data.group_from_step
+            if sampler.weights_from_step >= self.config.training.max_train_steps:
+                logger.warning("group_from_step %d is at or past the run's last step (%d): the caption groups are "
+                               "never weighted in this run", sampler.weights_from_step,
+                               self.config.training.max_train_steps)
             logger.info("%d training rows in %d caption groups (--group_pattern)", len(sampler.weights),
                         round(float(sampler.weights.sum())))
         if self.replay_rows is None:

@@ -67,7 +67,7 @@ def test_a_pattern_that_is_no_regular_expression_is_refused():
         PriorDataOptions(group_pattern="(skin tone")
 
 
-def test_the_prior_stage_draws_its_rows_by_group(tokens, tmp_path):
+def test_the_prior_stage_draws_its_rows_by_group(tokens, tmp_path, caplog):
     vqgan, token_dir = tokens
     config = make_tiny_config(tmp_path / "run", vqgan, token_dir, "masked")
     config.data.group_pattern = r"\b(small|large) "  # scenes that differ only in size: one group
@@ -83,3 +83,9 @@ def test_the_prior_stage_draws_its_rows_by_group(tokens, tmp_path):
     later.load_data()
     assert later.train_sampler(StepBatchSampler(len(captions), 4, seed=0, start_step=0, end_step=1)) \
         .weights_from_step == 30
+    assert "never weighted" not in caplog.text  # the tiny run has 40 steps
+    config.data.group_from_step = 40
+    too_late = PriorStage(config)
+    too_late.load_data()
+    too_late.train_sampler(StepBatchSampler(len(captions), 4, seed=0, start_step=0, end_step=1))
+    assert "group_from_step 40 is at or past the run's last step (40)" in caplog.text
