@@ -14,7 +14,8 @@ Prompt families (``--families``; one prompt per distinct name, ``--num_prompts``
 - ``held_out_emoji``: names of the test split, whose emoji (both styles, all skin tones) training never saw;
 - ``training_drawings`` (on request, not in the default set): training names of emoji that are their own base
   (``hexcode == base``), not a skin-tone, gender or hair variant of another; over half of ``training_names`` are
-  such variants, near-copies of a few drawings, so this family says how well the prior draws distinct things.
+  such variants, near-copies of a few drawings, so this family says how well the prior draws distinct things;
+- ``training_variants`` (on request): the other training names, the variants (``hexcode != base``).
 
 FD / KID (EfficientNet-Lite0 space, ``pipelines.evaluation``): one sample per test-split row (its own caption)
 against the real test images, beside the floor: as many real training images against the same test images.
@@ -55,7 +56,7 @@ from tessera.pipelines.text_to_image import TextToImagePipeline
 from tessera.prior.config import SamplingConfig
 
 FAMILIES = ("training_names", "held_out_phrasings", "held_out_emoji")
-ALL_FAMILIES = (*FAMILIES, "training_drawings")
+ALL_FAMILIES = (*FAMILIES, "training_drawings", "training_variants")
 TOP_K = (1, 5)
 Sampler = Callable[[GenerationRequest], SampleChunk]  # a request -> the codes of its chunks
 
@@ -70,8 +71,9 @@ def read_split(folder: Path) -> list[dict]:
 def family_prompts(family: str, train: list[dict], test: list[dict], count: int, seed: int) -> list[tuple[str, str]]:
     """``(prompt, name)`` pairs of a family: ``count`` distinct names drawn with ``seed``."""
     rows = test if family == "held_out_emoji" else train
-    if family == "training_drawings":
-        rows = [row for row in rows if row.get("base", row.get("hexcode")) == row.get("hexcode")]
+    if family in ("training_drawings", "training_variants"):
+        own_drawing = family == "training_drawings"
+        rows = [row for row in rows if (row.get("base", row.get("hexcode")) == row.get("hexcode")) == own_drawing]
     names = sorted({row["text"] for row in rows})
     rng = random.Random(f"{seed}:{family}")
     names = rng.sample(names, min(count, len(names)))

@@ -113,3 +113,5 @@ def test_training_drawings_leave_out_the_variants_of_another_emoji():
     assert sorted(name for _, name in pairs) == ["red apple", "waving hand"]
     assert all(prompt == name for prompt, name in pairs)
     assert len(family_prompts("training_drawings", [{"text": "cat"}], [], 10, 0)) == 1  # no hexcode: its own drawing
+    variants = family_prompts("training_variants", rows, [], 10, 0)
+    assert sorted(name for _, name in variants) == ["man shrugging", "waving hand: dark skin tone"]
