@@ -44,7 +44,7 @@ import train  # the command layer: a run is parsed exactly as train.py parses it
 from benchmarks.gpu_result import pack_result, unpack_result, vqgan_weights_sha256
 from benchmarks.pruned_encoder import prune_encoder, rebuild_encoder
 from tessera.pipelines.training.prior import PriorRunConfig, PriorStage, first_distinct
-from tessera.pipelines.training.recipe import load_recipe
+from tessera.pipelines.training.recipe import load_recipe, stage_configs
 from tessera.prior.text import TextConditioner
 from tessera.prior.text_sources import is_package_reference
 
@@ -77,11 +77,10 @@ def recipe_settings(options: argparse.Namespace) -> dict:
 
 
 def group_from_fraction(options: argparse.Namespace) -> float | None:
-    """Where the recipe starts its group weights, as a fraction of its run (None: from the start or none)."""
-    prior_settings = load_recipe(options.recipe).prior.settings
-    start = prior_settings.get("data", {}).get("group_from_step")
-    steps = prior_settings.get("training", {}).get("max_train_steps")
-    return start / steps if start and steps else None
+    """Where the recipe's prior starts its group weights, as a fraction of its run (None: from the start)."""
+    run = stage_configs(load_recipe(options.recipe), Path(".")).prior  # the recipe composed, nothing written
+    start = run.data.group_from_step
+    return start / run.training.max_train_steps if start else None
 
 
 def run_arguments(settings: dict) -> list[str]:
