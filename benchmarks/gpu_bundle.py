@@ -44,7 +44,7 @@ import train  # the command layer: a run is parsed exactly as train.py parses it
 from benchmarks.gpu_result import pack_result, unpack_result, vqgan_weights_sha256
 from benchmarks.pruned_encoder import prune_encoder, rebuild_encoder
 from tessera.pipelines.training.prior import PriorRunConfig, PriorStage, first_distinct
-from tessera.pipelines.training.recipe import load_recipe, stage_configs
+from tessera.pipelines.training.recipe import Recipe, load_recipe, stage_configs
 from tessera.prior.text import TextConditioner
 from tessera.prior.text_sources import is_package_reference
 
@@ -65,10 +65,16 @@ PIP_DOWNLOAD = ["download", "--no-deps", "--only-binary=:all:", "--python-versio
                 "--platform", "manylinux2014_x86_64"]
 
 
-def recipe_settings(options: argparse.Namespace) -> dict:
+def read_recipe(path: Path) -> Recipe:
+    try:
+        return load_recipe(path)
+    except ValueError as error:
+        raise SystemExit(f"--recipe: {error}") from error
+
+
+def recipe_settings(recipe: Recipe, options: argparse.Namespace) -> dict:
     """The recipe's prior ``data`` and ``sampling`` settings with prepare's overrides applied (flag name ->
     value); ``group_from_step`` stays out: a GPU run of another length takes it as the same fraction of its run."""
-    recipe = load_recipe(options.recipe)
     settings = {name: value for section in RECIPE_SECTIONS
                 for name, value in recipe.prior.settings.get(section, {}).items() if name != "group_from_step"}
     settings["seed"] = recipe.seed if recipe.seed is not None else 0
@@ -76,9 +82,9 @@ def recipe_settings(options: argparse.Namespace) -> dict:
     return {**settings, "num_validation_images": options.num_validation_images, **overrides}
 
 
-def group_from_fraction(options: argparse.Namespace) -> float | None:
+def group_from_fraction(recipe: Recipe) -> float | None:
     """Where the recipe's prior starts its group weights, as a fraction of its run (None: from the start)."""
-    run = stage_configs(load_recipe(options.recipe), Path(".")).prior  # the recipe composed, nothing written
+    run = stage_configs(recipe, Path(".")).prior  # the recipe composed, nothing written
     start = run.data.group_from_step
     return start / run.training.max_train_steps if start else None
 
@@ -93,8 +99,8 @@ def run_arguments(settings: dict) -> list[str]:
     return arguments
 
 
-def text_encoder_of(options: argparse.Namespace) -> str:
-    return options.text_encoder or load_recipe(options.recipe).prior.settings.get("text", {}).get("pretrained", "")
+def text_encoder_of(recipe: Recipe, options: argparse.Namespace) -> str:
+    return options.text_encoder or recipe.prior.settings.get("text", {}).get("pretrained", "")
 
 
 def run_config(bundle: Path, vqgan: str, text_encoder: str, output_dir: str, arguments: list[str]
@@ -151,7 +157,8 @@ def download_wheels(folder: Path) -> list[str]:
 
 def prepare(options: argparse.Namespace) -> dict:
     bundle = Path(options.bundle)
-    text_encoder = text_encoder_of(options)
+    recipe = read_recipe(options.recipe)  # before anything is written
+    text_encoder = text_encoder_of(recipe, options)
     if not is_package_reference(text_encoder):
         raise SystemExit(f"text encoder {text_encoder!r}: the bundle prunes an encoder that an installed "
                          "package ships (package:<module>), so that the result can name that package")
@@ -159,7 +166,7 @@ def prepare(options: argparse.Namespace) -> dict:
         if not (bundle / MANIFEST).is_file():
             raise SystemExit(f"{bundle} is a folder but not a bundle (no {MANIFEST}); name a new folder")
         shutil.rmtree(bundle)  # an older bundle, replaced
-    arguments = run_arguments(recipe_settings(options))
+    arguments = run_arguments(recipe_settings(recipe, options))
     shutil.copytree(options.tokens, bundle / TOKENS)
     with tempfile.TemporaryDirectory() as scratch:
         _, config = run_config(bundle, options.vqgan, text_encoder, scratch, arguments)
@@ -170,7 +177,7 @@ def prepare(options: argparse.Namespace) -> dict:
     manifest = {"vqgan": options.vqgan, "vqgan_sha256": vqgan_weights_sha256(Path(options.vqgan)),
                 "text_encoder": text_encoder, "encoder_sha256": text.config.encoder_sha256,
                 "recipe": str(options.recipe), "run_arguments": arguments,
-                "group_from_fraction": group_from_fraction(options), "caption_identity": caption_identity(config),
+                "group_from_fraction": group_from_fraction(recipe), "caption_identity": caption_identity(config),
                 "num_captions": len(captions), "kept_rows": record["kept_rows"], "wheels": wheels}
     manifest["bundle_bytes"] = tree_bytes(bundle)
     (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

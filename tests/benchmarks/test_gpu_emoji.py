@@ -130,6 +130,15 @@ def test_a_run_on_the_bundle_takes_the_recipes_captions_group_weights_and_sampli
     assert config.data.group_from_step == 20  # a run's own start wins
 
 
+def test_prepare_refuses_an_unreadable_recipe_before_touching_the_bundle(bundle, tmp_path):
+    (tmp_path / "recipe.json").write_text("{not json")
+    before = (bundle / "manifest.json").read_text()
+    with pytest.raises(SystemExit, match="recipe.json"):
+        gpu_bundle.main(["prepare", str(bundle), "--tokens", str(tmp_path / "none"), "--recipe",
+                         str(tmp_path / "recipe.json"), "--no_wheels"])
+    assert (bundle / "manifest.json").read_text() == before and (bundle / "encoder").is_dir()
+
+
 def test_flags_that_change_the_captions_are_refused(bundle, tmp_path):
     with pytest.raises(SystemExit, match="change the run's captions"):
         gpu_bundle.train_on_bundle(bundle, tmp_path / "encoder", tmp_path / "run", ["--caption_variants", "4"])
