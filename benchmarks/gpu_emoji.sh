@@ -16,18 +16,19 @@
 #      command:   bash benchmarks/gpu_emoji.sh
 #      carry:     [".gpu_bundle"]
 #      timeout_s: 540
-#    The wider prior: command `PRIOR_SET="prior.hidden_size=256 prior.num_layers=6 prior.num_heads=8" bash
-#    benchmarks/gpu_emoji.sh`. A failure in the first minute (install, encoder, data) leaves time to rerun; a
-#    full rerun does not fit the 15 minutes a task gets.
+#    It trains the wider prior (256 wide, 6 layers, 8 heads: 4.9M parameters), the candidate ahead per CPU-hour
+#    in docs/emoji.md; `PRIOR_SET= bash benchmarks/gpu_emoji.sh` trains the recipe's own width (cpu-small). A
+#    failure in the first minute (install, encoder, data) leaves time to rerun; a full rerun does not fit the 15
+#    minutes a task gets.
 # 3. Back here (the files land, read-only, in the reply's files_at folder):
 #      .venv/bin/python -m benchmarks.gpu_bundle unpack FILES_AT runs/gpu-emoji
 #      .venv/bin/python -m benchmarks.learning_curve runs/gpu-emoji --names gpu --data /work/data/emoji-32 ...
 #    A snapshot's cpu_seconds there are the GPU machine's process CPU time; wall_seconds (also in snapshot.json)
 #    is the training process's wall clock, setup included.
 #
-# Step count: the prior is tiny for a GPU (cpu-small with MiniLM's 384-wide context: 2.1M parameters; at batch
-# 256, ~3e11 FLOPs a step, a few ms even at 5-10 % of the bf16 peak), so a step costs mostly its Python and
-# kernel-launch overhead (~500 small kernels, the EMA's per-tensor loop, a loss sync): ~15-30 ms, estimated, not
+# Step count: the prior is tiny for a GPU (the wider prior with MiniLM's 384-wide context: 5.1M parameters; at
+# batch 256, ~8e11 FLOPs a step, a few ms even at 5-10 % of the bf16 peak), so a step costs mostly its Python and
+# kernel-launch overhead (~700 small kernels, the EMA's per-tensor loop, a loss sync): ~20-40 ms, estimated, not
 # measured (no GPU here). Reading, varying and collating a 256-row batch costs ~0.15 CPU-s (measured on this
 # project's CPU machine), so the data loader's 12 workers (of 16 cores) give one every ~12 ms or faster.
 # STEPS=8000 (2M samples, ~290 passes over the 7k rows, as many as the CPU recipe's 30,000 steps at batch 64)
@@ -35,7 +36,7 @@
 # the cosine schedule then ends early). metrics.jsonl's wall_time tells the next run's STEPS.
 #
 # Parameters (environment; defaults in the code below): PRIOR (masked | autoregressive), PRESET, PRIOR_SET (--set
-# prior.* overrides), GROUP_PATTERN (--group_pattern: default the recipe's) and GROUP_FROM_STEP (--group_from_step:
+# prior.* overrides of the preset; default the wider prior, empty for none), GROUP_PATTERN (--group_pattern: default the recipe's) and GROUP_FROM_STEP (--group_from_step:
 # default the recipe's fraction of STEPS; past STEPS, no group weights), BATCH, LR (1e-3 at batch 64 scaled by
 # sqrt(BATCH/64): Adam's square-root rule), WARMUP, STEPS, TRAIN_SECONDS, SNAPSHOT_STEPS, VALIDATION_STEPS, EMA,
 # WORKERS; BUNDLE, OUT, WORK (the run on local disk), PYTHON; DEVICE=cpu (a dry run on the CPU: no CUDA check,
@@ -46,6 +47,7 @@ cd "$(dirname "$0")/.."
 bundle="${BUNDLE:-.gpu_bundle}"
 out="${OUT:-gpu_emoji_out}"
 work="${WORK:-/tmp/gpu_emoji}"
+prior_set="${PRIOR_SET-prior.hidden_size=256 prior.num_layers=6 prior.num_heads=8}"  # set but empty: none
 python="${PYTHON:-python3}"
 export TQDM_MININTERVAL="${TQDM_MININTERVAL:-15}" PYTHONUNBUFFERED=1  # a short log that arrives as it is written
 
@@ -81,7 +83,7 @@ print('torch', torch.__version__, torch.cuda.get_device_name(), 'bf16', torch.cu
     local started=$SECONDS status budget="${TRAIN_SECONDS:-330}"
     # a hung run is stopped 2 minutes past its budget, so that what it saved is still packed (0: no budget)
     timeout "$(( budget > 0 ? budget + 120 : 0 ))" "$python" -m benchmarks.gpu_bundle train "$bundle" "$work/encoder" \
-        "$work/run" -- "${train_args[@]}" ${PRIOR_SET:+--set $PRIOR_SET} \
+        "$work/run" -- "${train_args[@]}" ${prior_set:+--set $prior_set} \
         ${GROUP_PATTERN:+--group_pattern "$GROUP_PATTERN"} ${GROUP_FROM_STEP:+--group_from_step "$GROUP_FROM_STEP"}
     status=$?
     echo "== training exited with $status after $(( SECONDS - started )) s; packing what there is"

@@ -89,7 +89,7 @@ def gpu_run(bundle, tmp_path_factory):
     env = {**os.environ, "DEVICE": "cpu", "SKIP_INSTALL": "1", "PYTHON": sys.executable, "BUNDLE": str(bundle),
            "OUT": str(root / "out"), "WORK": str(root / "work"), "PRESET": "tiny", "BATCH": "8", "LR": "3e-3",
            "WARMUP": "1", "STEPS": "7", "SNAPSHOT_STEPS": "3", "VALIDATION_STEPS": "1000", "WORKERS": "0",
-           "TRAIN_SECONDS": "0", "HF_DATASETS_CACHE": str(root / "hf"),
+           "TRAIN_SECONDS": "0", "HF_DATASETS_CACHE": str(root / "hf"), "PRIOR_SET": "prior.num_layers=1",
            "GROUP_PATTERN": "(:|,)? ?(light|dark) skin tone", "GROUP_FROM_STEP": "4"}  # spaces and pipes reach train.py as one argument
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_emoji.sh")], env=env, capture_output=True,
                           text=True, timeout=600)
@@ -165,6 +165,7 @@ def test_unpacked_run_names_minilm_matches_the_pruned_encoder_and_its_snapshots_
     assert config["pretrained"] == f"package:{PACKAGE}" and not (run / "text_encoder").exists()
     data = json.loads((run / "run_config.json").read_text())["data"]
     assert (data["group_pattern"], data["group_from_step"]) == ("(:|,)? ?(light|dark) skin tone", 4)
+    assert pipe.prior.config.num_layers == 1  # PRIOR_SET reaches the preset (tiny has 2)
     recipe = json.loads((REPO / "recipes" / "tessera-emoji.json").read_text())["prior"]["settings"]
     assert json.loads((run / "pipeline.json").read_text())["sampling"]["guidance_scale"] == \
         recipe["sampling"]["guidance_scale"]  # the pipeline samples as the recipe's does
