@@ -14,20 +14,12 @@ Sources (npm packages, fetched with ``npm pack`` into ``--cache_dir`` once, or g
 OpenMoji's own extras (groups ``extras-openmoji``, ``extras-unicode``: brand logos, UI icons, non-emoji symbols)
 have no CLDR name and are left out. Whatever is left out is counted by reason in ``build.json`` with its hexcodes.
 
-Images: each SVG rasterised at ``oversample`` x ``resolution`` (cairosvg, or librsvg's ``rsvg-convert``),
-composited on white and resized to ``resolution`` here (LANCZOS), so the data layer's resize/crop is a no-op.
-OpenMoji draws on a 72-unit grid with a margin of its own (content about 0.78 of the side); Twemoji fills its
-36-unit box, so it is drawn at ``TWEMOJI_SCALE`` of the side, centred, to give both styles about the same margin.
+Images: each SVG rasterised (cairosvg, or librsvg's ``rsvg-convert``) at a multiple of ``resolution``, composited
+on white and resized here, both styles drawn with about the same margin (``emoji_art``).
 
-Split (``base_group``): every emoji belongs to the group of its base emoji; a group is in the test split when a
-hash of its id falls in the first ``test_fraction`` of 1000 buckets, so both styles and every variant of a test
-emoji are in test, and the split does not move when other emoji come or go. The base: OpenMoji's
-``skintone_base_hexcode`` where it has one, then variation selectors and skin-tone modifiers (U+1F3FB-U+1F3FF)
-dropped; in a ZWJ sequence the parts that only say gender (U+2640, U+2642), hair (U+1F9B0-U+1F9B3) or direction
-(U+27A1) dropped; man/woman -> person, boy/girl -> child, old man/old woman -> older person; the gendered
-couples, kisses and families to their neutral forms (``NEUTRAL_SEQUENCES``). So "woman running: dark skin tone",
-"man running" and "person running" are one group, and so are "woman health worker" and "health worker".
-Emoji with their own gendered code point (prince / princess, Santa / Mrs. Claus) stay separate groups.
+Split: every emoji belongs to the group of its base emoji (``emoji_names.base_group``: skin-tone, gender and hair
+variants with their base), and a group is in the test split by a hash of its id, so both styles and every variant
+of a test emoji are in test, and the split does not move when other emoji come or go.
 
 Output: ``DIR/train`` and ``DIR/test`` imagefolders (``images/<style>/<HEXCODE>.png``, ``metadata.jsonl`` with
 ``file_name``, ``text`` (the CLDR name), ``emoji``, ``hexcode``, ``base``, ``style``, ``keywords``, ``group``,
@@ -40,29 +32,34 @@ error, and is not marked complete, so a re-run tries again. A folder that cannot
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 from tqdm.auto import tqdm
 
-from benchmarks.tuxpaint import is_held_out, square_on_white
+from benchmarks.emoji_art import (
+    RASTERISERS,
+    TWEMOJI_SCALE,
+    BlankImage,
+    EmojiDataError,
+    default_cache_dir,
+    fetch_npm_package,
+    find_rasteriser,
+    render,
+    scan_sources,
+)
+from benchmarks.emoji_names import is_test, read_names
 from tessera.core.io import atomic_write_text, temporary_path, write_json_durably
 
 SPLITS = ("train", "test")
 STYLES = ("openmoji", "twemoji")
-TWEMOJI_SCALE = 7 / 8
 OPENMOJI_ATTRIBUTION = ("All emojis designed by OpenMoji – the open-source emoji and icon project. "
                         "License: CC BY-SA 4.0")
 PACKAGES = {  # pinned: the build is reproducible from these tarballs (their sha256 goes into build.json)
@@ -74,261 +71,6 @@ PACKAGES = {  # pinned: the build is reproducible from these tarballs (their sha
                 "url": "https://github.com/jdecked/twemoji"},
 }
 NAMES = "Unicode CLDR short names and keywords as shipped in OpenMoji's data/openmoji.json (Unicode License v3)"
-
-VARIATION_SELECTORS = {0xFE0E, 0xFE0F}
-ZWJ = 0x200D
-SKIN_TONES = range(0x1F3FB, 0x1F400)
-ZWJ_QUALIFIERS = {0x2640, 0x2642, 0x27A1, 0x1F9B0, 0x1F9B1, 0x1F9B2, 0x1F9B3}  # gender, direction, hair
-NEUTRAL_PERSONS = {0x1F468: 0x1F9D1, 0x1F469: 0x1F9D1, 0x1F466: 0x1F9D2, 0x1F467: 0x1F9D2,
-                   0x1F474: 0x1F9D3, 0x1F475: 0x1F9D3}
-NEUTRAL_SEQUENCES = {  # after the person mapping: gendered pairs and families -> the neutral emoji
-    "1F9D1-200D-2764-200D-1F48B-200D-1F9D1": "1F48F",  # kiss
-    "1F9D1-200D-2764-200D-1F9D1": "1F491",  # couple with heart
-    "1F46B": "1F9D1-200D-1F91D-200D-1F9D1", "1F46C": "1F9D1-200D-1F91D-200D-1F9D1",  # people holding hands
-    "1F46D": "1F9D1-200D-1F91D-200D-1F9D1",
-    "1F46A": "1F9D1-200D-1F9D1-200D-1F9D2",  # family -> family: adult, adult, child
-}
-
-
-class EmojiDataError(RuntimeError):
-    """The emoji sources could not be fetched, read or rasterised (the message says what to do)."""
-
-
-class BlankImage(EmojiDataError):
-    """An SVG rasterised to nothing but transparent pixels."""
-
-
-def code_points(hexcode: str) -> list[int]:
-    """``"1F3C3-1F3FB-200D-2640-FE0F"`` or a Twemoji file stem ``"1f3c3-1f3fb-200d-2640-fe0f"`` -> code points."""
-    return [int(part, 16) for part in hexcode.replace("_", "-").split("-") if part]
-
-
-def hexcode_of(points: list[int]) -> str:
-    return "-".join(f"{point:04X}" for point in points)
-
-
-def match_key(hexcode: str) -> str:
-    """The key two sources' files of one emoji share: code points without variation selectors."""
-    return hexcode_of([point for point in code_points(hexcode) if point not in VARIATION_SELECTORS])
-
-
-def base_group(hexcode: str, skintone_base: str = "") -> str:
-    """The id of the base-emoji group ``hexcode`` is split with (the rule is in the module docstring)."""
-    points = [point for point in code_points(skintone_base or hexcode) if point not in VARIATION_SELECTORS]
-    parts: list[list[int]] = [[]]
-    for point in points:
-        if point == ZWJ:
-            parts.append([])
-        else:
-            parts[-1].append(point)
-    parts = [[point for point in part if point not in SKIN_TONES] or part for part in parts if part]
-    if len(parts) > 1:
-        parts = [part for part in parts if not (len(part) == 1 and part[0] in ZWJ_QUALIFIERS)] or parts
-    parts = [[NEUTRAL_PERSONS.get(part[0], part[0])] if len(part) == 1 else part for part in parts]
-    joined = f"-{ZWJ:04X}-".join(hexcode_of(part) for part in parts)
-    return NEUTRAL_SEQUENCES.get(joined, joined)
-
-
-def is_test(base: str, test_fraction: float = 0.1, seed: int = 0) -> bool:
-    """Whether the group ``base`` is in the test split (deterministic, by hash; ``seed`` picks another split)."""
-    return is_held_out(f"emoji-split-{seed}:{base}", test_fraction)
-
-
-# ---------------------------------------------------------------------------------------------
-# Names and the two sources' files
-
-
-@dataclass(frozen=True)
-class EmojiName:
-    emoji: str
-    hexcode: str
-    text: str
-    keywords: tuple[str, ...]
-    group: str
-    subgroup: str
-    base: str
-
-
-def split_tags(tags: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(tag.strip() for tag in tags.split(",") if tag.strip()))
-
-
-def read_names(openmoji_json: Path) -> tuple[dict[str, EmojiName], Counter, dict[str, list[str]]]:
-    """Unicode emoji of ``openmoji.json`` by ``match_key``, and the entries left out (reason -> count, hexcodes).
-
-    Skin-tone variants have no keywords of their own there: they take their base emoji's."""
-    entries = json.loads(openmoji_json.read_text(encoding="utf-8"))
-    tags_of = {match_key(entry["hexcode"]): split_tags(entry.get("tags") or "") for entry in entries}
-    names: dict[str, EmojiName] = {}
-    skipped: Counter = Counter()
-    which: dict[str, list[str]] = defaultdict(list)
-    for entry in entries:
-        hexcode, group = entry["hexcode"], entry.get("group") or ""
-        reason = ("openmoji_extra" if group.startswith("extras-")
-                  else "no_name" if not (entry.get("annotation") or "").strip() else None)
-        if reason is not None:
-            skipped[reason] += 1
-            which[reason].append(hexcode)
-            continue
-        skintone_base = entry.get("skintone_base_hexcode") or ""
-        keywords = tags_of[match_key(hexcode)]
-        if not keywords and skintone_base:
-            keywords = tags_of.get(match_key(skintone_base), ())
-        names[match_key(hexcode)] = EmojiName(
-            emoji=entry["emoji"], hexcode=hexcode, text=" ".join(entry["annotation"].split()), keywords=keywords,
-            group=group, subgroup=entry.get("subgroups") or "", base=base_group(hexcode, skintone_base))
-    return names, skipped, which
-
-
-@dataclass(frozen=True)
-class Item:
-    style: str
-    svg: Path
-    name: EmojiName
-
-
-def scan_sources(names: dict[str, EmojiName], openmoji_dir: Path | None, twemoji_dir: Path | None
-                 ) -> tuple[list[Item], Counter, dict[str, list[str]]]:
-    """The SVG of every named emoji in each given style, and what was left out (by ``"<style>:<reason>"``)."""
-    items: list[Item] = []
-    skipped: Counter = Counter()
-    which: dict[str, list[str]] = defaultdict(list)
-
-    def skip(reason: str, hexcode: str) -> None:
-        skipped[reason] += 1
-        which[reason].append(hexcode)
-
-    if openmoji_dir is not None:
-        for name in names.values():
-            svg = openmoji_dir / "color" / "svg" / f"{name.hexcode}.svg"
-            if svg.is_file():
-                items.append(Item("openmoji", svg, name))
-            else:
-                skip("openmoji:no_svg", name.hexcode)
-    if twemoji_dir is not None:
-        seen: set[str] = set()
-        for svg in sorted(twemoji_dir.glob("*.svg")):
-            try:
-                key = match_key(svg.stem)
-            except ValueError:
-                skip("twemoji:not_a_hexcode_file_name", svg.name)
-                continue
-            if key in seen:
-                skip("twemoji:duplicate", svg.name)
-            elif key not in names:
-                skip("twemoji:no_name", svg.stem)
-            else:
-                seen.add(key)
-                items.append(Item("twemoji", svg, names[key]))
-    return items, skipped, which
-
-
-# ---------------------------------------------------------------------------------------------
-# Rasterisers
-
-RASTERISERS = ("auto", "cairosvg", "rsvg-convert")
-INSTALL_HINT = ("install one: `pip install cairosvg` (uses the cairo library: Debian/Ubuntu `apt-get install "
-                "libcairo2`, macOS `brew install cairo`) or `apt-get install librsvg2-bin` (rsvg-convert)")
-
-
-@dataclass
-class Rasteriser:
-    """SVG file -> RGBA image of ``size`` x ``size``."""
-
-    name: str
-    version: str
-
-    def __call__(self, svg: Path, size: int) -> Image.Image:
-        if self.name == "cairosvg":
-            import cairosvg
-
-            png = cairosvg.svg2png(url=str(svg), output_width=size, output_height=size)
-        else:
-            done = subprocess.run([self.name, "-w", str(size), "-h", str(size), str(svg)], capture_output=True)
-            if done.returncode != 0:
-                raise EmojiDataError(done.stderr.decode(errors="replace").strip()[-200:])
-            png = done.stdout
-        with Image.open(io.BytesIO(png)) as image:
-            return image.convert("RGBA")
-
-
-def find_rasteriser(choice: str = "auto") -> Rasteriser:
-    """The rasteriser asked for, or with ``"auto"`` cairosvg if it imports, else ``rsvg-convert`` on the PATH."""
-    if choice not in RASTERISERS:
-        raise EmojiDataError(f"unknown rasteriser {choice!r}; choose from {RASTERISERS}")
-    problems = []
-    if choice in ("auto", "cairosvg"):
-        try:
-            import cairosvg
-
-            return Rasteriser("cairosvg", cairosvg.__version__)
-        except ImportError:
-            problems.append("cairosvg is not installed")
-        except OSError as error:  # cairocffi found no cairo library
-            problems.append(f"cairosvg cannot load the cairo library ({str(error).splitlines()[0]})")
-    if choice in ("auto", "rsvg-convert"):
-        if shutil.which("rsvg-convert") is not None:
-            version = subprocess.run(["rsvg-convert", "--version"], capture_output=True, text=True).stdout.strip()
-            return Rasteriser("rsvg-convert", version.split()[-1] if version else "unknown")
-        problems.append("rsvg-convert is not on the PATH")
-    raise EmojiDataError(f"no SVG rasteriser ({'; '.join(problems)}): {INSTALL_HINT}")
-
-
-def render(rasteriser: Rasteriser, item: Item, resolution: int, oversample: int) -> Image.Image:
-    """The emoji as RGB ``resolution`` x ``resolution`` on white, drawn at the style's scale."""
-    side = resolution * oversample
-    drawn = side if item.style != "twemoji" else round(side * TWEMOJI_SCALE)
-    image = rasteriser(item.svg, drawn)
-    if image.getchannel("A").getbbox() is None:
-        raise BlankImage(str(item.svg))
-    canvas = Image.new("RGBA", (side, side), (0, 0, 0, 0))
-    canvas.alpha_composite(image, ((side - image.width) // 2, (side - image.height) // 2))
-    return square_on_white(canvas, resolution)
-
-
-# ---------------------------------------------------------------------------------------------
-# Fetching the packages
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tessera" / "emoji"
-
-
-def tarball_name(package: str, version: str) -> str:
-    return f"{package.lstrip('@').replace('/', '-')}-{version}.tgz"  # npm pack's name for it
-
-
-def fetch_npm_package(package: str, version: str, cache_dir: Path) -> tuple[Path, str]:
-    """``npm pack package@version`` into ``cache_dir`` and unpack it there (once); its folder and sha256."""
-    tarball = cache_dir / tarball_name(package, version)
-    unpacked = cache_dir / tarball.name.removesuffix(".tgz")
-    if not tarball.is_file():
-        if shutil.which("npm") is None:
-            raise EmojiDataError(
-                f"npm is needed to fetch {package}@{version} (Debian/Ubuntu: apt-get install npm); or unpack that "
-                "package's tarball from the npm registry yourself and pass its package/ folder with "
-                "--openmoji_dir / --twemoji_dir")
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        print(f"downloading {package}@{version} into {cache_dir}", flush=True)
-        done = subprocess.run(["npm", "pack", f"{package}@{version}"], cwd=cache_dir, capture_output=True, text=True)
-        if done.returncode != 0 or not tarball.is_file():
-            raise EmojiDataError(f"`npm pack {package}@{version}` failed ({done.stderr.strip()[-300:]}); check the "
-                                 "network, or pass an unpacked package with --openmoji_dir / --twemoji_dir")
-    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
-    if not (unpacked / "package").is_dir():
-        staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".unpack-"))
-        with tarfile.open(tarball) as archive:
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12: refuse links and paths leaving the folder
-                archive.extractall(staging, filter="data")
-            else:
-                archive.extractall(staging)
-        shutil.rmtree(unpacked, ignore_errors=True)
-        os.replace(staging, unpacked)
-    return unpacked / "package", digest
-
-
-# ---------------------------------------------------------------------------------------------
-# Building
 
 
 @dataclass

@@ -23,7 +23,7 @@ from PIL import Image
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 import train
-from benchmarks import emoji
+from benchmarks import emoji, emoji_art
 from tessera.pipelines import cli
 from tessera.pipelines.editing import ImageToImagePipeline, InpaintPipeline
 from tessera.pipelines.image_to_text import ImageToTextPipeline
@@ -404,7 +404,7 @@ def test_item7_an_emoji_build_where_every_file_fails_is_an_error_and_is_retried(
             "--oversample", "1"]
     working = emoji.find_rasteriser("auto")
 
-    class Broken(emoji.Rasteriser):
+    class Broken(emoji_art.Rasteriser):
         def __call__(self, svg, size):
             raise OSError("no cairo today")
 

@@ -1,4 +1,5 @@
-"""The emoji imagefolder builder (benchmarks/emoji.py) on a tiny hand-made OpenMoji + Twemoji sample: no download."""
+"""The emoji imagefolder builder (benchmarks/emoji.py, emoji_names.py, emoji_art.py) on a tiny hand-made OpenMoji +
+Twemoji sample: no download."""
 
 import json
 import shutil
@@ -6,8 +7,10 @@ import shutil
 import pytest
 from PIL import Image
 
-from benchmarks import emoji
-from benchmarks.emoji import BuildOptions, EmojiDataError, base_group, build, find_rasteriser, is_test
+from benchmarks import emoji, emoji_art
+from benchmarks.emoji import BuildOptions, build
+from benchmarks.emoji_art import EmojiDataError, find_rasteriser
+from benchmarks.emoji_names import base_group, is_test
 from tessera.pipelines.data import load_image_caption_data
 
 RED, BLUE, GREEN = "#ff0000", "#0000ff", "#00c000"
@@ -202,7 +205,7 @@ def test_without_a_rasteriser_the_error_says_what_to_install(tmp_path, sources, 
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_cairosvg)
-    monkeypatch.setattr(emoji.shutil, "which", lambda name: None)
+    monkeypatch.setattr(emoji_art.shutil, "which", lambda name: None)
     with pytest.raises(EmojiDataError, match=r"pip install cairosvg.*librsvg2-bin"):
         built(tmp_path / "out", sources)
     with pytest.raises(EmojiDataError, match="rsvg-convert is not on the PATH"):
@@ -211,8 +214,8 @@ def test_without_a_rasteriser_the_error_says_what_to_install(tmp_path, sources, 
 
 
 def test_without_npm_the_download_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(emoji, "find_rasteriser", lambda choice: emoji.Rasteriser("cairosvg", "test"))
-    monkeypatch.setattr(emoji.shutil, "which", lambda name: None)
+    monkeypatch.setattr(emoji, "find_rasteriser", lambda choice: emoji_art.Rasteriser("cairosvg", "test"))
+    monkeypatch.setattr(emoji_art.shutil, "which", lambda name: None)
     with pytest.raises(EmojiDataError, match="npm is needed.*--openmoji_dir"):
         build(tmp_path / "out", BuildOptions(), cache_dir=tmp_path / "cache")
     assert not (tmp_path / "out").exists()
@@ -225,8 +228,8 @@ def test_a_cached_tarball_is_unpacked_without_npm(tmp_path, sources, monkeypatch
     cache.mkdir()
     with tarfile.open(cache / "twemoji-svg-15.0.0.tgz", "w:gz") as archive:
         archive.add(sources[1], arcname="package")
-    monkeypatch.setattr(emoji.shutil, "which", lambda name: None)
-    folder, digest = emoji.fetch_npm_package("@twemoji/svg", "15.0.0", cache)
+    monkeypatch.setattr(emoji_art.shutil, "which", lambda name: None)
+    folder, digest = emoji_art.fetch_npm_package("@twemoji/svg", "15.0.0", cache)
     assert folder == cache / "twemoji-svg-15.0.0" / "package" and (folder / "1f34e.svg").is_file()
     assert len(digest) == 64
 
