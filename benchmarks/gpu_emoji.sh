@@ -16,7 +16,7 @@
 #      command:   bash benchmarks/gpu_emoji.sh
 #      carry:     [".gpu_bundle"]
 #      timeout_s: 540
-#    It trains the wider prior (256 wide, 6 layers, 8 heads: 4.9M parameters), the candidate ahead per CPU-hour
+#    It trains the wider prior (256 wide, 6 layers, 8 heads: 5.1M parameters), the candidate ahead per CPU-hour
 #    in docs/emoji.md; `PRIOR_SET= bash benchmarks/gpu_emoji.sh` trains the recipe's own width (cpu-small). A
 #    failure in the first minute (install, encoder, data) leaves time to rerun; a full rerun does not fit the 15
 #    minutes a task gets.
@@ -36,8 +36,9 @@
 # the cosine schedule then ends early). metrics.jsonl's wall_time tells the next run's STEPS.
 #
 # Parameters (environment; defaults in the code below): PRIOR (masked | autoregressive), PRESET, PRIOR_SET (--set
-# prior.* overrides of the preset; default the wider prior, empty for none), GROUP_PATTERN (--group_pattern: default the recipe's) and GROUP_FROM_STEP (--group_from_step:
-# default the recipe's fraction of STEPS; past STEPS, no group weights), BATCH, LR (1e-3 at batch 64 scaled by
+# prior.* overrides of the preset; default the wider prior, empty for none), GROUP_PATTERN (--group_pattern:
+# default the recipe's) and GROUP_FROM_STEP (--group_from_step: default the recipe's fraction of STEPS; past
+# STEPS, no group weights), BATCH, LR (1e-3 at batch 64 scaled by
 # sqrt(BATCH/64): Adam's square-root rule), WARMUP, STEPS, TRAIN_SECONDS, SNAPSHOT_STEPS, VALIDATION_STEPS, EMA,
 # WORKERS; BUNDLE, OUT, WORK (the run on local disk), PYTHON; DEVICE=cpu (a dry run on the CPU: no CUDA check,
 # fp32), SKIP_INSTALL=1 (the packages are already installed).
